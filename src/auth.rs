@@ -1,0 +1,259 @@
+//! Authentication: turn a request's credentials into a [`User`].
+//!
+//! [`Authenticator`] is the seam: each variant recognises its own credential and either
+//! authenticates it, rejects it, or declines so that the next authenticator may try. JWT/JWKS
+//! and external (`forward`) authenticators are further variants of the same enum.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::ApiKeyEntry;
+use crate::error::GatewayError;
+use crate::user::User;
+
+/// What an authenticator made of a request.
+#[derive(Debug, Clone)]
+pub enum AuthOutcome {
+    /// The credential is valid: this is the caller.
+    Authenticated(Arc<User>),
+    /// The request carries no credential of this authenticator's kind.
+    NotMine,
+    /// The credential is this authenticator's kind but invalid.
+    Rejected(GatewayError),
+}
+
+/// A configured authenticator.
+#[derive(Debug)]
+pub enum Authenticator {
+    /// Static API keys.
+    ApiKey(ApiKeys),
+}
+
+impl Authenticator {
+    /// Authenticate a request from its headers.
+    pub fn authenticate(&self, headers: &HeaderMap) -> AuthOutcome {
+        match self {
+            Authenticator::ApiKey(k) => k.authenticate(headers),
+        }
+    }
+}
+
+const BEARER_CHALLENGE: &str = "Bearer";
+
+/// Run the authenticators in order; the first that recognises the credential decides.
+pub fn authenticate(authenticators: &[Authenticator], headers: &HeaderMap) -> Result<Arc<User>, GatewayError> {
+    for a in authenticators {
+        match a.authenticate(headers) {
+            AuthOutcome::Authenticated(u) => return Ok(u),
+            AuthOutcome::Rejected(e) => return Err(e),
+            AuthOutcome::NotMine => {}
+        }
+    }
+    Err(GatewayError::unauthorized(
+        "Missing authentication credentials",
+        BEARER_CHALLENGE,
+    ))
+}
+
+/// Static API keys, held as SHA-256 digests and compared in constant time.
+#[derive(Debug)]
+pub struct ApiKeys {
+    header: http::HeaderName,
+    bearer: bool,
+    keys: Vec<([u8; 32], Arc<User>)>,
+}
+
+impl ApiKeys {
+    /// Build from entries; errors name the offending entry.
+    pub fn new(header: Option<&str>, entries: &[ApiKeyEntry]) -> Result<ApiKeys, String> {
+        let header_name = header.unwrap_or("authorization").to_ascii_lowercase();
+        let header = http::HeaderName::from_bytes(header_name.as_bytes())
+            .map_err(|_| format!("invalid header name {header_name:?}"))?;
+        let bearer = header == http::header::AUTHORIZATION;
+        let mut keys: Vec<([u8; 32], Arc<User>)> = Vec::with_capacity(entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            let digest = parse_digest(&e.sha256).map_err(|m| format!("keys[{i}] ({}): {m}", e.identity))?;
+            if e.identity.is_empty() {
+                return Err(format!("keys[{i}]: identity must not be empty"));
+            }
+            if http::HeaderValue::from_str(&e.identity).is_err() {
+                return Err(format!(
+                    "keys[{i}]: identity {:?} must be visible ASCII (it is forwarded in a header)",
+                    e.identity
+                ));
+            }
+            if keys.iter().any(|(d, _)| d == &digest) {
+                return Err(format!("keys[{i}] ({}): the same key digest is listed twice", e.identity));
+            }
+            keys.push((
+                digest,
+                Arc::new(User {
+                    identity: e.identity.clone(),
+                    display_name: e.display_name.clone().unwrap_or_else(|| e.identity.clone()),
+                    permissions: e.permissions.clone(),
+                    roles: e.roles.clone(),
+                    attributes: e.attributes.clone(),
+                }),
+            ));
+        }
+        Ok(ApiKeys { header, bearer, keys })
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether no key is configured.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    fn authenticate(&self, headers: &HeaderMap) -> AuthOutcome {
+        let mut values = headers.get_all(&self.header).iter();
+        let Some(value) = values.next() else {
+            return AuthOutcome::NotMine;
+        };
+        if values.next().is_some() {
+            return AuthOutcome::Rejected(GatewayError::unauthorized(
+                format!("More than one {} header", self.header),
+                BEARER_CHALLENGE,
+            ));
+        }
+        let Ok(value) = value.to_str() else {
+            return AuthOutcome::Rejected(invalid_key());
+        };
+        let key = if self.bearer {
+            let mut parts = value.trim().splitn(2, ' ');
+            match (parts.next(), parts.next()) {
+                (Some(scheme), Some(token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+                // Another scheme (e.g. Basic) may belong to another authenticator.
+                (Some(scheme), Some(_)) if !scheme.is_empty() => return AuthOutcome::NotMine,
+                _ => {
+                    return AuthOutcome::Rejected(GatewayError::unauthorized(
+                        "Invalid authorization header: expected 'Bearer <token>'",
+                        BEARER_CHALLENGE,
+                    ))
+                }
+            }
+        } else {
+            value.trim()
+        };
+        if key.is_empty() {
+            return AuthOutcome::Rejected(invalid_key());
+        }
+        let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        // Compare against every key without an early exit.
+        let mut found: Option<&Arc<User>> = None;
+        for (d, user) in &self.keys {
+            if bool::from(d.ct_eq(&digest)) {
+                found = Some(user);
+            }
+        }
+        match found {
+            Some(u) => AuthOutcome::Authenticated(u.clone()),
+            None => AuthOutcome::Rejected(invalid_key()),
+        }
+    }
+}
+
+fn invalid_key() -> GatewayError {
+    GatewayError::unauthorized("Invalid API key", "Bearer error=\"invalid_token\"")
+}
+
+fn parse_digest(hexstr: &str) -> Result<[u8; 32], String> {
+    let bytes = hex::decode(hexstr.trim()).map_err(|_| "sha256 must be 64 hex digits".to_string())?;
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| "sha256 must be 64 hex digits (32 bytes)".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn entry(key: &str, id: &str) -> ApiKeyEntry {
+        ApiKeyEntry {
+            sha256: hex::encode(Sha256::digest(key.as_bytes())),
+            identity: id.into(),
+            display_name: None,
+            permissions: vec!["p".into()],
+            roles: vec![],
+            attributes: Default::default(),
+        }
+    }
+
+    fn headers(name: &str, v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    fn bearer_keys() -> Vec<Authenticator> {
+        vec![Authenticator::ApiKey(ApiKeys::new(None, &[entry("k1", "alice"), entry("k2", "bob")]).unwrap())]
+    }
+
+    #[test]
+    fn bearer_key_authenticates_its_user() {
+        let u = authenticate(&bearer_keys(), &headers("authorization", "Bearer k2")).unwrap();
+        assert_eq!(u.identity, "bob");
+        assert_eq!(u.display_name, "bob");
+        assert_eq!(u.permissions, vec!["p".to_string()]);
+    }
+
+    #[test]
+    fn scheme_is_case_insensitive() {
+        assert!(authenticate(&bearer_keys(), &headers("authorization", "bearer k1")).is_ok());
+    }
+
+    #[test]
+    fn unknown_key_is_401_with_challenge() {
+        let e = authenticate(&bearer_keys(), &headers("authorization", "Bearer nope")).unwrap_err();
+        assert_eq!(e.status, http::StatusCode::UNAUTHORIZED);
+        assert_eq!(e.detail, "Invalid API key");
+        assert!(e.headers.iter().any(|(n, _)| n == http::header::WWW_AUTHENTICATE));
+    }
+
+    #[test]
+    fn missing_credentials_is_401() {
+        let e = authenticate(&bearer_keys(), &HeaderMap::new()).unwrap_err();
+        assert_eq!(e.status, http::StatusCode::UNAUTHORIZED);
+        assert_eq!(e.detail, "Missing authentication credentials");
+    }
+
+    #[test]
+    fn one_word_authorization_is_401_not_400() {
+        let e = authenticate(&bearer_keys(), &headers("authorization", "k1")).unwrap_err();
+        assert_eq!(e.status, http::StatusCode::UNAUTHORIZED);
+    }
+
+    #[test]
+    fn other_scheme_declines_and_falls_through_to_missing() {
+        let e = authenticate(&bearer_keys(), &headers("authorization", "Basic YTpi")).unwrap_err();
+        assert_eq!(e.detail, "Missing authentication credentials");
+    }
+
+    #[test]
+    fn duplicate_authorization_headers_are_rejected() {
+        let mut h = headers("authorization", "Bearer k1");
+        h.append(http::header::AUTHORIZATION, HeaderValue::from_static("Bearer k2"));
+        assert!(authenticate(&bearer_keys(), &h).is_err());
+    }
+
+    #[test]
+    fn raw_key_header_is_supported() {
+        let a = vec![Authenticator::ApiKey(ApiKeys::new(Some("X-Api-Key"), &[entry("k1", "alice")]).unwrap())];
+        assert_eq!(authenticate(&a, &headers("x-api-key", "k1")).unwrap().identity, "alice");
+        assert!(authenticate(&a, &headers("authorization", "Bearer k1")).is_err());
+    }
+
+    #[test]
+    fn bad_digest_and_duplicate_digest_are_load_errors() {
+        let mut bad = entry("k", "a");
+        bad.sha256 = "xyz".into();
+        assert!(ApiKeys::new(None, &[bad]).is_err());
+        assert!(ApiKeys::new(None, &[entry("k", "a"), entry("k", "b")]).is_err());
+    }
+}

@@ -1,0 +1,154 @@
+//! One error type for every refusal the gateway makes.
+//!
+//! As in Pingora's `pingora-error`, an error knows which side is at fault; the side and the kind
+//! decide the status. The body is always the agent server's own shape, `{"detail": "..."}`, so a
+//! client (and the official SDK) cannot tell a gateway refusal from a server one by its format.
+
+use http::{HeaderName, HeaderValue, StatusCode};
+
+/// Who caused a refusal; used for logs and metrics, never shown to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The request itself (bad path, bad body, no credentials, not allowed).
+    Client,
+    /// The agent server behind the gateway (down, slow, garbage).
+    Upstream,
+    /// The gateway (policy could not be evaluated).
+    Internal,
+}
+
+/// How the refusal is delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// A JSON body `{"detail": ...}` with the status.
+    Json,
+    /// An SSE stream: HTTP 200 `text/event-stream` whose first frame is `event: error`, which is
+    /// how the agent server reports authorization failures on its streaming endpoints.
+    SseErrorEvent,
+}
+
+/// A refusal: status, detail text, extra headers and how to deliver it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayError {
+    /// HTTP status (for `SseErrorEvent`, the status named inside the event).
+    pub status: StatusCode,
+    /// The `detail` text.
+    pub detail: String,
+    /// Extra response headers (e.g. `WWW-Authenticate`, `Allow`).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Who is at fault.
+    pub side: Side,
+    /// JSON or SSE error event.
+    pub delivery: Delivery,
+}
+
+impl GatewayError {
+    /// A client-side refusal with this status and detail.
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        GatewayError {
+            status,
+            detail: detail.into(),
+            headers: Vec::new(),
+            side: Side::Client,
+            delivery: Delivery::Json,
+        }
+    }
+    /// 400 Bad Request.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, detail)
+    }
+    /// 401 with `WWW-Authenticate` (unlike LangGraph, which drops it).
+    pub fn unauthorized(detail: impl Into<String>, challenge: &'static str) -> Self {
+        let mut e = Self::new(StatusCode::UNAUTHORIZED, detail);
+        e.headers.push((
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        ));
+        e
+    }
+    /// 403 Forbidden.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, detail)
+    }
+    /// 404 Not Found.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, detail)
+    }
+    /// 409 Conflict.
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, detail)
+    }
+    /// 422 Unprocessable Entity.
+    pub fn unprocessable(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, detail)
+    }
+    /// 502/503/504: the upstream failed us.
+    pub fn upstream(status: StatusCode, detail: impl Into<String>) -> Self {
+        let mut e = Self::new(status, detail);
+        e.side = Side::Upstream;
+        e
+    }
+    /// 500: the gateway could not decide; fail closed.
+    pub fn internal(detail: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::INTERNAL_SERVER_ERROR, detail);
+        e.side = Side::Internal;
+        e
+    }
+    /// Deliver as an SSE `error` event instead of a JSON error.
+    pub fn as_sse(mut self) -> Self {
+        self.delivery = Delivery::SseErrorEvent;
+        self
+    }
+    /// Add a response header.
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// The JSON body `{"detail": ...}`.
+    pub fn json_body(&self) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({ "detail": self.detail }))
+            .unwrap_or_else(|_| b"{\"detail\":\"error\"}".to_vec())
+    }
+
+    /// The SSE body: one `error` event in the agent server's format, then the stream ends.
+    pub fn sse_body(&self) -> Vec<u8> {
+        let data = serde_json::json!({
+            "error": "HTTPException",
+            "message": format!("{}: {}", self.status.as_u16(), self.detail),
+        });
+        let mut out = b"event: error\r\ndata: ".to_vec();
+        out.extend_from_slice(data.to_string().as_bytes());
+        out.extend_from_slice(b"\r\n\r\n");
+        out
+    }
+}
+
+impl std::fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status.as_u16(), self.detail)
+    }
+}
+
+impl std::error::Error for GatewayError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_body_is_detail_object() {
+        let e = GatewayError::not_found("Thread with ID x not found");
+        let v: serde_json::Value = serde_json::from_slice(&e.json_body()).unwrap_or_default();
+        assert_eq!(v, serde_json::json!({"detail": "Thread with ID x not found"}));
+    }
+
+    #[test]
+    fn sse_body_matches_agent_server_error_frame() {
+        let e = GatewayError::not_found("Thread not found").as_sse();
+        let body = String::from_utf8(e.sse_body()).unwrap_or_default();
+        assert!(body.starts_with("event: error\r\ndata: "));
+        assert!(body.contains("\"message\":\"404: Thread not found\""));
+        assert!(body.ends_with("\r\n\r\n"));
+    }
+}

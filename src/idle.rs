@@ -1,0 +1,67 @@
+//! A response body that fails when no data arrives for a while: the only timeout on a
+//! streaming body (SSE streams send heartbeats, so a silent stream is a dead one).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
+
+/// The error when the stream went idle.
+#[derive(Debug)]
+pub struct IdleTimedOut;
+impl std::fmt::Display for IdleTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("upstream body idle timeout")
+    }
+}
+impl std::error::Error for IdleTimedOut {}
+
+/// Wraps a body with an idle timeout.
+pub struct IdleTimeout<B> {
+    inner: Pin<Box<B>>,
+    sleep: Pin<Box<Sleep>>,
+    idle: Duration,
+}
+
+impl<B> IdleTimeout<B> {
+    /// Wrap `inner`; each frame resets the timer.
+    pub fn new(inner: B, idle: Duration) -> Self {
+        IdleTimeout { inner: Box::pin(inner), sleep: Box::pin(tokio::time::sleep(idle)), idle }
+    }
+}
+
+impl<B> Body for IdleTimeout<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.inner.as_mut().poll_frame(cx) {
+            Poll::Ready(Some(r)) => {
+                let idle = self.idle;
+                self.sleep.as_mut().reset(Instant::now() + idle);
+                Poll::Ready(Some(r.map_err(Into::into)))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match self.sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(IdleTimedOut)))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,19 @@
+#![doc = "graphguard: an authorization gateway for LangGraph agent servers."]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod config;
+pub mod decide;
+pub mod error;
+pub mod event;
+pub mod filter;
+pub mod idle;
+pub mod policy;
+pub mod proxy;
+pub mod rewrite;
+pub mod routes;
+pub mod server;
+pub mod template;
+pub mod upstream;
+pub mod user;

@@ -1,0 +1,197 @@
+//! The `graphguard` command: `serve` and `check`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use clap::{Parser, Subcommand};
+use graphguard::policy::Policy;
+use graphguard::proxy::{Gateway, ProxyConfig};
+use graphguard::server::{self, ServerConfig};
+use graphguard::upstream::{Upstream, UpstreamConfig};
+
+#[derive(Parser, Debug)]
+#[command(name = "graphguard", version, about = "Authorization gateway for LangGraph agent servers")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the gateway.
+    Serve(ServeArgs),
+    /// Load and validate a policy directory; print errors as file:line: key: message.
+    Check {
+        /// The policy directory.
+        dir: PathBuf,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "GRAPHGUARD_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: String,
+    /// The agent server, e.g. http://127.0.0.1:2024.
+    #[arg(long, env = "GRAPHGUARD_UPSTREAM")]
+    upstream: String,
+    /// Policy directory (every *.yaml, *.yml, *.json in it).
+    #[arg(long, env = "GRAPHGUARD_POLICIES")]
+    policies: PathBuf,
+    /// Largest request body in bytes (413 above).
+    #[arg(long, env = "GRAPHGUARD_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Seconds a client has to send request headers.
+    #[arg(long, env = "GRAPHGUARD_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    header_timeout_secs: u64,
+    /// Seconds to connect to the upstream.
+    #[arg(long, env = "GRAPHGUARD_CONNECT_TIMEOUT_SECS", default_value_t = 5)]
+    connect_timeout_secs: u64,
+    /// Seconds to wait for the upstream's response headers.
+    #[arg(long, env = "GRAPHGUARD_RESPONSE_TIMEOUT_SECS", default_value_t = 60)]
+    response_timeout_secs: u64,
+    /// Seconds a streaming response may stay silent before it is cut.
+    #[arg(long, env = "GRAPHGUARD_IDLE_TIMEOUT_SECS", default_value_t = 300)]
+    idle_timeout_secs: u64,
+    /// Seconds in-flight requests get to finish on shutdown.
+    #[arg(long, env = "GRAPHGUARD_DRAIN_SECS", default_value_t = 20)]
+    drain_secs: u64,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GRAPHGUARD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Check { dir } => check(&dir),
+        Cmd::Serve(args) => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(rt) => rt.block_on(serve(args)),
+            Err(e) => {
+                eprintln!("graphguard: cannot start the runtime: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn check(dir: &std::path::Path) -> ExitCode {
+    match Policy::load_dir(dir) {
+        Ok(p) => {
+            for w in &p.warnings {
+                println!("warning: {w}");
+            }
+            println!("ok: policy version {} ({} authenticators)", p.version, p.authenticators.len());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in errors {
+                println!("{e}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(a: ServeArgs) -> ExitCode {
+    let policy = match Policy::load_dir(&a.policies) {
+        Ok(p) => p,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{e}");
+            }
+            eprintln!("graphguard: the policy directory does not load; nothing to serve");
+            return ExitCode::FAILURE;
+        }
+    };
+    for w in &policy.warnings {
+        tracing::warn!("{w}");
+    }
+    let base = match a.upstream.parse() {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("graphguard: invalid --upstream {:?}: {e}", a.upstream);
+            return ExitCode::FAILURE;
+        }
+    };
+    let upstream = match Upstream::new(
+        UpstreamConfig {
+            base,
+            connect_timeout: Duration::from_secs(a.connect_timeout_secs),
+            response_timeout: Duration::from_secs(a.response_timeout_secs),
+            max_lookup_bytes: 16 * 1024 * 1024,
+        },
+        policy.lookup_capacity,
+        policy.lookup_ttl,
+    ) {
+        Ok(u) => Arc::new(u),
+        Err(e) => {
+            eprintln!("graphguard: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(&a.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("graphguard: cannot listen on {}: {e}", a.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(listen = %a.listen, upstream = %a.upstream, policy = %policy.version, "graphguard serving");
+    let gw = Arc::new(Gateway {
+        policy: ArcSwap::from_pointee(policy),
+        upstream,
+        config: ProxyConfig {
+            max_body: a.max_body_bytes,
+            idle_timeout: Duration::from_secs(a.idle_timeout_secs),
+            ..ProxyConfig::default()
+        },
+    });
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: draining in-flight requests");
+        let _ = tx.send(true);
+    });
+    server::serve(
+        listener,
+        gw,
+        ServerConfig {
+            header_read_timeout: Duration::from_secs(a.header_timeout_secs),
+            drain: Duration::from_secs(a.drain_secs),
+            ..ServerConfig::default()
+        },
+        rx,
+    )
+    .await;
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,503 @@
+//! The request path: authenticate -> classify -> decide (with lookups) -> rewrite -> forward
+//! -> stream back.
+//!
+//! Each request reads one policy snapshot from start to end. Refusals are JSON
+//! `{"detail": ...}` (or an SSE `error` event where the agent server reports errors that way),
+//! never a forward: what the gateway cannot classify, parse or decide is refused.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde_json::Value;
+
+use crate::auth;
+use crate::decide::{self, Decision, Facts, Forward, Input, Next, Outcome, Reply, ResponsePlan, SearchPlan, Target};
+use crate::error::{Delivery, GatewayError};
+use crate::policy::Policy;
+use crate::rewrite::ObjectBody;
+use crate::routes::{self, Op};
+use crate::upstream::{UpBody, Upstream};
+use crate::user::User;
+
+/// Response body type.
+pub type RespBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Data-plane limits and timeouts.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Largest request body accepted (413 above).
+    pub max_body: usize,
+    /// Largest upstream response the gateway buffers to filter (search pages, lists).
+    pub max_filtered_response: usize,
+    /// A streaming response with no data for this long is cut.
+    pub idle_timeout: Duration,
+    /// Time allowed to read a request body.
+    pub body_timeout: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            max_body: 32 * 1024 * 1024,
+            max_filtered_response: 64 * 1024 * 1024,
+            idle_timeout: Duration::from_secs(300),
+            body_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Shared state of the gateway.
+pub struct Gateway {
+    /// The live policy snapshot.
+    pub policy: ArcSwap<Policy>,
+    /// The upstream.
+    pub upstream: Arc<Upstream>,
+    /// Limits.
+    pub config: ProxyConfig,
+}
+
+/// Headers that belong to one connection (RFC 9110 7.6.1), never forwarded.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Client headers that claim an identity or a network position; the gateway sets its own.
+const SPOOFABLE: [&str; 7] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-real-ip",
+    "x-http-method-override",
+];
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Headers named in Connection are hop-by-hop too.
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named.iter().chain(HOP_BY_HOP.iter()) {
+        h.remove(n);
+    }
+    h.remove("proxy-connection");
+}
+
+fn full(bytes: impl Into<Bytes>) -> RespBody {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// The response for a refusal.
+pub fn error_response(e: &GatewayError) -> Response<RespBody> {
+    let (status, ctype, body) = match e.delivery {
+        Delivery::Json => (e.status, "application/json", e.json_body()),
+        Delivery::SseErrorEvent => (StatusCode::OK, "text/event-stream", e.sse_body()),
+    };
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    for (n, v) in &e.headers {
+        r.headers_mut().append(n.clone(), v.clone());
+    }
+    r
+}
+
+fn reply_response(rep: Reply) -> Response<RespBody> {
+    let mut r = Response::new(full(rep.body));
+    *r.status_mut() = rep.status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    for (n, v) in rep.headers {
+        r.headers_mut().append(n, v);
+    }
+    r
+}
+
+impl Gateway {
+    /// Handle one request end to end. Never panics; every failure is a response.
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<RespBody> {
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let started = std::time::Instant::now();
+        let policy = self.policy.load_full();
+        let (resp, user, decision) = match self.handle_inner(req, peer, &policy).await {
+            Ok((r, u, d)) => (r, u, d),
+            Err((e, u, d)) => (error_response(&e), u, d),
+        };
+        let steps: Vec<String> = decision
+            .as_ref()
+            .map(|d| {
+                d.steps
+                    .iter()
+                    .map(|s| format!("{}={}{}", s.event, s.handler.as_deref().unwrap_or("-"), if s.allowed { "" } else { "!" }))
+                    .collect()
+            })
+            .unwrap_or_default();
+        tracing::info!(
+            %method,
+            %path,
+            status = resp.status().as_u16(),
+            user = user.as_deref().map(|u| u.identity.as_str()).unwrap_or("-"),
+            steps = %steps.join(","),
+            policy = %policy.version,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "request"
+        );
+        resp
+    }
+
+    #[allow(clippy::type_complexity)]
+    async fn handle_inner(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        policy: &Arc<Policy>,
+    ) -> Result<(Response<RespBody>, Option<Arc<User>>, Option<Decision>), (GatewayError, Option<Arc<User>>, Option<Decision>)> {
+        let fail = |e: GatewayError| (e, None, None);
+        let path = req.uri().path().to_string();
+        routes::check_path(&path).map_err(fail)?;
+        let method = req.method().clone();
+        let classified = routes::classify(&method, &path);
+        // Public and blocked routes are decided before authentication, as on the server.
+        if let Ok(m) = &classified {
+            let public = matches!(m.route.op, Op::Public)
+                && (m.route.template == "/ui/{*rest}" || policy.public_paths.iter().any(|p| *p == path));
+            if public {
+                let fwd = Forward {
+                    body: None,
+                    query: None,
+                    response: ResponsePlan::Stream,
+                    invalidate: Vec::new(),
+                    authenticated: false,
+                };
+                let (parts, body) = req.into_parts();
+                let body = self.read_body(&parts.headers, body).await.map_err(fail)?;
+                let r = self.forward(parts, body, fwd, None, peer).await.map_err(fail)?;
+                return Ok((r, None, None));
+            }
+            if matches!(m.route.op, Op::Blocked) {
+                return Err(fail(GatewayError::forbidden(
+                    "graphguard never forwards the agent server's /internal and /deploy routes",
+                )));
+            }
+        }
+        let user = auth::authenticate(&policy.authenticators, req.headers()).map_err(fail)?;
+        let with_user = |e: GatewayError| (e, Some(user.clone()), None);
+        let m = classified.map_err(with_user)?;
+        routes::validate_params(&m).map_err(with_user)?;
+        if req.headers().get(header::UPGRADE).is_some() {
+            return Err(with_user(GatewayError::bad_request("Protocol upgrades are not supported through graphguard")));
+        }
+        let (parts, body) = req.into_parts();
+        let raw = self.read_body(&parts.headers, body).await.map_err(with_user)?;
+        let parsed = decide::parse_body(&m, &raw).map_err(with_user)?;
+        let input = Input { route: &m, query: parts.uri.query(), body: &parsed };
+        let mut facts = Facts::default();
+        let decision = loop {
+            match decide::decide(policy, &user, &input, &facts) {
+                Next::Done(d) => break d,
+                Next::Need(t) => {
+                    let f = self.upstream.lookup(&t).await.map_err(with_user)?;
+                    facts.insert(t, f);
+                }
+            }
+        };
+        drop(parsed);
+        let outcome = decision.outcome.clone();
+        let done = |e: GatewayError| (e, Some(user.clone()), Some(decision.clone()));
+        match outcome {
+            Outcome::Refuse(e) => Err(done(e)),
+            Outcome::Reply(r) => Ok((reply_response(r), Some(user.clone()), Some(decision.clone()))),
+            Outcome::Forward(fwd) => {
+                let invalidate = fwd.invalidate.clone();
+                let r = self.forward(parts, raw, fwd, Some(&user), peer).await.map_err(done)?;
+                for t in &invalidate {
+                    self.upstream.invalidate(t);
+                }
+                Ok((r, Some(user.clone()), Some(decision)))
+            }
+        }
+    }
+
+    /// Read the whole request body within the size limit (413 before the upstream sees it).
+    async fn read_body(&self, headers: &HeaderMap, body: Incoming) -> Result<Bytes, GatewayError> {
+        let too_large = || GatewayError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("Request body larger than {} bytes", self.config.max_body));
+        if let Some(cl) = headers.get(header::CONTENT_LENGTH) {
+            let n: u64 = cl
+                .to_str()
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| GatewayError::bad_request("Invalid Content-Length"))?;
+            if n > self.config.max_body as u64 {
+                return Err(too_large());
+            }
+        }
+        match tokio::time::timeout(self.config.body_timeout, Limited::new(body, self.config.max_body).collect()).await {
+            Err(_) => Err(GatewayError::new(StatusCode::REQUEST_TIMEOUT, "Request body not received in time")),
+            Ok(Ok(c)) => Ok(c.to_bytes()),
+            Ok(Err(e)) => {
+                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    Err(too_large())
+                } else {
+                    Err(GatewayError::bad_request("Request body incomplete"))
+                }
+            }
+        }
+    }
+
+    fn upstream_request(
+        &self,
+        parts: &http::request::Parts,
+        path_and_query: &str,
+        body: Bytes,
+        user: Option<&User>,
+        peer: SocketAddr,
+    ) -> Result<Request<UpBody>, GatewayError> {
+        let policy = self.policy.load();
+        let mut headers = parts.headers.clone();
+        strip_hop_by_hop(&mut headers);
+        for n in SPOOFABLE {
+            headers.remove(n);
+        }
+        for n in &policy.user_headers.strip {
+            headers.remove(n);
+        }
+        headers.remove(header::HOST);
+        headers.remove(header::EXPECT);
+        headers.remove(header::CONTENT_LENGTH);
+        if let Some(u) = user {
+            let uh = &policy.user_headers;
+            let set = |h: &mut HeaderMap, n: &HeaderName, v: &str| {
+                if let Ok(v) = HeaderValue::from_str(v) {
+                    h.insert(n.clone(), v);
+                }
+            };
+            set(&mut headers, &uh.identity, &u.identity);
+            set(&mut headers, &uh.display_name, &u.display_name);
+            set(&mut headers, &uh.permissions, &serde_json::to_string(&u.permissions).unwrap_or_default());
+            set(&mut headers, &uh.roles, &serde_json::to_string(&u.roles).unwrap_or_default());
+        }
+        let client_host = parts
+            .headers
+            .get(header::HOST)
+            .cloned()
+            .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        if let Ok(v) = HeaderValue::from_str(&peer.ip().to_string()) {
+            headers.insert("x-forwarded-for", v);
+        }
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        if let Some(h) = client_host {
+            headers.insert("x-forwarded-host", h);
+        }
+        if !body.is_empty() || parts.method != Method::GET && parts.method != Method::HEAD {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        }
+        let mut req = Request::builder()
+            .method(parts.method.clone())
+            .uri(self.upstream.uri(path_and_query)?)
+            .body(Full::new(body).map_err(|never| match never {}).boxed_unsync())
+            .map_err(|e| GatewayError::internal(e.to_string()))?;
+        if let Ok(h) = HeaderValue::from_str(self.upstream.authority()) {
+            headers.insert(header::HOST, h);
+        }
+        *req.headers_mut() = headers;
+        Ok(req)
+    }
+
+    async fn forward(
+        &self,
+        parts: http::request::Parts,
+        raw: Bytes,
+        fwd: Forward,
+        user: Option<&User>,
+        peer: SocketAddr,
+    ) -> Result<Response<RespBody>, GatewayError> {
+        let path = parts.uri.path();
+        let query = fwd.query.as_deref().or(parts.uri.query());
+        let pq = match query {
+            Some(q) if !q.is_empty() => format!("{path}?{q}"),
+            _ => path.to_string(),
+        };
+        let body = fwd.body.map(Bytes::from).unwrap_or(raw);
+        match fwd.response {
+            ResponsePlan::Search(plan) => self.search(&parts, body, &plan, user, peer).await,
+            ResponsePlan::Stream => {
+                let req = self.upstream_request(&parts, &pq, body, user, peer)?;
+                let resp = self.upstream.send(req).await?;
+                Ok(self.stream_back(resp))
+            }
+            ResponsePlan::FilterList { filter, empty } => {
+                let req = self.upstream_request(&parts, &pq, body, user, peer)?;
+                let resp = self.upstream.send(req).await?;
+                self.filtered(resp, |item| filter.matches(&metadata_of(item)), empty).await
+            }
+            ResponsePlan::StoreItems { filter } => {
+                let req = self.upstream_request(&parts, &pq, body, user, peer)?;
+                let resp = self.upstream.send(req).await?;
+                self.filtered(resp, |item| item.get("value").and_then(Value::as_object).is_some_and(|v| filter.matches(v)), None)
+                    .await
+            }
+        }
+    }
+
+    /// Stream an upstream response back chunk by chunk (SSE included), with an idle timeout.
+    fn stream_back(&self, resp: Response<Incoming>) -> Response<RespBody> {
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let body = crate::idle::IdleTimeout::new(body, self.config.idle_timeout).boxed_unsync();
+        Response::from_parts(parts, body)
+    }
+
+    async fn read_upstream(&self, resp: Response<Incoming>) -> Result<(http::response::Parts, Bytes), GatewayError> {
+        let (parts, body) = resp.into_parts();
+        let bytes = Limited::new(body, self.config.max_filtered_response)
+            .collect()
+            .await
+            .map_err(|_| GatewayError::upstream(StatusCode::BAD_GATEWAY, "Upstream response unreadable or too large"))?
+            .to_bytes();
+        Ok((parts, bytes))
+    }
+
+    /// Filter a JSON response: an array, or an object with `items` (store search).
+    async fn filtered(
+        &self,
+        resp: Response<Incoming>,
+        keep: impl Fn(&Value) -> bool,
+        empty: Option<GatewayError>,
+    ) -> Result<Response<RespBody>, GatewayError> {
+        let (mut parts, bytes) = self.read_upstream(resp).await?;
+        if !parts.status.is_success() {
+            strip_hop_by_hop(&mut parts.headers);
+            return Ok(Response::from_parts(parts, full(bytes)));
+        }
+        let bad = || GatewayError::upstream(StatusCode::BAD_GATEWAY, "Upstream answered an unexpected shape");
+        let mut v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+        let items = match &mut v {
+            Value::Array(items) => items,
+            Value::Object(o) => match o.get_mut("items") {
+                Some(Value::Array(items)) => items,
+                _ => return Err(bad()),
+            },
+            _ => return Err(bad()),
+        };
+        items.retain(|i| keep(i));
+        if items.is_empty() {
+            if let Some(e) = empty {
+                return Err(e);
+            }
+        }
+        let out = serde_json::to_vec(&v).map_err(|e| GatewayError::internal(e.to_string()))?;
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(header::CONTENT_LENGTH);
+        Ok(Response::from_parts(parts, full(out)))
+    }
+
+    /// A search the upstream cannot filter exactly: page through from offset 0 and keep what
+    /// passes, then answer the client's window with pagination headers computed the way the
+    /// server computes them.
+    async fn search(
+        &self,
+        parts: &http::request::Parts,
+        body: Bytes,
+        plan: &SearchPlan,
+        user: Option<&User>,
+        _peer: SocketAddr,
+    ) -> Result<Response<RespBody>, GatewayError> {
+        const PAGE: u64 = 200;
+        const MAX_PAGES: u64 = 500;
+        let _ = user;
+        let base = ObjectBody::parse(&body, decide::MAX_JSON_DEPTH)
+            .map_err(|_| GatewayError::internal("rewritten search body does not parse"))?;
+        let want = plan.offset.saturating_add(plan.limit);
+        let mut kept: Vec<Value> = Vec::new();
+        let mut more = false;
+        for page in 0..MAX_PAGES {
+            let limit = PAGE.to_string();
+            let offset = (page * PAGE).to_string();
+            let b = base.splice(&[("limit", Some(limit.as_bytes())), ("offset", Some(offset.as_bytes()))]);
+            let (status, headers, bytes) = self.upstream.json(Method::POST, plan.path, Some(b)).await?;
+            if !status.is_success() {
+                let mut r = Response::new(full(bytes));
+                *r.status_mut() = status;
+                if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+                    r.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
+                }
+                return Ok(r);
+            }
+            let items: Vec<Value> = serde_json::from_slice(&bytes)
+                .map_err(|_| GatewayError::upstream(StatusCode::BAD_GATEWAY, "Upstream search answered an unexpected shape"))?;
+            let n = items.len() as u64;
+            for item in items {
+                if self.passes(plan, &item).await? {
+                    if !plan.count && kept.len() as u64 >= want {
+                        more = true;
+                        break;
+                    }
+                    kept.push(item);
+                }
+            }
+            if more || n < PAGE {
+                break;
+            }
+            if page + 1 == MAX_PAGES {
+                return Err(GatewayError::upstream(StatusCode::BAD_GATEWAY, "Search too large to filter at the gateway"));
+            }
+        }
+        if plan.count {
+            return Ok(reply_response(Reply { status: StatusCode::OK, body: kept.len().to_string().into_bytes(), headers: Vec::new() }));
+        }
+        let window: Vec<Value> = kept.into_iter().skip(plan.offset as usize).take(plan.limit as usize).collect();
+        let mut headers = Vec::new();
+        let total = if more {
+            headers.push((HeaderName::from_static("x-pagination-next"), HeaderValue::from(want)));
+            want + 1
+        } else {
+            plan.offset + window.len() as u64
+        };
+        headers.push((HeaderName::from_static("x-pagination-total"), HeaderValue::from(total)));
+        let _ = parts;
+        let body = serde_json::to_vec(&window).map_err(|e| GatewayError::internal(e.to_string()))?;
+        Ok(reply_response(Reply { status: StatusCode::OK, body, headers }))
+    }
+
+    async fn passes(&self, plan: &SearchPlan, item: &Value) -> Result<bool, GatewayError> {
+        if let Some(f) = &plan.filter {
+            if !f.matches(&metadata_of(item)) {
+                return Ok(false);
+            }
+        }
+        if let Some(tf) = &plan.thread_filter {
+            if let Some(tid) = item.get("thread_id").and_then(Value::as_str) {
+                let md = match self.upstream.lookup(&Target::Thread(tid.to_string())).await? {
+                    Some(t) => metadata_of(&t),
+                    None => Default::default(),
+                };
+                if !tf.matches(&md) {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+}
+
+fn metadata_of(v: &Value) -> serde_json::Map<String, Value> {
+    v.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default()
+}

@@ -1,0 +1,92 @@
+//! The listener: accepts connections and serves HTTP/1.1 and h2c (prior knowledge) with hyper.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::proxy::Gateway;
+
+/// Connection-level settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Time allowed for a client to send a request's headers (slowloris guard).
+    pub header_read_timeout: Duration,
+    /// Largest request head (HTTP/1.1 buffer).
+    pub max_header_bytes: usize,
+    /// How long in-flight requests may finish after shutdown starts.
+    pub drain: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            drain: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Serve until `shutdown` turns true, then drain.
+pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, cfg: ServerConfig, mut shutdown: watch::Receiver<bool>) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_read_timeout)
+        .max_buf_size(cfg.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(cfg.max_header_bytes as u32);
+    let builder = Arc::new(builder);
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let gw = gw.clone();
+                let builder = builder.clone();
+                let mut drain_rx = drain_rx.clone();
+                tasks.spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let gw = gw.clone();
+                        async move { Ok::<_, std::convert::Infallible>(gw.handle(req, peer).await) }
+                    });
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        r = conn.as_mut() => { if let Err(e) = r { tracing::debug!(error = %e, %peer, "connection ended"); } }
+                        _ = drain_rx.changed() => {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.await;
+                        }
+                    }
+                });
+                while tasks.try_join_next().is_some() {}
+            }
+        }
+    }
+    drop(listener);
+    let _ = drain_tx.send(true);
+    let _ = tokio::time::timeout(cfg.drain, async { while tasks.join_next().await.is_some() {} }).await;
+}
+
+/// The address a listener is bound to (tests bind port 0).
+pub fn local_addr(l: &TcpListener) -> Option<SocketAddr> {
+    l.local_addr().ok()
+}
