@@ -2,6 +2,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod decide;
@@ -9,8 +10,10 @@ pub mod error;
 pub mod event;
 pub mod filter;
 pub mod idle;
+pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod reload;
 pub mod rewrite;
 pub mod routes;
 pub mod server;

@@ -5,9 +5,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand};
+use graphguard::admin;
+use graphguard::metrics::Metrics;
 use graphguard::policy::Policy;
+use graphguard::reload::Reloader;
 use graphguard::proxy::{Gateway, ProxyConfig};
 use graphguard::server::{self, ServerConfig};
 use graphguard::upstream::{Upstream, UpstreamConfig};
@@ -59,17 +61,38 @@ struct ServeArgs {
     /// Seconds in-flight requests get to finish on shutdown.
     #[arg(long, env = "GRAPHGUARD_DRAIN_SECS", default_value_t = 20)]
     drain_secs: u64,
+    /// Admin listener (/healthz, /readyz, /metrics, /reload, /policies); "off" disables it.
+    #[arg(long, env = "GRAPHGUARD_ADMIN_LISTEN", default_value = "127.0.0.1:9091")]
+    admin_listen: String,
+    /// Log format: json (default), pretty or compact.
+    #[arg(long, env = "GRAPHGUARD_LOG_FORMAT", default_value = "json")]
+    log_format: String,
+    /// Do not send x-graphguard-policy-version on responses.
+    #[arg(long, env = "GRAPHGUARD_NO_POLICY_VERSION_HEADER")]
+    no_policy_version_header: bool,
+    /// Seconds between safety-net re-reads of the policy directory (the watcher reacts at once).
+    #[arg(long, env = "GRAPHGUARD_RELOAD_POLL_SECS", default_value_t = 10)]
+    reload_poll_secs: u64,
+}
+
+fn init_logs(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GRAPHGUARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    match format {
+        "pretty" => b.pretty().init(),
+        "compact" => b.compact().init(),
+        _ => b.json().flatten_event(true).init(),
+    }
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GRAPHGUARD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    match &cli.cmd {
+        Cmd::Serve(a) => init_logs(&a.log_format),
+        Cmd::Check { .. } => init_logs("compact"),
+    }
     match cli.cmd {
         Cmd::Check { dir } => check(&dir),
         Cmd::Serve(args) => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -145,19 +168,44 @@ async fn serve(a: ServeArgs) -> ExitCode {
         }
     };
     tracing::info!(listen = %a.listen, upstream = %a.upstream, policy = %policy.version, "graphguard serving");
-    let gw = Arc::new(Gateway {
-        policy: ArcSwap::from_pointee(policy),
+    let metrics = Arc::new(Metrics::new());
+    let gw = Arc::new(Gateway::new(
+        policy,
         upstream,
-        config: ProxyConfig {
+        ProxyConfig {
             max_body: a.max_body_bytes,
             idle_timeout: Duration::from_secs(a.idle_timeout_secs),
+            policy_version_header: !a.no_policy_version_header,
             ..ProxyConfig::default()
         },
-    });
+        metrics.clone(),
+    ));
+    let reloader = Arc::new(Reloader::new(a.policies.clone(), gw.clone(), metrics));
+    reloader.spawn(Duration::from_millis(200), Duration::from_secs(a.reload_poll_secs.max(1)));
+    admin::spawn_health_checks(gw.clone(), Duration::from_secs(2));
+    if a.admin_listen != "off" {
+        match tokio::net::TcpListener::bind(&a.admin_listen).await {
+            Ok(l) => {
+                tracing::info!(admin = %a.admin_listen, "admin listener");
+                let adm = Arc::new(admin::Admin {
+                    gateway: gw.clone(),
+                    reloader: Some(reloader.clone()),
+                    upstream_fresh: Duration::from_secs(10),
+                });
+                tokio::spawn(admin::serve(l, adm));
+            }
+            Err(e) => {
+                eprintln!("graphguard: cannot listen on admin address {}: {e}", a.admin_listen);
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let (tx, rx) = tokio::sync::watch::channel(false);
+    let draining = gw.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down: draining in-flight requests");
+        draining.draining.store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = tx.send(true);
     });
     server::serve(

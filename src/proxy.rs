@@ -6,6 +6,7 @@
 //! never a forward: what the gateway cannot classify, parse or decide is refused.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +20,8 @@ use serde_json::Value;
 
 use crate::auth;
 use crate::decide::{self, Decision, Facts, Forward, Input, Next, Outcome, Reply, ResponsePlan, SearchPlan, Target};
-use crate::error::{Delivery, GatewayError};
+use crate::error::{Delivery, GatewayError, Side};
+use crate::metrics::{Metrics, ReasonLabel, RequestLabels};
 use crate::policy::Policy;
 use crate::rewrite::ObjectBody;
 use crate::routes::{self, Op};
@@ -40,6 +42,8 @@ pub struct ProxyConfig {
     pub idle_timeout: Duration,
     /// Time allowed to read a request body.
     pub body_timeout: Duration,
+    /// Send `x-graphguard-policy-version` on every response.
+    pub policy_version_header: bool,
 }
 
 impl Default for ProxyConfig {
@@ -49,18 +53,39 @@ impl Default for ProxyConfig {
             max_filtered_response: 64 * 1024 * 1024,
             idle_timeout: Duration::from_secs(300),
             body_timeout: Duration::from_secs(60),
+            policy_version_header: true,
         }
     }
 }
 
 /// Shared state of the gateway.
 pub struct Gateway {
-    /// The live policy snapshot.
+    /// The live policy snapshot (one `load` per request).
     pub policy: ArcSwap<Policy>,
     /// The upstream.
     pub upstream: Arc<Upstream>,
     /// Limits.
     pub config: ProxyConfig,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Unix seconds of the upstream's last successful health check (0: never).
+    pub upstream_ok_at: AtomicU64,
+    /// Set when shutdown starts.
+    pub draining: AtomicBool,
+}
+
+impl Gateway {
+    /// A gateway serving `policy` in front of `upstream`.
+    pub fn new(policy: Policy, upstream: Arc<Upstream>, config: ProxyConfig, metrics: Arc<Metrics>) -> Gateway {
+        Gateway {
+            policy: ArcSwap::from_pointee(policy),
+            upstream,
+            config,
+            metrics,
+            upstream_ok_at: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+        }
+    }
 }
 
 /// Headers that belong to one connection (RFC 9110 7.6.1), never forwarded.
@@ -132,15 +157,48 @@ fn reply_response(rep: Reply) -> Response<RespBody> {
 
 impl Gateway {
     /// Handle one request end to end. Never panics; every failure is a response.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<RespBody> {
+    pub async fn handle(self: Arc<Self>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<RespBody> {
+        let started = std::time::Instant::now();
+        self.metrics.in_flight.inc();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
-        let started = std::time::Instant::now();
+        let request_id = request_id(&mut req);
         let policy = self.policy.load_full();
-        let (resp, user, decision) = match self.handle_inner(req, peer, &policy).await {
-            Ok((r, u, d)) => (r, u, d),
-            Err((e, u, d)) => (error_response(&e), u, d),
+        let result = self.handle_inner(req, peer, &policy).await;
+        let (mut resp, user, decision, label) = match result {
+            Ok((r, u, d)) => {
+                let label = if u.is_some() { "allow" } else { "public" };
+                (r, u, d, label)
+            }
+            Err((e, u, d)) => {
+                if e.status == StatusCode::UNAUTHORIZED {
+                    self.metrics.auth_failures.get_or_create(&ReasonLabel { reason: e.detail.clone() }).inc();
+                }
+                let label = if e.side == Side::Client { "deny" } else { "error" };
+                (error_response(&e), u, d, label)
+            }
         };
+        if self.config.policy_version_header {
+            if let Ok(v) = HeaderValue::from_str(&policy.version) {
+                resp.headers_mut().insert(HeaderName::from_static("x-graphguard-policy-version"), v);
+            }
+        }
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            resp.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
+        }
+        let first = decision.as_ref().and_then(|d| d.steps.first().map(|s| s.event));
+        let elapsed = started.elapsed();
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                resource: first.map(|e| e.resource.as_str()).unwrap_or("none").to_string(),
+                action: first.map(|e| e.action.as_str()).unwrap_or("none").to_string(),
+                decision: label,
+                status: resp.status().as_u16(),
+            })
+            .inc();
+        self.metrics.request_seconds.observe(elapsed.as_secs_f64());
+        self.metrics.in_flight.dec();
         let steps: Vec<String> = decision
             .as_ref()
             .map(|d| {
@@ -151,14 +209,17 @@ impl Gateway {
             })
             .unwrap_or_default();
         tracing::info!(
+            target: "graphguard::audit",
+            request_id = %request_id,
             %method,
             %path,
             status = resp.status().as_u16(),
+            decision = label,
             user = user.as_deref().map(|u| u.identity.as_str()).unwrap_or("-"),
             steps = %steps.join(","),
             policy = %policy.version,
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "request"
+            elapsed_us = elapsed.as_micros() as u64,
+            "decision"
         );
         resp
     }
@@ -210,16 +271,23 @@ impl Gateway {
         let parsed = decide::parse_body(&m, &raw).map_err(with_user)?;
         let input = Input { route: &m, query: parts.uri.query(), body: &parsed };
         let mut facts = Facts::default();
+        let decide_started = std::time::Instant::now();
         let decision = loop {
             match decide::decide(policy, &user, &input, &facts) {
                 Next::Done(d) => break d,
                 Next::Need(t) => {
-                    let f = self.upstream.lookup(&t).await.map_err(with_user)?;
+                    let (f, hit) = self.upstream.lookup_traced(&t).await.map_err(with_user)?;
+                    if hit {
+                        self.metrics.lookup_hits.inc();
+                    } else {
+                        self.metrics.lookup_misses.inc();
+                    }
                     facts.insert(t, f);
                 }
             }
         };
         drop(parsed);
+        self.metrics.decision_seconds.observe(decide_started.elapsed().as_secs_f64());
         let outcome = decision.outcome.clone();
         let done = |e: GatewayError| (e, Some(user.clone()), Some(decision.clone()));
         match outcome {
@@ -340,7 +408,9 @@ impl Gateway {
             ResponsePlan::Search(plan) => self.search(&parts, body, &plan, user, peer).await,
             ResponsePlan::Stream => {
                 let req = self.upstream_request(&parts, &pq, body, user, peer)?;
+                let t = std::time::Instant::now();
                 let resp = self.upstream.send(req).await?;
+                self.metrics.upstream_seconds.observe(t.elapsed().as_secs_f64());
                 Ok(self.stream_back(resp))
             }
             ResponsePlan::FilterList { filter, empty } => {
@@ -496,6 +566,20 @@ impl Gateway {
         }
         Ok(true)
     }
+}
+
+/// The request id: the client's `x-request-id` if it is sane, else a new one; written back
+/// into the request so the upstream sees the same id.
+fn request_id(req: &mut Request<Incoming>) -> String {
+    let sane = |v: &HeaderValue| v.len() <= 128 && v.to_str().is_ok_and(|s| s.bytes().all(|b| b.is_ascii_graphic()));
+    if let Some(v) = req.headers().get("x-request-id").filter(|v| sane(v)) {
+        return v.to_str().unwrap_or_default().to_string();
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        req.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
+    }
+    id
 }
 
 fn metadata_of(v: &Value) -> serde_json::Map<String, Value> {

@@ -63,6 +63,8 @@ pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, cfg: ServerConfig, m
                 let builder = builder.clone();
                 let mut drain_rx = drain_rx.clone();
                 tasks.spawn(async move {
+                    gw.metrics.open_connections.inc();
+                    let conns = gw.clone();
                     let svc = service_fn(move |req| {
                         let gw = gw.clone();
                         async move { Ok::<_, std::convert::Infallible>(gw.handle(req, peer).await) }
@@ -76,6 +78,7 @@ pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, cfg: ServerConfig, m
                             let _ = conn.await;
                         }
                     }
+                    conns.metrics.open_connections.dec();
                 });
                 while tasks.try_join_next().is_some() {}
             }

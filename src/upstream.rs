@@ -144,6 +144,21 @@ impl Upstream {
     }
 
     /// Look a resource up, through the cache (coalesced: one upstream call per key at a time).
+    /// Returns the resource and whether it came from the cache.
+    pub async fn lookup_traced(self: &Arc<Self>, t: &Target) -> Result<(Fetched, bool), GatewayError> {
+        if self.ttl.is_zero() {
+            return self.fetch(t).await.map(|f| (f, false));
+        }
+        let gen = self.generations.get(t).0.unwrap_or(0);
+        let (r, status) = self.cache.get(&(t.clone(), gen), Some(self.ttl), Some(self.as_ref())).await;
+        let hit = matches!(status, CacheStatus::Hit);
+        r.map(|f| (f, hit)).map_err(|e| {
+            tracing::warn!(error = %e, "lookup failed");
+            GatewayError::upstream(StatusCode::BAD_GATEWAY, "Upstream lookup failed")
+        })
+    }
+
+    /// Look a resource up, through the cache.
     pub async fn lookup(self: &Arc<Self>, t: &Target) -> Result<Fetched, GatewayError> {
         if self.ttl.is_zero() {
             return self.fetch(t).await;

@@ -1,0 +1,179 @@
+//! Policy hot reload: build a complete new snapshot off the request path, validate it, swap it
+//! in whole. A broken set never replaces a working one.
+//!
+//! Triggers: the policy directory changing (watched with `notify`, debounced on the trailing
+//! edge; the directory is watched, not the files, so Kubernetes ConfigMap updates, which swap
+//! the `..data` symlink atomically, are seen), a periodic re-read as a safety net (a watch on a
+//! directory that was itself replaced sees nothing), SIGHUP, and `POST /reload` on the admin
+//! listener.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use crate::metrics::{Metrics, ReasonLabel};
+use crate::policy::Policy;
+use crate::proxy::Gateway;
+
+/// The outcome of the last reload attempts, for `/readyz` and `/policies`.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadStatus {
+    /// When the current set was loaded.
+    pub loaded_at: Option<SystemTime>,
+    /// The last error, if the last attempt failed.
+    pub last_error: Option<String>,
+    /// When the last attempt ran.
+    pub last_attempt: Option<SystemTime>,
+}
+
+/// Reloads the policy directory into the gateway's snapshot.
+pub struct Reloader {
+    dir: PathBuf,
+    gateway: Arc<Gateway>,
+    metrics: Arc<Metrics>,
+    status: Mutex<ReloadStatus>,
+    lock: tokio::sync::Mutex<()>,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// A new version is serving.
+    Swapped(String),
+    /// The files did not change.
+    Unchanged(String),
+    /// The files do not load; the previous version keeps serving.
+    Failed(String),
+}
+
+impl Reloader {
+    /// A reloader for `dir`, whose current snapshot is already in the gateway.
+    pub fn new(dir: PathBuf, gateway: Arc<Gateway>, metrics: Arc<Metrics>) -> Reloader {
+        let status = ReloadStatus { loaded_at: Some(SystemTime::now()), ..ReloadStatus::default() };
+        metrics.set_version(&gateway.policy.load().version);
+        Reloader { dir, gateway, metrics, status: Mutex::new(status), lock: tokio::sync::Mutex::new(()) }
+    }
+
+    /// A copy of the status.
+    pub fn status(&self) -> ReloadStatus {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Load the directory and swap if it loads and differs. Never blocks requests: loading
+    /// happens on a blocking thread and the swap is one atomic store.
+    pub async fn reload(&self, why: &str) -> ReloadResult {
+        let _one_at_a_time = self.lock.lock().await;
+        let dir = self.dir.clone();
+        let loaded = tokio::task::spawn_blocking(move || Policy::load_dir(&dir)).await;
+        let now = SystemTime::now();
+        let result = match loaded {
+            Err(e) => ReloadResult::Failed(format!("reload task failed: {e}")),
+            Ok(Err(errors)) => ReloadResult::Failed(errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")),
+            Ok(Ok(p)) => {
+                let current = self.gateway.policy.load();
+                if p.version == current.version {
+                    ReloadResult::Unchanged(p.version)
+                } else {
+                    let v = p.version.clone();
+                    for w in &p.warnings {
+                        tracing::warn!("{w}");
+                    }
+                    self.gateway.policy.store(Arc::new(p));
+                    ReloadResult::Swapped(v)
+                }
+            }
+        };
+        if let Ok(mut s) = self.status.lock() {
+            s.last_attempt = Some(now);
+            match &result {
+                ReloadResult::Swapped(_) => {
+                    s.loaded_at = Some(now);
+                    s.last_error = None;
+                }
+                ReloadResult::Unchanged(_) => s.last_error = None,
+                ReloadResult::Failed(e) => s.last_error = Some(e.clone()),
+            }
+        }
+        match &result {
+            ReloadResult::Swapped(v) => {
+                tracing::info!(version = %v, trigger = why, "policy reloaded");
+                self.metrics.reloads.get_or_create(&ReasonLabel { reason: "ok".into() }).inc();
+                self.metrics.set_version(v);
+            }
+            ReloadResult::Unchanged(_) => {}
+            ReloadResult::Failed(e) => {
+                tracing::error!(trigger = why, error = %e, "policy reload failed; the previous policy keeps serving");
+                self.metrics.reloads.get_or_create(&ReasonLabel { reason: "error".into() }).inc();
+            }
+        }
+        result
+    }
+
+    /// Watch the directory, re-read it every `poll`, reload on SIGHUP. Runs until the process
+    /// ends.
+    pub fn spawn(self: &Arc<Self>, debounce: Duration, poll: Duration) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+        let watch_tx = tx.clone();
+        let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+            if ev.is_ok() {
+                let _ = watch_tx.send(());
+            }
+        });
+        let watcher = match watcher {
+            Ok(mut w) => match w.watch(&self.dir, RecursiveMode::NonRecursive) {
+                Ok(()) => Some(w),
+                Err(e) => {
+                    tracing::warn!(error = %e, dir = %self.dir.display(), "cannot watch the policy directory; relying on periodic re-reads");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "no file watcher; relying on periodic re-reads");
+                None
+            }
+        };
+        let me = self.clone();
+        tokio::spawn(async move {
+            let _keep = watcher;
+            loop {
+                if rx.recv().await.is_none() {
+                    return;
+                }
+                // Trailing-edge debounce: wait until the directory has been quiet.
+                loop {
+                    match tokio::time::timeout(debounce, rx.recv()).await {
+                        Ok(Some(())) => continue,
+                        Ok(None) => return,
+                        Err(_) => break,
+                    }
+                }
+                me.reload("watch").await;
+            }
+        });
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(poll);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                me.reload("poll").await;
+            }
+        });
+        #[cfg(unix)]
+        {
+            let me = self.clone();
+            tokio::spawn(async move {
+                use tokio::signal::unix::{signal, SignalKind};
+                let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+                while hup.recv().await.is_some() {
+                    me.reload("sighup").await;
+                }
+            });
+        }
+        drop(tx);
+    }
+}
