@@ -23,6 +23,12 @@ pub struct PolicyFile {
     /// Handlers keyed `"*"`, `"*:ACTION"`, `RESOURCE`, `RESOURCE:ACTION`.
     #[serde(default)]
     pub handlers: HandlerMap,
+    /// RBAC roles: role name (or id) to permissions (`threads:read`, `threads:*`, `*`).
+    #[serde(default)]
+    pub roles: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    /// ABAC access policies, LangSmith's JSON.
+    #[serde(default)]
+    pub access_policies: Vec<crate::abac::AccessPolicyConfig>,
 }
 
 /// Decision for an event no handler covers.
@@ -329,6 +335,19 @@ pub fn parse_file(path: &Path, text: &str) -> Result<PolicyFile, ConfigError> {
     if text.trim().is_empty() {
         return Ok(PolicyFile::default());
     }
+    // A first pass into YAML values rejects duplicate keys in every mapping (typed maps would
+    // silently keep the last one).
+    if let Err(e) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text) {
+        let mut message = e.to_string();
+        if let Some(i) = message.find(" at line ") {
+            message.truncate(i);
+        }
+        let (key, message) = match message.split_once(": duplicate") {
+            Some((k, rest)) => (k.to_string(), format!("duplicate{rest}")),
+            None => (String::new(), message),
+        };
+        return Err(ConfigError { file: path.to_path_buf(), line: e.location().map(|l| l.line()), key, message });
+    }
     let de = serde_yaml_ng::Deserializer::from_str(text);
     serde_path_to_error::deserialize::<_, PolicyFile>(de).map_err(|e| {
         let key = e.path().to_string();
@@ -393,6 +412,15 @@ mod tests {
     #[test]
     fn duplicate_handler_key_in_one_file_is_an_error() {
         let e = parse("handlers:\n  threads: {allow: true}\n  threads: {allow: false}\n").unwrap_err();
+        assert!(e.message.contains("duplicate"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_keys_in_any_mapping_are_errors() {
+        let e = parse("handlers:\n  threads:\n    metadata: {owner: a, owner: b}\n").unwrap_err();
+        assert!(e.message.contains("duplicate entry with key \"owner\""), "{e}");
+        assert_eq!(e.line, Some(3));
+        let e = parse("roles:\n  a: [\"*\"]\n  a: []\n").unwrap_err();
         assert!(e.message.contains("duplicate"), "{e}");
     }
 

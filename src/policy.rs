@@ -4,7 +4,7 @@
 //! for every (resource, action) event, templates and filters are pre-parsed. The request path
 //! only reads it. A reload builds a new snapshot and swaps it in whole.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use http::HeaderName;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::abac::AccessControl;
 use crate::auth::{ApiKeys, Authenticator};
 use crate::config::{
     self, ConfigError, DefaultDecision, NamespaceMode, PolicyFile, RuleConfig,
@@ -113,6 +114,8 @@ pub struct Policy {
     /// Authenticators in order.
     pub authenticators: Vec<Authenticator>,
     handlers: Vec<Option<Arc<Handler>>>,
+    /// Roles and access policies.
+    pub access: AccessControl,
     /// Non-fatal findings (uncovered events ...).
     pub warnings: Vec<String>,
 }
@@ -201,6 +204,8 @@ impl Policy {
         let mut settings: Option<(PathBuf, SettingsConfig)> = None;
         let mut authenticators = Vec::new();
         let mut handlers: Vec<(String, Handler)> = Vec::new();
+        let mut roles: Option<HashMap<String, Vec<String>>> = None;
+        let mut access_policies = Vec::new();
         let mut hasher = Sha256::new();
         for (path, text, file) in files {
             hasher.update(path.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
@@ -259,6 +264,21 @@ impl Policy {
                     )),
                 }
             }
+            if let Some(r) = &file.roles {
+                let all = roles.get_or_insert_with(HashMap::new);
+                for (name, perms) in r {
+                    if all.insert(name.clone(), perms.clone()).is_some() {
+                        errors.push(ConfigError::at_key(
+                            path,
+                            text,
+                            &format!("roles.{name}"),
+                            name,
+                            format!("role {name:?} is defined in more than one file"),
+                        ));
+                    }
+                }
+            }
+            access_policies.extend(file.access_policies.iter().cloned());
             for (key, rules) in &file.handlers.0 {
                 let at = |m: String| ConfigError::at_key(path, text, &format!("handlers.{key}"), key, m);
                 if let Err(m) = validate_handler_key(key) {
@@ -292,9 +312,30 @@ impl Policy {
                 None
             }
         };
+        let access = match AccessControl::compile(roles.as_ref(), &access_policies) {
+            Ok(a) => Some(a),
+            Err(es) => {
+                for m in es {
+                    let (key, needle) = match m.split_once(':') {
+                        Some((k, _)) => (k.to_string(), k.rsplit('.').next().unwrap_or(k).to_string()),
+                        None => (String::new(), String::new()),
+                    };
+                    let (file, text) = files
+                        .iter()
+                        .find(|(_, t, _)| !needle.is_empty() && config::find_key_line(t, &needle).is_some())
+                        .or(files.first())
+                        .map(|(p, t, _)| (p.clone(), t.as_str()))
+                        .unwrap_or_default();
+                    let message = m.split_once(": ").map(|(_, r)| r.to_string()).unwrap_or(m.clone());
+                    errors.push(ConfigError::at_key(&file, text, &key, &needle, message));
+                }
+                None
+            }
+        };
         if !errors.is_empty() {
             return Err(errors);
         }
+        let access = access.unwrap_or_default();
         let mut table: Vec<Option<Arc<Handler>>> = vec![None; Event::INDEX_SPACE];
         let by_key: Vec<(String, Arc<Handler>)> =
             handlers.into_iter().map(|(k, h)| (k, Arc::new(h))).collect();
@@ -332,6 +373,7 @@ impl Policy {
             lookup_capacity: cache.as_ref().and_then(|c| c.capacity).unwrap_or(10_000),
             authenticators,
             handlers: table,
+            access,
             warnings,
         })
     }
