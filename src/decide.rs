@@ -457,7 +457,12 @@ impl<'a> Cx<'a> {
                         }
                     }
                 }
-                self.stamped(&g, false)?
+                let mut f = self.stamped(&g, false)?;
+                // As for threads: a cached "missing" for a client-chosen id is stale once created.
+                if let Some(aid) = self.str_field("assistant_id")? {
+                    f.invalidate.push(Target::Assistant(aid));
+                }
+                f
             }
             Op::AssistantSearch { count } => return self.search(A, "/assistants/search", count, None),
             Op::AssistantById { miss, stamp } => {
@@ -607,9 +612,16 @@ impl<'a> Cx<'a> {
     }
 
     fn run_create(&mut self, on_thread: bool) -> R<Forward> {
-        let g = self.grant(T, Action::CreateRun)?;
         let miss = GatewayError::not_found("Thread or assistant not found.");
-        if let Some(aid) = self.str_field("assistant_id")? {
+        let aid = self.str_field("assistant_id")?;
+        // An unknown assistant is 404 before any handler runs (spec 5.2 step 2).
+        if let Some(aid) = aid.as_deref().filter(|a| is_uuid(a)) {
+            if self.fact(Target::Assistant(aid.to_string()))?.is_none() {
+                return Err(miss.into());
+            }
+        }
+        let g = self.grant(T, Action::CreateRun)?;
+        if let Some(aid) = aid {
             self.assistant_read_check(&aid, miss.clone())?;
         }
         let mut f = self.stamped(&g, false)?;
@@ -642,6 +654,11 @@ impl<'a> Cx<'a> {
             let Value::Object(obj) = item else {
                 return Err(GatewayError::unprocessable("Each batch item must be a JSON object").into());
             };
+            if let Some(Value::String(aid)) = obj.get("assistant_id") {
+                if is_uuid(aid) && self.fact(Target::Assistant(aid.clone()))?.is_none() {
+                    return Err(miss.clone().into());
+                }
+            }
             let g = self.grant(T, Action::CreateRun)?;
             match obj.get("assistant_id") {
                 Some(Value::String(aid)) => self.assistant_read_check(aid, miss.clone())?,
@@ -769,7 +786,6 @@ impl<'a> Cx<'a> {
             Op::StoreSearch => (Action::Search, "namespace_prefix"),
             _ => (Action::ListNamespaces, "prefix"),
         };
-        let g = self.grant(S, action)?;
         let mut f = forward();
         // The namespace, from the query (get) or the body.
         let ns: Option<Vec<String>> = if op == Op::StoreGet {
@@ -798,6 +814,8 @@ impl<'a> Cx<'a> {
                 .into());
             }
         }
+        // Labels are validated before the handler runs (spec 6).
+        let g = self.grant(S, action)?;
         if let Some((prefix, mode, message)) = &g.namespace {
             let current = ns.clone().unwrap_or_default();
             let has_prefix = current.len() >= prefix.len() && current.iter().zip(prefix).all(|(a, b)| a == b);
@@ -910,3 +928,7 @@ impl StoreQuery {
         out.finish()
     }
 }
+
+#[cfg(test)]
+#[path = "decide_tests.rs"]
+mod tests;

@@ -9,6 +9,7 @@ pub mod config;
 pub mod decide;
 pub mod error;
 pub mod event;
+pub mod explain;
 pub mod filter;
 pub mod idle;
 pub mod metrics;
