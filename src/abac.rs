@@ -232,7 +232,9 @@ impl Condition {
             return if self.if_exists {
                 Ok(())
             } else {
-                Err(ConditionFailure::KeyAbsent { key: self.key.clone() })
+                Err(ConditionFailure::KeyAbsent {
+                    key: self.key.clone(),
+                })
             };
         };
         let actual = tag_text(v);
@@ -241,8 +243,14 @@ impl Condition {
             Cmp::NotEquals => *actual != *self.value,
             Cmp::EqualsIgnoreCase => actual.to_lowercase() == self.value_lower,
             Cmp::NotEqualsIgnoreCase => actual.to_lowercase() != self.value_lower,
-            Cmp::Matches => self.glob.as_ref().is_some_and(|g| g.is_match(actual.as_ref())),
-            Cmp::NotMatches => !self.glob.as_ref().is_some_and(|g| g.is_match(actual.as_ref())),
+            Cmp::Matches => self
+                .glob
+                .as_ref()
+                .is_some_and(|g| g.is_match(actual.as_ref())),
+            Cmp::NotMatches => !self
+                .glob
+                .as_ref()
+                .is_some_and(|g| g.is_match(actual.as_ref())),
         };
         if ok {
             return Ok(());
@@ -313,11 +321,16 @@ fn parse_permission(p: &str) -> Result<Event, String> {
     let (r, a) = p
         .split_once(':')
         .ok_or_else(|| format!("permission {p:?} must be RESOURCE:ACTION"))?;
-    let r = Resource::parse(r).ok_or_else(|| format!("permission {p:?}: unknown resource {r:?}"))?;
+    let r =
+        Resource::parse(r).ok_or_else(|| format!("permission {p:?}: unknown resource {r:?}"))?;
     let a = Action::parse(a).ok_or_else(|| format!("permission {p:?}: unknown action {a:?}"))?;
     let e = Event::new(r, a);
     if !e.is_valid() {
-        return Err(format!("permission {p:?}: {} has no action {}", r.as_str(), a.as_str()));
+        return Err(format!(
+            "permission {p:?}: {} has no action {}",
+            r.as_str(),
+            a.as_str()
+        ));
     }
     Ok(e)
 }
@@ -423,10 +436,16 @@ impl AccessControl {
         let mut index: HashMap<Event, Vec<Group>> = HashMap::new();
         for (pi, p) in policies.iter().enumerate() {
             if metas.iter().any(|m: &PolicyMeta| m.name == p.name) {
-                errors.push(format!("access_policies[{pi}]: duplicate policy name {:?}", p.name));
+                errors.push(format!(
+                    "access_policies[{pi}]: duplicate policy name {:?}",
+                    p.name
+                ));
             }
             if p.condition_groups.is_empty() {
-                errors.push(format!("access_policies.{}: condition_groups is empty", p.name));
+                errors.push(format!(
+                    "access_policies.{}: condition_groups is empty",
+                    p.name
+                ));
             }
             for (gi, g) in p.condition_groups.iter().enumerate() {
                 let at = format!("access_policies.{}.condition_groups[{gi}]", p.name);
@@ -461,7 +480,11 @@ impl AccessControl {
                         Err(e) => errors.push(format!("{at}.conditions[{ci}]: {e}")),
                     }
                 }
-                index.entry(event).or_default().push(Group { policy: pi, index: gi, conditions });
+                index.entry(event).or_default().push(Group {
+                    policy: pi,
+                    index: gi,
+                    conditions,
+                });
             }
             metas.push(PolicyMeta {
                 name: p.name.clone(),
@@ -472,7 +495,12 @@ impl AccessControl {
         if !errors.is_empty() {
             return Err(errors);
         }
-        Ok(AccessControl { roles, enabled_abac: !policies.is_empty(), policies: metas, index })
+        Ok(AccessControl {
+            roles,
+            enabled_abac: !policies.is_empty(),
+            policies: metas,
+            index,
+        })
     }
 
     /// Whether roles or policies are configured.
@@ -498,9 +526,15 @@ impl AccessControl {
     pub fn rbac(&self, user: &User, event: Event) -> Option<RbacResult> {
         let roles = self.roles.as_ref()?;
         let via = user.roles.iter().find(|r| {
-            roles.0.get(r.as_str()).is_some_and(|ps| ps.iter().any(|p| permission_matches(p, event)))
+            roles
+                .0
+                .get(r.as_str())
+                .is_some_and(|ps| ps.iter().any(|p| permission_matches(p, event)))
         });
-        Some(RbacResult { permitted: via.is_some(), via_role: via.cloned() })
+        Some(RbacResult {
+            permitted: via.is_some(),
+            via_role: via.cloned(),
+        })
     }
 
     /// Decide one permission on a resource with these tags (`None`: tags unknown, e.g. a
@@ -508,14 +542,22 @@ impl AccessControl {
     pub fn decide(&self, user: &User, event: Event, tags: &Map<String, Value>) -> AccessDecision {
         let permission = event.to_string();
         if !self.is_enabled() {
-            return AccessDecision { permission, allowed: true, reason: Reason::Disabled, rbac: None, groups: Vec::new() };
+            return AccessDecision {
+                permission,
+                allowed: true,
+                reason: Reason::Disabled,
+                rbac: None,
+                groups: Vec::new(),
+            };
         }
         let rbac = self.rbac(user, event);
         let mut groups = Vec::new();
         let (mut allow, mut deny) = (false, false);
         if let Some(gs) = self.index.get(&event) {
             for g in gs.iter().filter(|g| self.applies(g, user)) {
-                let Some(meta) = self.policies.get(g.policy) else { continue };
+                let Some(meta) = self.policies.get(g.policy) else {
+                    continue;
+                };
                 let failed = g.conditions.iter().find_map(|c| c.eval(tags).err());
                 let matched = failed.is_none();
                 if matched {
@@ -524,7 +566,13 @@ impl AccessControl {
                         Effect::Deny => deny = true,
                     }
                 }
-                groups.push(GroupTrace { policy: meta.name.clone(), effect: meta.effect, group: g.index, matched, failed });
+                groups.push(GroupTrace {
+                    policy: meta.name.clone(),
+                    effect: meta.effect,
+                    group: g.index,
+                    matched,
+                    failed,
+                });
             }
         }
         // Without roles, RBAC is taken as permitting: only deny policies can refuse.
@@ -538,7 +586,13 @@ impl AccessControl {
         } else {
             (false, Reason::RbacFallbackDeny)
         };
-        AccessDecision { permission, allowed, reason, rbac, groups }
+        AccessDecision {
+            permission,
+            allowed,
+            reason,
+            rbac,
+            groups,
+        }
     }
 }
 
@@ -548,7 +602,11 @@ mod tests {
     use serde_json::json;
 
     fn user(roles: &[&str]) -> User {
-        User { identity: "u".into(), roles: roles.iter().map(|s| s.to_string()).collect(), ..User::default() }
+        User {
+            identity: "u".into(),
+            roles: roles.iter().map(|s| s.to_string()).collect(),
+            ..User::default()
+        }
     }
     fn tags(v: Value) -> Map<String, Value> {
         v.as_object().cloned().unwrap()
@@ -591,7 +649,11 @@ mod tests {
         assert!(cond("equals_ignore_case", "Prod", json!({"k": "pROD"})));
         assert!(!cond("equals_ignore_case", "Prod", json!({"k": "dev"})));
         assert!(cond("not_equals_ignore_case", "Prod", json!({"k": "dev"})));
-        assert!(!cond("not_equals_ignore_case", "Prod", json!({"k": "PROD"})));
+        assert!(!cond(
+            "not_equals_ignore_case",
+            "Prod",
+            json!({"k": "PROD"})
+        ));
         assert!(!cond("equals_ignore_case", "Prod", json!({})));
         assert!(!cond("not_equals_ignore_case", "Prod", json!({})));
     }
@@ -602,9 +664,15 @@ mod tests {
         assert!(!cond("matches", "chatbot-*", json!({"k": "Chatbot-v2"})));
         assert!(cond("matches", "v?", json!({"k": "v2"})));
         assert!(!cond("matches", "v?", json!({"k": "v22"})));
-        assert!(cond("matches", "[a]", json!({"k": "[a]"})), "brackets are literal");
+        assert!(
+            cond("matches", "[a]", json!({"k": "[a]"})),
+            "brackets are literal"
+        );
         assert!(!cond("matches", "[a]", json!({"k": "a"})));
-        assert!(cond("matches", "{x,y}", json!({"k": "{x,y}"})), "braces are literal");
+        assert!(
+            cond("matches", "{x,y}", json!({"k": "{x,y}"})),
+            "braces are literal"
+        );
         assert!(cond("not_matches", "chatbot-*", json!({"k": "search"})));
         assert!(!cond("not_matches", "chatbot-*", json!({"k": "chatbot-1"})));
         assert!(!cond("matches", "*", json!({})));
@@ -613,7 +681,14 @@ mod tests {
 
     #[test]
     fn if_exists_variants_match_absent_keys_and_otherwise_compare() {
-        for op in ["equals", "not_equals", "equals_ignore_case", "not_equals_ignore_case", "matches", "not_matches"] {
+        for op in [
+            "equals",
+            "not_equals",
+            "equals_ignore_case",
+            "not_equals_ignore_case",
+            "matches",
+            "not_matches",
+        ] {
             let v = format!("{op}_if_exists");
             assert!(cond(&v, "A", json!({})), "{v} on an absent key");
         }
@@ -622,7 +697,11 @@ mod tests {
         assert!(cond("not_equals_if_exists", "A", json!({"k": "B"})));
         assert!(!cond("not_equals_if_exists", "A", json!({"k": "A"})));
         assert!(cond("equals_ignore_case_if_exists", "A", json!({"k": "a"})));
-        assert!(!cond("not_equals_ignore_case_if_exists", "A", json!({"k": "a"})));
+        assert!(!cond(
+            "not_equals_ignore_case_if_exists",
+            "A",
+            json!({"k": "a"})
+        ));
         assert!(cond("matches_if_exists", "a*", json!({"k": "abc"})));
         assert!(!cond("not_matches_if_exists", "a*", json!({"k": "abc"})));
     }
@@ -631,9 +710,15 @@ mod tests {
     fn non_string_tags_compare_by_json_text() {
         assert!(cond("equals", "true", json!({"k": true})));
         assert!(cond("equals", "3", json!({"k": 3})));
-        assert!(!cond("equals", "3", json!({"k": 3.0})), "3.0 is the text 3.0");
+        assert!(
+            !cond("equals", "3", json!({"k": 3.0})),
+            "3.0 is the text 3.0"
+        );
         assert!(cond("equals", r#"["a","b"]"#, json!({"k": ["a", "b"]})));
-        assert!(cond("equals", "null", json!({"k": null})), "a present null is the text null");
+        assert!(
+            cond("equals", "null", json!({"k": null})),
+            "a present null is the text null"
+        );
     }
 
     #[test]
@@ -648,16 +733,32 @@ mod tests {
         assert!(AccessControl::compile(None, &[p.clone()]).is_err());
         p = policy("allow", "equals", "k", "v");
         p.condition_groups[0].permission = "assistants:read".into();
-        assert!(AccessControl::compile(None, &[p]).is_err(), "permission and resource type disagree");
+        assert!(
+            AccessControl::compile(None, &[p]).is_err(),
+            "permission and resource type disagree"
+        );
     }
 
     fn table_case(rbac: bool, allow_matches: bool, deny_matches: bool) -> bool {
         let mut roles = HashMap::new();
-        roles.insert("r".to_string(), if rbac { vec!["threads:read".to_string()] } else { vec![] });
-        let allow = policy("allow", "equals", "a", if allow_matches { "1" } else { "x" });
+        roles.insert(
+            "r".to_string(),
+            if rbac {
+                vec!["threads:read".to_string()]
+            } else {
+                vec![]
+            },
+        );
+        let allow = policy(
+            "allow",
+            "equals",
+            "a",
+            if allow_matches { "1" } else { "x" },
+        );
         let deny = policy("deny", "equals", "d", if deny_matches { "1" } else { "x" });
         let ac = AccessControl::compile(Some(&roles), &[allow, deny]).unwrap();
-        ac.decide(&user(&["r"]), READ, &tags(json!({"a": "1", "d": "1"}))).allowed
+        ac.decide(&user(&["r"]), READ, &tags(json!({"a": "1", "d": "1"})))
+            .allowed
     }
 
     #[test]
@@ -689,7 +790,14 @@ mod tests {
 
     #[test]
     fn role_wildcards() {
-        for (granted, ok) in [("*", true), ("threads:*", true), ("*:read", true), ("threads:read", true), ("threads:update", false), ("assistants:*", false)] {
+        for (granted, ok) in [
+            ("*", true),
+            ("threads:*", true),
+            ("*:read", true),
+            ("threads:read", true),
+            ("threads:update", false),
+            ("assistants:*", false),
+        ] {
             assert_eq!(permission_matches(granted, READ), ok, "{granted}");
         }
         let mut roles = HashMap::new();
@@ -702,8 +810,14 @@ mod tests {
         let mut p = policy("deny", "equals", "k", "v");
         p.role_ids = Some(vec!["contractor".into()]);
         let ac = AccessControl::compile(None, &[p]).unwrap();
-        assert!(!ac.decide(&user(&["contractor"]), READ, &tags(json!({"k": "v"}))).allowed);
-        assert!(ac.decide(&user(&["employee"]), READ, &tags(json!({"k": "v"}))).allowed);
+        assert!(
+            !ac.decide(&user(&["contractor"]), READ, &tags(json!({"k": "v"})))
+                .allowed
+        );
+        assert!(
+            ac.decide(&user(&["employee"]), READ, &tags(json!({"k": "v"})))
+                .allowed
+        );
         assert!(!ac.needs_tags(&user(&["employee"]), READ));
         assert!(ac.needs_tags(&user(&["contractor"]), READ));
     }
@@ -725,8 +839,22 @@ mod tests {
         roles.insert("none".to_string(), vec![]);
         let ac = AccessControl::compile(Some(&roles), &[p]).unwrap();
         let u = user(&["none"]);
-        assert!(ac.decide(&u, READ, &tags(json!({"Purpose": "Training", "Client": "Acme-Corp"}))).allowed);
-        assert!(!ac.decide(&u, READ, &tags(json!({"Purpose": "Training", "Client": "Other"}))).allowed);
+        assert!(
+            ac.decide(
+                &u,
+                READ,
+                &tags(json!({"Purpose": "Training", "Client": "Acme-Corp"}))
+            )
+            .allowed
+        );
+        assert!(
+            !ac.decide(
+                &u,
+                READ,
+                &tags(json!({"Purpose": "Training", "Client": "Other"}))
+            )
+            .allowed
+        );
         assert!(ac.decide(&u, READ, &tags(json!({"Public": "yes"}))).allowed);
     }
 
@@ -736,10 +864,17 @@ mod tests {
         let d = ac.decide(&user(&[]), READ, &tags(json!({"Env": "prod"})));
         assert_eq!(
             d.groups[0].failed,
-            Some(ConditionFailure::CaseMismatch { key: "Env".into(), actual: "prod".into(), expected: "Prod".into() })
+            Some(ConditionFailure::CaseMismatch {
+                key: "Env".into(),
+                actual: "prod".into(),
+                expected: "Prod".into()
+            })
         );
         let d = ac.decide(&user(&[]), READ, &tags(json!({})));
-        assert_eq!(d.groups[0].failed, Some(ConditionFailure::KeyAbsent { key: "Env".into() }));
+        assert_eq!(
+            d.groups[0].failed,
+            Some(ConditionFailure::KeyAbsent { key: "Env".into() })
+        );
     }
 
     #[test]

@@ -28,17 +28,25 @@ pub struct Admin {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn iso(t: Option<SystemTime>) -> serde_json::Value {
-    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| json!(d.as_secs_f64())).unwrap_or(serde_json::Value::Null)
+    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| json!(d.as_secs_f64()))
+        .unwrap_or(serde_json::Value::Null)
 }
 
 fn resp(status: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(ctype));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(ctype),
+    );
     r
 }
 
@@ -47,12 +55,19 @@ impl Admin {
     pub async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let policy = self.gateway.policy.load();
         match (req.method().clone(), req.uri().path()) {
-            (Method::GET, "/healthz") => resp(StatusCode::OK, "application/json", r#"{"status":"ok"}"#),
+            (Method::GET, "/healthz") => {
+                resp(StatusCode::OK, "application/json", r#"{"status":"ok"}"#)
+            }
             (Method::GET, "/readyz") => {
                 let ok_at = self.gateway.upstream_ok_at.load(Ordering::Relaxed);
-                let upstream_ok = ok_at > 0 && unix_now().saturating_sub(ok_at) <= self.upstream_fresh.as_secs();
+                let upstream_ok =
+                    ok_at > 0 && unix_now().saturating_sub(ok_at) <= self.upstream_fresh.as_secs();
                 let draining = self.gateway.draining.load(Ordering::Relaxed);
-                let status = self.reloader.as_ref().map(|r| r.status()).unwrap_or_default();
+                let status = self
+                    .reloader
+                    .as_ref()
+                    .map(|r| r.status())
+                    .unwrap_or_default();
                 let ready = upstream_ok && !draining;
                 let body = json!({
                     "ready": ready,
@@ -65,7 +80,11 @@ impl Admin {
                     "draining": draining,
                 });
                 resp(
-                    if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE },
+                    if ready {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    },
                     "application/json",
                     body.to_string(),
                 )
@@ -76,11 +95,19 @@ impl Admin {
                 self.gateway.metrics.encode(),
             ),
             (Method::POST, "/reload") => match &self.reloader {
-                None => resp(StatusCode::NOT_FOUND, "application/json", r#"{"detail":"reload is not enabled"}"#),
+                None => resp(
+                    StatusCode::NOT_FOUND,
+                    "application/json",
+                    r#"{"detail":"reload is not enabled"}"#,
+                ),
                 Some(r) => {
                     let (code, body) = match r.reload("admin").await {
-                        ReloadResult::Swapped(v) => (StatusCode::OK, json!({"result": "swapped", "version": v})),
-                        ReloadResult::Unchanged(v) => (StatusCode::OK, json!({"result": "unchanged", "version": v})),
+                        ReloadResult::Swapped(v) => {
+                            (StatusCode::OK, json!({"result": "swapped", "version": v}))
+                        }
+                        ReloadResult::Unchanged(v) => {
+                            (StatusCode::OK, json!({"result": "unchanged", "version": v}))
+                        }
                         ReloadResult::Failed(e) => (
                             StatusCode::UNPROCESSABLE_ENTITY,
                             json!({"result": "failed", "detail": e, "version": self.gateway.policy.load().version}),
@@ -103,7 +130,11 @@ impl Admin {
                 });
                 resp(StatusCode::OK, "application/json", body.to_string())
             }
-            _ => resp(StatusCode::NOT_FOUND, "application/json", r#"{"detail":"Not Found"}"#),
+            _ => resp(
+                StatusCode::NOT_FOUND,
+                "application/json",
+                r#"{"detail":"Not Found"}"#,
+            ),
         }
     }
 }
@@ -111,7 +142,9 @@ impl Admin {
 /// Serve the admin listener until the process ends.
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let admin = admin.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
@@ -132,7 +165,9 @@ pub fn spawn_health_checks(gateway: Arc<Gateway>, every: Duration) {
         loop {
             tick.tick().await;
             match gateway.upstream.json(Method::GET, "/ok", None).await {
-                Ok((s, _, _)) if s.is_success() => gateway.upstream_ok_at.store(unix_now(), Ordering::Relaxed),
+                Ok((s, _, _)) if s.is_success() => {
+                    gateway.upstream_ok_at.store(unix_now(), Ordering::Relaxed)
+                }
                 Ok((s, _, _)) => tracing::warn!(status = %s, "upstream health check failed"),
                 Err(e) => tracing::warn!(error = %e, "upstream health check failed"),
             }

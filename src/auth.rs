@@ -44,7 +44,10 @@ impl Authenticator {
 const BEARER_CHALLENGE: &str = "Bearer";
 
 /// Run the authenticators in order; the first that recognises the credential decides.
-pub fn authenticate(authenticators: &[Authenticator], headers: &HeaderMap) -> Result<Arc<User>, GatewayError> {
+pub fn authenticate(
+    authenticators: &[Authenticator],
+    headers: &HeaderMap,
+) -> Result<Arc<User>, GatewayError> {
     for a in authenticators {
         match a.authenticate(headers) {
             AuthOutcome::Authenticated(u) => return Ok(u),
@@ -75,7 +78,8 @@ impl ApiKeys {
         let bearer = header == http::header::AUTHORIZATION;
         let mut keys: Vec<([u8; 32], Arc<User>)> = Vec::with_capacity(entries.len());
         for (i, e) in entries.iter().enumerate() {
-            let digest = parse_digest(&e.sha256).map_err(|m| format!("keys[{i}] ({}): {m}", e.identity))?;
+            let digest =
+                parse_digest(&e.sha256).map_err(|m| format!("keys[{i}] ({}): {m}", e.identity))?;
             if e.identity.is_empty() {
                 return Err(format!("keys[{i}]: identity must not be empty"));
             }
@@ -86,7 +90,10 @@ impl ApiKeys {
                 ));
             }
             if keys.iter().any(|(d, _)| d == &digest) {
-                return Err(format!("keys[{i}] ({}): the same key digest is listed twice", e.identity));
+                return Err(format!(
+                    "keys[{i}] ({}): the same key digest is listed twice",
+                    e.identity
+                ));
             }
             keys.push((
                 digest,
@@ -99,7 +106,11 @@ impl ApiKeys {
                 }),
             ));
         }
-        Ok(ApiKeys { header, bearer, keys })
+        Ok(ApiKeys {
+            header,
+            bearer,
+            keys,
+        })
     }
 
     /// Number of keys.
@@ -129,7 +140,9 @@ impl ApiKeys {
         let key = if self.bearer {
             let mut parts = value.trim().splitn(2, ' ');
             match (parts.next(), parts.next()) {
-                (Some(scheme), Some(token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+                (Some(scheme), Some(token)) if scheme.eq_ignore_ascii_case("bearer") => {
+                    token.trim()
+                }
                 // Another scheme (e.g. Basic) may belong to another authenticator.
                 (Some(scheme), Some(_)) if !scheme.is_empty() => return AuthOutcome::NotMine,
                 _ => {
@@ -165,8 +178,10 @@ fn invalid_key() -> GatewayError {
 }
 
 fn parse_digest(hexstr: &str) -> Result<[u8; 32], String> {
-    let bytes = hex::decode(hexstr.trim()).map_err(|_| "sha256 must be 64 hex digits".to_string())?;
-    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| "sha256 must be 64 hex digits (32 bytes)".to_string())
+    let bytes =
+        hex::decode(hexstr.trim()).map_err(|_| "sha256 must be 64 hex digits".to_string())?;
+    <[u8; 32]>::try_from(bytes.as_slice())
+        .map_err(|_| "sha256 must be 64 hex digits (32 bytes)".to_string())
 }
 
 #[cfg(test)]
@@ -187,12 +202,17 @@ mod tests {
 
     fn headers(name: &str, v: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        h.insert(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
         h
     }
 
     fn bearer_keys() -> Vec<Authenticator> {
-        vec![Authenticator::ApiKey(ApiKeys::new(None, &[entry("k1", "alice"), entry("k2", "bob")]).unwrap())]
+        vec![Authenticator::ApiKey(
+            ApiKeys::new(None, &[entry("k1", "alice"), entry("k2", "bob")]).unwrap(),
+        )]
     }
 
     #[test]
@@ -213,7 +233,10 @@ mod tests {
         let e = authenticate(&bearer_keys(), &headers("authorization", "Bearer nope")).unwrap_err();
         assert_eq!(e.status, http::StatusCode::UNAUTHORIZED);
         assert_eq!(e.detail, "Invalid API key");
-        assert!(e.headers.iter().any(|(n, _)| n == http::header::WWW_AUTHENTICATE));
+        assert!(e
+            .headers
+            .iter()
+            .any(|(n, _)| n == http::header::WWW_AUTHENTICATE));
     }
 
     #[test]
@@ -238,14 +261,24 @@ mod tests {
     #[test]
     fn duplicate_authorization_headers_are_rejected() {
         let mut h = headers("authorization", "Bearer k1");
-        h.append(http::header::AUTHORIZATION, HeaderValue::from_static("Bearer k2"));
+        h.append(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer k2"),
+        );
         assert!(authenticate(&bearer_keys(), &h).is_err());
     }
 
     #[test]
     fn raw_key_header_is_supported() {
-        let a = vec![Authenticator::ApiKey(ApiKeys::new(Some("X-Api-Key"), &[entry("k1", "alice")]).unwrap())];
-        assert_eq!(authenticate(&a, &headers("x-api-key", "k1")).unwrap().identity, "alice");
+        let a = vec![Authenticator::ApiKey(
+            ApiKeys::new(Some("X-Api-Key"), &[entry("k1", "alice")]).unwrap(),
+        )];
+        assert_eq!(
+            authenticate(&a, &headers("x-api-key", "k1"))
+                .unwrap()
+                .identity,
+            "alice"
+        );
         assert!(authenticate(&a, &headers("authorization", "Bearer k1")).is_err());
     }
 

@@ -117,6 +117,190 @@ pub struct LookupCacheConfig {
 pub struct AuthenticatorConfig {
     /// Static API keys, stored as SHA-256 digests.
     pub api_key: Option<ApiKeyConfig>,
+    /// JWT bearer tokens (OIDC providers, Supabase, your own issuer).
+    pub jwt: Option<JwtConfig>,
+    /// An external authentication service (the `@auth.authenticate` equivalent).
+    pub forward: Option<ForwardConfig>,
+    /// A fixed identity for requests without credentials (opt-in, public deployments).
+    pub anonymous: Option<AnonymousConfig>,
+}
+
+/// One string or a list of strings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum StringOrList {
+    /// One value.
+    One(String),
+    /// Several values.
+    Many(Vec<String>),
+}
+
+impl StringOrList {
+    /// The values as a list.
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            StringOrList::One(s) => vec![s.clone()],
+            StringOrList::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// The path of a claim inside a token's payload.
+///
+/// A string is split on `.` (`realm_access.roles`), except that a string containing `://` names
+/// one top-level claim (Auth0-style namespaced claims such as `https://example.com/roles`). A
+/// string starting with `/` is a JSON pointer (RFC 6901: `/https:~1~1example.com~1app/roles`).
+/// A list gives the segments verbatim (`["https://example.com/app", "roles"]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ClaimPathConfig {
+    /// Dotted path, namespaced URL claim, or JSON pointer.
+    Path(String),
+    /// Segments, each an object key.
+    Segments(Vec<String>),
+}
+
+/// JWT bearer tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Accepted algorithms (`HS256`, `HS384`, `HS512`, `RS256`, `RS384`, `RS512`, `PS256`,
+    /// `PS384`, `PS512`, `ES256`, `ES384`, `EdDSA`). Default: `[HS256]` with `secret`, every
+    /// asymmetric algorithm otherwise. HMAC and public-key algorithms never mix.
+    pub algorithms: Option<Vec<String>>,
+    /// Expected `iss`. With no key source, the keys are found by OIDC discovery from it.
+    pub issuer: Option<String>,
+    /// Accepted `aud` values (the token must name one of them).
+    pub audience: Option<StringOrList>,
+    /// HMAC shared secret (HS*), from an env var or a file.
+    pub secret: Option<KeyMaterialConfig>,
+    /// A PEM public key (RSA, EC P-256/P-384 or Ed25519), from an env var or a file.
+    pub public_key: Option<KeyMaterialConfig>,
+    /// A static JWKS file (relative paths are relative to the policy file).
+    pub jwks_file: Option<PathBuf>,
+    /// A JWKS URL, fetched and refreshed in the background.
+    pub jwks_url: Option<String>,
+    /// An OIDC discovery document URL (default `{issuer}/.well-known/openid-configuration`).
+    pub discovery_url: Option<String>,
+    /// Clock skew allowed on `exp`, `nbf` and `iat`, in seconds (default 60).
+    pub leeway_s: Option<u64>,
+    /// Refuse tokens issued (`iat`) longer ago than this, in seconds (then `iat` is required).
+    pub max_age_s: Option<u64>,
+    /// Claims that must be present (default `[exp]`; any of `exp`, `nbf`, `iat`, `iss`, `aud`,
+    /// `sub`).
+    pub required_claims: Option<Vec<String>>,
+    /// How claims become the user.
+    pub claims: Option<ClaimsConfig>,
+    /// Where the token is read from (default `Authorization: Bearer`).
+    pub token: Option<TokenSourceConfig>,
+    /// Forward the credential header (or cookie) to the agent server (default false).
+    #[serde(default)]
+    pub forward_credentials: bool,
+    /// JWKS refresh timing (for `jwks_url` and discovery).
+    pub jwks_refresh: Option<JwksRefreshConfig>,
+    /// Verified-token cache size (default 10000; 0 disables).
+    pub cache_capacity: Option<usize>,
+}
+
+/// Secret or key material read from the environment or a file, never written in the policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyMaterialConfig {
+    /// Environment variable holding the material.
+    pub env: Option<String>,
+    /// File holding the material (relative paths are relative to the policy file).
+    pub file: Option<PathBuf>,
+    /// Used when `env` is unset (development only; a warning is logged).
+    pub default: Option<String>,
+    /// The secret is base64 (standard or URL-safe) encoded (default false: raw bytes).
+    #[serde(default)]
+    pub base64: bool,
+}
+
+/// Claim mapping.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimsConfig {
+    /// Identity claim (default `sub`).
+    pub identity: Option<ClaimPathConfig>,
+    /// Display-name claim (default: the identity).
+    pub display_name: Option<ClaimPathConfig>,
+    /// Permissions: a list claim, or a space-separated string such as `scope`.
+    pub permissions: Option<ClaimPathConfig>,
+    /// Roles: a list claim, or a space-separated string.
+    pub roles: Option<ClaimPathConfig>,
+    /// Extra attributes, `name: claim path`, readable as `{user.attributes.name}`.
+    #[serde(default)]
+    pub attributes: std::collections::BTreeMap<String, ClaimPathConfig>,
+}
+
+/// Where a token is read from: exactly one of `header` or `cookie`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSourceConfig {
+    /// `authorization` (then `Bearer <token>`) or another header carrying the raw token.
+    pub header: Option<String>,
+    /// A cookie carrying the raw token.
+    pub cookie: Option<String>,
+}
+
+/// JWKS refresh timing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwksRefreshConfig {
+    /// Refresh interval when the provider sends no `Cache-Control: max-age` (default 300 s).
+    pub interval_s: Option<u64>,
+    /// Lower bound on the refresh interval, also the retry delay after a failure (default 60 s).
+    pub min_interval_s: Option<u64>,
+    /// Upper bound on the refresh interval (default 86400 s).
+    pub max_interval_s: Option<u64>,
+    /// At most one fetch per this many seconds for tokens with an unknown `kid` (default 30).
+    pub unknown_kid_cooldown_s: Option<u64>,
+    /// Timeout of one fetch, in milliseconds (default 5000).
+    pub timeout_ms: Option<u64>,
+}
+
+/// An external authentication service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardConfig {
+    /// The endpoint (`http://` or `https://`).
+    pub url: String,
+    /// `GET` (default) or `POST`.
+    pub method: Option<String>,
+    /// Request headers sent to the service; the authenticator applies when one is present
+    /// (default `[authorization]`).
+    pub headers: Option<Vec<String>>,
+    /// Timeout of one call in milliseconds (default 2000); a timeout gives 503.
+    pub timeout_ms: Option<u64>,
+    /// How long an accepted credential is cached, in milliseconds (default 30000; 0 disables).
+    pub cache_ttl_ms: Option<u64>,
+    /// How long a refused (401/403) credential is cached, in milliseconds (default 5000).
+    pub deny_cache_ttl_ms: Option<u64>,
+    /// Cache size (default 10000).
+    pub cache_capacity: Option<usize>,
+    /// Forward the credential headers to the agent server (default false).
+    #[serde(default)]
+    pub forward_credentials: bool,
+}
+
+/// A fixed identity for requests without credentials.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnonymousConfig {
+    /// The identity (e.g. `anonymous`).
+    pub identity: String,
+    /// Display name (defaults to the identity).
+    pub display_name: Option<String>,
+    /// Permissions.
+    #[serde(default)]
+    pub permissions: Vec<String>,
+    /// Roles.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Attributes for templates.
+    #[serde(default)]
+    pub attributes: Map<String, Value>,
 }
 
 /// Static API keys.
@@ -239,7 +423,8 @@ impl<'de> Deserialize<'de> for OneOrMany {
                 f.write_str("a rule (a map) or a list of rules")
             }
             fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<OneOrMany, A::Error> {
-                RuleConfig::deserialize(de::value::MapAccessDeserializer::new(m)).map(|r| OneOrMany(vec![r]))
+                RuleConfig::deserialize(de::value::MapAccessDeserializer::new(m))
+                    .map(|r| OneOrMany(vec![r]))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<OneOrMany, A::Error> {
                 let mut out = Vec::new();
@@ -302,14 +487,27 @@ impl fmt::Display for ConfigError {
         if self.key.is_empty() {
             write!(f, "{}:{}: {}", self.file.display(), line, self.message)
         } else {
-            write!(f, "{}:{}: {}: {}", self.file.display(), line, self.key, self.message)
+            write!(
+                f,
+                "{}:{}: {}: {}",
+                self.file.display(),
+                line,
+                self.key,
+                self.message
+            )
         }
     }
 }
 
 impl ConfigError {
     /// An error at a key, with the line found by searching the file text for the key.
-    pub fn at_key(file: &Path, text: &str, key_path: &str, needle: &str, message: impl Into<String>) -> Self {
+    pub fn at_key(
+        file: &Path,
+        text: &str,
+        key_path: &str,
+        needle: &str,
+        message: impl Into<String>,
+    ) -> Self {
         ConfigError {
             file: file.to_path_buf(),
             line: find_key_line(text, needle),
@@ -321,13 +519,18 @@ impl ConfigError {
 
 /// The first line where `key` appears as a mapping key (`key:`, `"key":` or `'key':`).
 pub fn find_key_line(text: &str, key: &str) -> Option<usize> {
-    text.lines().position(|l| {
-        let t = l.trim_start().trim_start_matches("- ");
-        [format!("{key}:"), format!("\"{key}\":"), format!("'{key}':")]
+    text.lines()
+        .position(|l| {
+            let t = l.trim_start().trim_start_matches("- ");
+            [
+                format!("{key}:"),
+                format!("\"{key}\":"),
+                format!("'{key}':"),
+            ]
             .iter()
             .any(|p| t.starts_with(p.as_str()))
-    })
-    .map(|i| i + 1)
+        })
+        .map(|i| i + 1)
 }
 
 /// Parse one file's text (YAML; JSON is YAML).
@@ -346,7 +549,12 @@ pub fn parse_file(path: &Path, text: &str) -> Result<PolicyFile, ConfigError> {
             Some((k, rest)) => (k.to_string(), format!("duplicate{rest}")),
             None => (String::new(), message),
         };
-        return Err(ConfigError { file: path.to_path_buf(), line: e.location().map(|l| l.line()), key, message });
+        return Err(ConfigError {
+            file: path.to_path_buf(),
+            line: e.location().map(|l| l.line()),
+            key,
+            message,
+        });
     }
     let de = serde_yaml_ng::Deserializer::from_str(text);
     serde_path_to_error::deserialize::<_, PolicyFile>(de).map_err(|e| {
@@ -411,14 +619,18 @@ mod tests {
 
     #[test]
     fn duplicate_handler_key_in_one_file_is_an_error() {
-        let e = parse("handlers:\n  threads: {allow: true}\n  threads: {allow: false}\n").unwrap_err();
+        let e =
+            parse("handlers:\n  threads: {allow: true}\n  threads: {allow: false}\n").unwrap_err();
         assert!(e.message.contains("duplicate"), "{e}");
     }
 
     #[test]
     fn duplicate_keys_in_any_mapping_are_errors() {
         let e = parse("handlers:\n  threads:\n    metadata: {owner: a, owner: b}\n").unwrap_err();
-        assert!(e.message.contains("duplicate entry with key \"owner\""), "{e}");
+        assert!(
+            e.message.contains("duplicate entry with key \"owner\""),
+            "{e}"
+        );
         assert_eq!(e.line, Some(3));
         let e = parse("roles:\n  a: [\"*\"]\n  a: []\n").unwrap_err();
         assert!(e.message.contains("duplicate"), "{e}");
@@ -433,13 +645,19 @@ mod tests {
 
     #[test]
     fn json_files_parse_as_yaml() {
-        let p = parse(r#"{"handlers": {"threads:create": {"metadata": {"owner": "{user.identity}"}}}}"#).unwrap();
+        let p = parse(
+            r#"{"handlers": {"threads:create": {"metadata": {"owner": "{user.identity}"}}}}"#,
+        )
+        .unwrap();
         assert_eq!(p.handlers.0[0].0, "threads:create");
     }
 
     #[test]
     fn api_key_authenticator_parses_and_rejects_typos() {
-        let p = parse("authenticators:\n  - api_key:\n      keys:\n        - {sha256: ab, identity: a}\n").unwrap();
+        let p = parse(
+            "authenticators:\n  - api_key:\n      keys:\n        - {sha256: ab, identity: a}\n",
+        )
+        .unwrap();
         assert_eq!(p.authenticators.len(), 1);
         let e = parse("authenticators:\n  - api_key:\n      keys:\n        - {sha256: ab, identity: a, role: [x]}\n").unwrap_err();
         assert!(e.message.contains("unknown field `role`"), "{e}");

@@ -32,6 +32,8 @@ pub enum Target {
     Assistant(String),
     /// A cron by id.
     Cron(String),
+    /// A store item by namespace (dot-joined) and key.
+    StoreItem(String, String),
 }
 
 impl Target {
@@ -41,6 +43,25 @@ impl Target {
             Target::Thread(id) => format!("/threads/{id}"),
             Target::Assistant(id) => format!("/assistants/{id}"),
             Target::Cron(id) => format!("/runs/crons/{id}"),
+            Target::StoreItem(ns, key) => {
+                let q = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("namespace", ns)
+                    .append_pair("key", key)
+                    .finish();
+                format!("/store/items?{q}")
+            }
+        }
+    }
+
+    /// The tags access policies read: a store item's `value`, anything else's `metadata`.
+    pub fn tags(&self, v: &Value) -> Map<String, Value> {
+        match self {
+            Target::StoreItem(..) => v
+                .get("value")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default(),
+            _ => metadata_of(v),
         }
     }
 }
@@ -78,16 +99,25 @@ pub fn parse_body<'a>(route: &RouteMatch, raw: &'a [u8]) -> Result<Body<'a>, Gat
     match route.route.body {
         BodyKind::Opaque => Ok(Body::Opaque),
         BodyKind::Object => {
-            let src: &'a [u8] = if raw.iter().all(u8::is_ascii_whitespace) { b"{}" } else { raw };
-            ObjectBody::parse(src, MAX_JSON_DEPTH).map(Body::Object).map_err(body_error)
+            let src: &'a [u8] = if raw.iter().all(u8::is_ascii_whitespace) {
+                b"{}"
+            } else {
+                raw
+            };
+            ObjectBody::parse(src, MAX_JSON_DEPTH)
+                .map(Body::Object)
+                .map_err(body_error)
         }
         BodyKind::Array => {
             crate::rewrite::ObjectBody::parse(b"{}", 1).map_err(body_error)?;
-            let v: Value = serde_json::from_slice(raw)
-                .map_err(|e| GatewayError::unprocessable(format!("Invalid JSON in request body: {e}")))?;
+            let v: Value = serde_json::from_slice(raw).map_err(|e| {
+                GatewayError::unprocessable(format!("Invalid JSON in request body: {e}"))
+            })?;
             match v {
                 Value::Array(items) => Ok(Body::Array(items)),
-                _ => Err(GatewayError::unprocessable("Request body must be a JSON array")),
+                _ => Err(GatewayError::unprocessable(
+                    "Request body must be a JSON array",
+                )),
             }
         }
     }
@@ -126,7 +156,9 @@ pub enum ResponsePlan {
     /// Store search: drop items whose `value` fails the filter.
     StoreItems {
         /// The filter on each item's `value`.
-        filter: ResolvedFilter,
+        filter: Option<ResolvedFilter>,
+        /// Access-policy events evaluated on each item's `value`.
+        access: Vec<Event>,
     },
 }
 
@@ -145,6 +177,8 @@ pub struct SearchPlan {
     pub limit: u64,
     /// The client's window.
     pub offset: u64,
+    /// Access-policy events evaluated on each item's tags.
+    pub access: Vec<Event>,
 }
 
 /// The request to send upstream.
@@ -202,6 +236,8 @@ pub struct Step {
 pub struct Decision {
     /// The handler calls, in order.
     pub steps: Vec<Step>,
+    /// Access-policy decisions made (roles and policies), in order.
+    pub access: Vec<crate::abac::AccessDecision>,
     /// The outcome.
     pub outcome: Outcome,
 }
@@ -228,13 +264,26 @@ pub struct Input<'a> {
 
 /// Decide a request (see the module doc).
 pub fn decide(policy: &Policy, user: &User, input: &Input<'_>, facts: &Facts) -> Next {
-    let mut cx = Cx { policy, user, input, facts, steps: Vec::new() };
+    let mut cx = Cx {
+        policy,
+        user,
+        input,
+        facts,
+        steps: Vec::new(),
+        access: Vec::new(),
+        subject: Subject::None,
+        per_item: Vec::new(),
+    };
     let outcome = match cx.run() {
         Ok(o) => o,
         Err(Stop::Need(t)) => return Next::Need(t),
         Err(Stop::Refuse(e)) => Outcome::Refuse(e),
     };
-    Next::Done(Decision { steps: cx.steps, outcome })
+    Next::Done(Decision {
+        steps: cx.steps,
+        access: cx.access,
+        outcome,
+    })
 }
 
 enum Stop {
@@ -256,6 +305,29 @@ struct Cx<'a> {
     input: &'a Input<'a>,
     facts: &'a Facts,
     steps: Vec<Step>,
+    access: Vec<crate::abac::AccessDecision>,
+    /// What access policies read tags from for the next events.
+    subject: Subject,
+    /// Access events to evaluate on each result item (searches).
+    per_item: Vec<Event>,
+}
+
+/// Where the resource's tags come from for access policies.
+#[derive(Clone)]
+enum Subject {
+    /// No resource (tags empty).
+    None,
+    /// A looked-up resource.
+    Target(Target),
+    /// Known tags (a create body's metadata after stamping, a store put's value).
+    Tags(Map<String, Value>),
+    /// Each item of the response (searches).
+    PerItem,
+    /// A create body: its `metadata` after the handler's stamping (the handler runs first).
+    CreateBody,
+    /// Checked later by the op itself (the store: the item's final namespace is known only
+    /// after the handler's namespace rule).
+    Deferred,
 }
 
 const T: Resource = Resource::Threads;
@@ -274,19 +346,128 @@ fn forward() -> Forward {
 }
 
 fn metadata_of(v: &Value) -> Map<String, Value> {
-    v.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default()
+    v.get("metadata")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default()
 }
 
 impl<'a> Cx<'a> {
-    /// Run the handler for an event; a refusal stops the decision.
-    fn grant(&mut self, resource: Resource, action: Action) -> R<Grant> {
-        let event = Event::new(resource, action);
+    /// Roles and access policies for an event on the current subject (seed 002's tables),
+    /// before the handler runs on what they allow.
+    fn check_access(&mut self, event: Event) -> R<()> {
+        let ac = &self.policy.access;
+        if !ac.is_enabled() {
+            return Ok(());
+        }
+        let needs_tags = ac.needs_tags(self.user, event);
+        let tags = match (&self.subject, needs_tags) {
+            (Subject::Deferred, _) => return Ok(()),
+            (_, false) | (Subject::None, _) | (Subject::CreateBody, _) => Map::new(),
+            (Subject::PerItem, true) => {
+                if !self.per_item.contains(&event) {
+                    self.per_item.push(event);
+                }
+                return Ok(());
+            }
+            (Subject::Tags(t), true) => t.clone(),
+            (Subject::Target(t), true) => {
+                let t = t.clone();
+                match self.fact(t.clone())? {
+                    Some(v) => t.tags(&v),
+                    None => Map::new(),
+                }
+            }
+        };
+        let d = ac.decide(self.user, event, &tags);
+        let allowed = d.allowed;
+        let reason = d.reason;
+        self.access.push(d);
+        if !allowed {
+            return Err(GatewayError::forbidden(match reason {
+                crate::abac::Reason::DenyWins => {
+                    format!("Forbidden: {event} is denied by an access policy")
+                }
+                _ => format!("Forbidden: no role or access policy grants {event}"),
+            })
+            .into());
+        }
+        Ok(())
+    }
+
+    /// A create: the handler stamps first, then access policies read the stamped metadata.
+    fn grant_create(&mut self, event: Event) -> R<Grant> {
         let r = self.policy.evaluate(event, self.user);
         let (handler, rule) = match &r {
             Ok(g) => (g.handler.clone(), g.rule),
             Err(_) => (self.policy.handler_for(event).map(|h| h.key.clone()), None),
         };
-        self.steps.push(Step { event, handler, rule, allowed: r.is_ok() });
+        self.steps.push(Step {
+            event,
+            handler,
+            rule,
+            allowed: r.is_ok(),
+        });
+        let g = r?;
+        if self.policy.access.is_enabled() {
+            let mut tags = match self.input.body {
+                Body::Object(o) => match o.get::<Value>("metadata").map_err(body_error)? {
+                    Some(Value::Object(m)) => m,
+                    _ => Map::new(),
+                },
+                _ => Map::new(),
+            };
+            if let Some(md) = &g.metadata {
+                for (k, v) in md {
+                    tags.insert(k.clone(), v.clone());
+                }
+            }
+            let saved = std::mem::replace(&mut self.subject, Subject::Tags(tags));
+            let checked = self.check_access(event);
+            self.subject = saved;
+            if let Err(e) = checked {
+                if let Some(last) = self.steps.last_mut() {
+                    last.allowed = false;
+                }
+                return Err(e);
+            }
+        }
+        Ok(g)
+    }
+
+    /// Set where access policies read tags from.
+    fn on(&mut self, s: Subject) {
+        self.subject = s;
+    }
+
+    /// Run the access check and then the handler for an event; a refusal stops the decision.
+    fn grant(&mut self, resource: Resource, action: Action) -> R<Grant> {
+        let event = Event::new(resource, action);
+        if matches!(self.subject, Subject::CreateBody) {
+            return self.grant_create(event);
+        }
+        if let Err(e) = self.check_access(event) {
+            if let Stop::Refuse(_) = &e {
+                self.steps.push(Step {
+                    event,
+                    handler: None,
+                    rule: None,
+                    allowed: false,
+                });
+            }
+            return Err(e);
+        }
+        let r = self.policy.evaluate(event, self.user);
+        let (handler, rule) = match &r {
+            Ok(g) => (g.handler.clone(), g.rule),
+            Err(_) => (self.policy.handler_for(event).map(|h| h.key.clone()), None),
+        };
+        self.steps.push(Step {
+            event,
+            handler,
+            rule,
+            allowed: r.is_ok(),
+        });
         Ok(r?)
     }
 
@@ -325,14 +506,18 @@ impl<'a> Cx<'a> {
     }
 
     fn param(&self, v: &Option<String>) -> R<String> {
-        v.clone().ok_or_else(|| GatewayError::internal("missing path parameter").into())
+        v.clone()
+            .ok_or_else(|| GatewayError::internal("missing path parameter").into())
     }
 
     fn run(&mut self) -> R<Outcome> {
         let p = &self.input.route.params;
         let op = self.input.route.route.op;
         Ok(Outcome::Forward(match op {
-            Op::Public => Forward { authenticated: false, ..forward() },
+            Op::Public => Forward {
+                authenticated: false,
+                ..forward()
+            },
             Op::Blocked => {
                 return Ok(Outcome::Refuse(GatewayError::forbidden(
                     "graphguard never forwards the agent server's /internal and /deploy routes",
@@ -355,9 +540,19 @@ impl<'a> Cx<'a> {
             Op::ThreadPrune => self.thread_prune()?,
             Op::ThreadById { miss } => {
                 let tid = self.param(&p.thread_id)?;
-                let action = self.input.route.route.events.first().map(|e| e.action).unwrap_or(Action::Read);
+                self.on(Subject::Target(Target::Thread(tid.clone())));
+                let action = self
+                    .input
+                    .route
+                    .route
+                    .events
+                    .first()
+                    .map(|e| e.action)
+                    .unwrap_or(Action::Read);
                 let g = match self.grant(T, action) {
-                    Err(Stop::Refuse(e)) if miss == Miss::ThreadNotFoundSse => return Err(e.as_sse().into()),
+                    Err(Stop::Refuse(e)) if miss == Miss::ThreadNotFoundSse => {
+                        return Err(e.as_sse().into())
+                    }
                     other => other?,
                 };
                 self.check(&g, Target::Thread(tid.clone()), miss, &tid)?;
@@ -369,6 +564,7 @@ impl<'a> Cx<'a> {
             }
             Op::ThreadPatch => {
                 let tid = self.param(&p.thread_id)?;
+                self.on(Subject::Target(Target::Thread(tid.clone())));
                 // The handler runs only if the thread exists: a missing thread is 404 even
                 // when the handler would deny.
                 let g = match self.grant(T, Action::Update) {
@@ -388,6 +584,7 @@ impl<'a> Cx<'a> {
             }
             Op::ThreadStateUpdate => {
                 let tid = self.param(&p.thread_id)?;
+                self.on(Subject::Target(Target::Thread(tid.clone())));
                 let upd = self.grant(T, Action::Update)?;
                 let read = self.grant(T, Action::Read)?;
                 self.check(&read, Target::Thread(tid.clone()), Miss::ThreadWithId, &tid)?;
@@ -398,10 +595,14 @@ impl<'a> Cx<'a> {
                             other => other,
                         })?;
                 }
-                Forward { invalidate: vec![Target::Thread(tid)], ..forward() }
+                Forward {
+                    invalidate: vec![Target::Thread(tid)],
+                    ..forward()
+                }
             }
             Op::ThreadCopy => {
                 let tid = self.param(&p.thread_id)?;
+                self.on(Subject::Target(Target::Thread(tid.clone())));
                 let read = self.grant(T, Action::Read)?;
                 self.check(&read, Target::Thread(tid.clone()), Miss::Conflict, &tid)?;
                 // The create handler is only a veto: the copy keeps the source's metadata.
@@ -410,30 +611,62 @@ impl<'a> Cx<'a> {
             }
             Op::ThreadCommands => {
                 let tid = self.param(&p.thread_id)?;
+                self.on(Subject::Target(Target::Thread(tid.clone())));
                 let g = self.grant(T, Action::CreateRun)?;
-                self.check(&g, Target::Thread(tid.clone()), Miss::ThreadOrAssistant, &tid)?;
+                self.check(
+                    &g,
+                    Target::Thread(tid.clone()),
+                    Miss::ThreadOrAssistant,
+                    &tid,
+                )?;
                 let read = self.grant(T, Action::Read)?;
-                self.check(&read, Target::Thread(tid.clone()), Miss::ThreadOrAssistant, &tid)?;
-                Forward { invalidate: vec![Target::Thread(tid)], ..forward() }
+                self.check(
+                    &read,
+                    Target::Thread(tid.clone()),
+                    Miss::ThreadOrAssistant,
+                    &tid,
+                )?;
+                let mut f = self.command(&g)?;
+                f.invalidate.push(Target::Thread(tid));
+                f
             }
             Op::RunCreate { on_thread } => self.run_create(on_thread)?,
             Op::RunBatch => self.run_batch()?,
             Op::RunList => {
                 let tid = self.param(&p.thread_id)?;
+                self.on(Subject::Target(Target::Thread(tid.clone())));
                 let read = self.grant(T, Action::Read)?;
                 self.check(&read, Target::Thread(tid.clone()), Miss::ThreadWithId, &tid)?;
                 let search = self.grant(T, Action::Search)?;
-                self.check(&search, Target::Thread(tid.clone()), Miss::ThreadWithId, &tid)?;
+                self.check(
+                    &search,
+                    Target::Thread(tid.clone()),
+                    Miss::ThreadWithId,
+                    &tid,
+                )?;
                 forward()
             }
             Op::RunsCancel => {
+                if let Some(tid) = self.str_field("thread_id")?.filter(|t| is_uuid(t)) {
+                    self.on(Subject::Target(Target::Thread(tid)));
+                }
                 let g = self.grant(T, Action::Update)?;
                 if g.active_filter().is_some() {
                     match self.str_field("thread_id")? {
                         Some(tid) if is_uuid(&tid) => {
-                            self.check(&g, Target::Thread(tid.clone()), Miss::NoRunsToCancel, &tid)?;
+                            self.check(
+                                &g,
+                                Target::Thread(tid.clone()),
+                                Miss::NoRunsToCancel,
+                                &tid,
+                            )?;
                         }
-                        Some(_) => return Err(GatewayError::unprocessable("Invalid thread ID: must be a UUID").into()),
+                        Some(_) => {
+                            return Err(GatewayError::unprocessable(
+                                "Invalid thread ID: must be a UUID",
+                            )
+                            .into())
+                        }
                         None => {
                             return Err(GatewayError::forbidden(
                                 "Cancelling runs by status cannot be authorized thread by thread \
@@ -446,12 +679,17 @@ impl<'a> Cx<'a> {
                 forward()
             }
             Op::AssistantCreate => {
+                self.on(Subject::CreateBody);
                 let g = self.grant(A, Action::Create)?;
                 if let Some(aid) = self.str_field("assistant_id")? {
                     if g.active_filter().is_some() && is_uuid(&aid) {
-                        let miss = |id: &str| GatewayError::conflict(format!("Assistant {id} already exists"));
+                        let miss = |id: &str| {
+                            GatewayError::conflict(format!("Assistant {id} already exists"))
+                        };
                         if let Some(v) = self.fact(Target::Assistant(aid.clone()))? {
-                            if g.active_filter().is_some_and(|f| !f.matches(&metadata_of(&v))) {
+                            if g.active_filter()
+                                .is_some_and(|f| !f.matches(&metadata_of(&v)))
+                            {
                                 return Err(miss(&aid).into());
                             }
                         }
@@ -464,13 +702,27 @@ impl<'a> Cx<'a> {
                 }
                 f
             }
-            Op::AssistantSearch { count } => return self.search(A, "/assistants/search", count, None),
+            Op::AssistantSearch { count } => {
+                return self.search(A, "/assistants/search", count, None)
+            }
             Op::AssistantById { miss, stamp } => {
                 let aid = self.param(&p.assistant_id)?;
-                let action = self.input.route.route.events.first().map(|e| e.action).unwrap_or(Action::Read);
+                self.on(Subject::Target(Target::Assistant(aid.clone())));
+                let action = self
+                    .input
+                    .route
+                    .route
+                    .events
+                    .first()
+                    .map(|e| e.action)
+                    .unwrap_or(Action::Read);
                 let g = self.grant(A, action)?;
                 self.check(&g, Target::Assistant(aid.clone()), miss, &aid)?;
-                let mut f = if stamp { self.stamped(&g, false)? } else { forward() };
+                let mut f = if stamp {
+                    self.stamped(&g, false)?
+                } else {
+                    forward()
+                };
                 if action != Action::Read {
                     f.invalidate.push(Target::Assistant(aid));
                 }
@@ -478,6 +730,7 @@ impl<'a> Cx<'a> {
             }
             Op::AssistantVersions => {
                 let aid = self.param(&p.assistant_id)?;
+                self.on(Subject::Target(Target::Assistant(aid.clone())));
                 let g = self.grant(A, Action::Read)?;
                 let mut f = forward();
                 if let Some(filter) = g.active_filter() {
@@ -493,8 +746,14 @@ impl<'a> Cx<'a> {
             }
             Op::AssistantDelete => {
                 let aid = self.param(&p.assistant_id)?;
+                self.on(Subject::Target(Target::Assistant(aid.clone())));
                 let g = self.grant(A, Action::Delete)?;
-                self.check(&g, Target::Assistant(aid.clone()), Miss::AssistantWithId, &aid)?;
+                self.check(
+                    &g,
+                    Target::Assistant(aid.clone()),
+                    Miss::AssistantWithId,
+                    &aid,
+                )?;
                 if query_flag(self.input.query, "delete_threads") {
                     let td = self.grant(T, Action::Delete)?;
                     if td.active_filter().is_some() {
@@ -505,25 +764,46 @@ impl<'a> Cx<'a> {
                         .into());
                     }
                 }
-                Forward { invalidate: vec![Target::Assistant(aid)], ..forward() }
+                Forward {
+                    invalidate: vec![Target::Assistant(aid)],
+                    ..forward()
+                }
             }
             Op::CronCreate { on_thread } => self.cron_create(on_thread)?,
             Op::CronById { miss, stamp } => {
                 let cid = self.param(&p.cron_id)?;
-                let action = self.input.route.route.events.first().map(|e| e.action).unwrap_or(Action::Read);
+                self.on(Subject::Target(Target::Cron(cid.clone())));
+                let action = self
+                    .input
+                    .route
+                    .route
+                    .events
+                    .first()
+                    .map(|e| e.action)
+                    .unwrap_or(Action::Read);
                 let g = self.grant(C, action)?;
                 self.check(&g, Target::Cron(cid.clone()), miss, &cid)?;
-                let stamp = stamp && self.obj().map(|o| o.get_raw("metadata").is_some()).unwrap_or(false);
-                let mut f = if stamp { self.stamped(&g, false)? } else { forward() };
+                let stamp = stamp
+                    && self
+                        .obj()
+                        .map(|o| o.get_raw("metadata").is_some())
+                        .unwrap_or(false);
+                let mut f = if stamp {
+                    self.stamped(&g, false)?
+                } else {
+                    forward()
+                };
                 if action != Action::Read {
                     f.invalidate.push(Target::Cron(cid));
                 }
                 f
             }
             Op::CronSearch { count } => return self.cron_search(count),
-            Op::StorePut | Op::StoreDelete | Op::StoreSearch | Op::StoreNamespaces | Op::StoreGet => {
-                self.store(op)?
-            }
+            Op::StorePut
+            | Op::StoreDelete
+            | Op::StoreSearch
+            | Op::StoreNamespaces
+            | Op::StoreGet => self.store(op)?,
         }))
     }
 
@@ -543,14 +823,59 @@ impl<'a> Cx<'a> {
         Ok(f)
     }
 
+    /// A v2 protocol command `{id, method, params}`. `run.start` starts a run: its assistant
+    /// is checked as on run creation and the handler's metadata is stamped into
+    /// `params.metadata`.
+    fn command(&mut self, g: &Grant) -> R<Forward> {
+        if self.str_field("method")?.as_deref() != Some("run.start") {
+            return Ok(forward());
+        }
+        let mut params = match self.obj()?.get::<Value>("params").map_err(body_error)? {
+            Some(Value::Object(m)) => m,
+            None | Some(Value::Null) => Map::new(),
+            Some(_) => return Err(GatewayError::unprocessable("params must be an object").into()),
+        };
+        let miss = GatewayError::not_found("Thread or assistant not found.");
+        if let Some(Value::String(aid)) = params.get("assistant_id") {
+            let aid = aid.clone();
+            self.assistant_read_check(&aid, miss)?;
+        }
+        let mut f = forward();
+        if let Some(md) = g.metadata.as_ref().filter(|m| !m.is_empty()) {
+            let target = params
+                .entry("metadata")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if target.is_null() {
+                *target = Value::Object(Map::new());
+            }
+            let Value::Object(m) = target else {
+                return Err(
+                    GatewayError::unprocessable("params.metadata must be an object").into(),
+                );
+            };
+            for (k, v) in md {
+                m.insert(k.clone(), v.clone());
+            }
+            let raw = serde_json::to_vec(&Value::Object(params))
+                .map_err(|e| GatewayError::internal(e.to_string()))?;
+            f.body = Some(self.obj()?.splice(&[("params", Some(&raw))]));
+        }
+        Ok(f)
+    }
+
     fn thread_create(&mut self) -> R<Forward> {
+        self.on(Subject::CreateBody);
         let g = self.grant(T, Action::Create)?;
+        self.on(Subject::None);
         let tid = self.str_field("thread_id")?;
         if let (Some(tid), Some(filter)) = (&tid, g.active_filter()) {
             if is_uuid(tid) {
                 if let Some(v) = self.fact(Target::Thread(tid.clone()))? {
                     if !filter.matches(&metadata_of(&v)) {
-                        return Err(GatewayError::conflict(format!("Thread with ID {tid} already exists")).into());
+                        return Err(GatewayError::conflict(format!(
+                            "Thread with ID {tid} already exists"
+                        ))
+                        .into());
                     }
                 }
             }
@@ -576,6 +901,16 @@ impl<'a> Cx<'a> {
             return Ok(forward());
         }
         let g = self.grant(T, Action::Delete)?;
+        if self
+            .policy
+            .access
+            .needs_tags(self.user, Event::new(T, Action::Delete))
+        {
+            for id in ids.iter().filter(|i| is_uuid(i)) {
+                self.on(Subject::Target(Target::Thread(id.clone())));
+                self.check_access(Event::new(T, Action::Delete))?;
+            }
+        }
         let none = || GatewayError::not_found("At least one thread not found or not authorized");
         if let Some(filter) = g.active_filter() {
             for id in &ids {
@@ -588,10 +923,15 @@ impl<'a> Cx<'a> {
                 }
             }
         }
-        Ok(Forward { invalidate: ids.into_iter().map(Target::Thread).collect(), ..forward() })
+        Ok(Forward {
+            invalidate: ids.into_iter().map(Target::Thread).collect(),
+            ..forward()
+        })
     }
 
     /// Check the run's assistant: graph names and system assistants are exempt (spec 5.2 step 4).
+    /// A system assistant is recognised by its id (`uuid5(namespace, graph_id)`), never by a
+    /// `created_by: system` metadata value, which any creator could write.
     fn assistant_read_check(&mut self, aid: &str, miss: GatewayError) -> R<()> {
         if !is_uuid(aid) {
             // A graph name resolves to the graph's system assistant.
@@ -601,10 +941,25 @@ impl<'a> Cx<'a> {
             return Err(miss.into());
         };
         let md = metadata_of(&v);
-        if md.get("created_by").and_then(Value::as_str) == Some("system") {
+        let is_system = v
+            .get("graph_id")
+            .and_then(Value::as_str)
+            .and_then(|g| {
+                uuid::Uuid::try_parse(aid)
+                    .ok()
+                    .map(|id| id == crate::routes::system_assistant_id(g))
+            })
+            .unwrap_or(false);
+        if is_system {
             return Ok(());
         }
-        let g = self.grant(A, Action::Read)?;
+        let saved = std::mem::replace(
+            &mut self.subject,
+            Subject::Target(Target::Assistant(aid.to_string())),
+        );
+        let g = self.grant(A, Action::Read);
+        self.subject = saved;
+        let g = g?;
         if g.active_filter().is_some_and(|f| !f.matches(&md)) {
             return Err(miss.into());
         }
@@ -620,6 +975,25 @@ impl<'a> Cx<'a> {
                 return Err(miss.into());
             }
         }
+        // Runs are evaluated against their thread's tags; a thread the run will create has the
+        // run's stamped metadata.
+        let subject = if on_thread {
+            let tid = self.param(&self.input.route.params.thread_id)?;
+            let t = Target::Thread(tid);
+            if self
+                .policy
+                .access
+                .needs_tags(self.user, Event::new(T, Action::CreateRun))
+                && self.fact(t.clone())?.is_none()
+            {
+                Subject::CreateBody
+            } else {
+                Subject::Target(t)
+            }
+        } else {
+            Subject::CreateBody
+        };
+        self.on(subject);
         let g = self.grant(T, Action::CreateRun)?;
         if let Some(aid) = aid {
             self.assistant_read_check(&aid, miss.clone())?;
@@ -652,7 +1026,9 @@ impl<'a> Cx<'a> {
         let mut changed = false;
         for item in items {
             let Value::Object(obj) = item else {
-                return Err(GatewayError::unprocessable("Each batch item must be a JSON object").into());
+                return Err(
+                    GatewayError::unprocessable("Each batch item must be a JSON object").into(),
+                );
             };
             if let Some(Value::String(aid)) = obj.get("assistant_id") {
                 if is_uuid(aid) && self.fact(Target::Assistant(aid.clone()))?.is_none() {
@@ -663,11 +1039,15 @@ impl<'a> Cx<'a> {
             match obj.get("assistant_id") {
                 Some(Value::String(aid)) => self.assistant_read_check(aid, miss.clone())?,
                 None | Some(Value::Null) => {}
-                Some(_) => return Err(GatewayError::unprocessable("assistant_id must be a string").into()),
+                Some(_) => {
+                    return Err(GatewayError::unprocessable("assistant_id must be a string").into())
+                }
             }
             let mut obj = obj.clone();
             if let Some(md) = g.metadata.as_ref().filter(|m| !m.is_empty()) {
-                let target = obj.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
+                let target = obj
+                    .entry("metadata")
+                    .or_insert_with(|| Value::Object(Map::new()));
                 if target.is_null() {
                     *target = Value::Object(Map::new());
                 }
@@ -683,7 +1063,10 @@ impl<'a> Cx<'a> {
         }
         let mut f = forward();
         if changed {
-            f.body = Some(serde_json::to_vec(&Value::Array(out)).map_err(|e| GatewayError::internal(e.to_string()))?);
+            f.body = Some(
+                serde_json::to_vec(&Value::Array(out))
+                    .map_err(|e| GatewayError::internal(e.to_string()))?,
+            );
         }
         Ok(f)
     }
@@ -691,12 +1074,30 @@ impl<'a> Cx<'a> {
     /// Thread, assistant and cron search and count (spec 4.3 and section 9): stamped metadata
     /// and scalar equalities are written over the client's own `metadata`; the rest is
     /// evaluated on the results by the proxy.
-    fn search(&mut self, res: Resource, path: &'static str, count: bool, thread_filter: Option<ResolvedFilter>) -> R<Outcome> {
+    fn search(
+        &mut self,
+        res: Resource,
+        path: &'static str,
+        count: bool,
+        thread_filter: Option<ResolvedFilter>,
+    ) -> R<Outcome> {
+        self.on(Subject::PerItem);
         let g = self.grant(res, Action::Search)?;
-        Ok(Outcome::Forward(self.search_forward(&g, path, count, thread_filter)?))
+        Ok(Outcome::Forward(self.search_forward(
+            &g,
+            path,
+            count,
+            thread_filter,
+        )?))
     }
 
-    fn search_forward(&self, g: &Grant, path: &'static str, count: bool, thread_filter: Option<ResolvedFilter>) -> R<Forward> {
+    fn search_forward(
+        &self,
+        g: &Grant,
+        path: &'static str,
+        count: bool,
+        thread_filter: Option<ResolvedFilter>,
+    ) -> R<Forward> {
         let o = self.obj()?;
         let mut set = g.metadata.clone().unwrap_or_default();
         let mut residual = None;
@@ -713,7 +1114,7 @@ impl<'a> Cx<'a> {
             })?;
             f.body = Some(o.splice(&[("metadata", Some(&merged))]));
         }
-        if residual.is_some() || thread_filter.is_some() {
+        if residual.is_some() || thread_filter.is_some() || !self.per_item.is_empty() {
             if o.get_raw("select").is_some() {
                 return Err(GatewayError::bad_request(
                     "select cannot be combined with a filter graphguard evaluates on results",
@@ -724,7 +1125,9 @@ impl<'a> Cx<'a> {
                 match o.get::<Value>(k).map_err(body_error)? {
                     None | Some(Value::Null) => Ok(d),
                     Some(v) => v.as_u64().ok_or_else(|| {
-                        Stop::Refuse(GatewayError::unprocessable(format!("{k} must be a non-negative integer")))
+                        Stop::Refuse(GatewayError::unprocessable(format!(
+                            "{k} must be a non-negative integer"
+                        )))
                     }),
                 }
             };
@@ -735,13 +1138,16 @@ impl<'a> Cx<'a> {
                 thread_filter,
                 limit: num("limit", 10)?,
                 offset: num("offset", 0)?,
+                access: self.per_item.clone(),
             });
         }
         Ok(f)
     }
 
     fn cron_create(&mut self, on_thread: bool) -> R<Forward> {
+        self.on(Subject::CreateBody);
         let g = self.grant(C, Action::Create)?;
+        self.on(Subject::None);
         if let Some(aid) = self.str_field("assistant_id")? {
             let miss = GatewayError::not_found(format!("Assistant '{aid}' not found"));
             self.assistant_read_check(&aid, miss)?;
@@ -749,22 +1155,35 @@ impl<'a> Cx<'a> {
         let f = self.stamped(&g, false)?;
         if on_thread {
             let tid = self.param(&self.input.route.params.thread_id)?;
+            self.on(Subject::Target(Target::Thread(tid.clone())));
             let read = self.grant(T, Action::Read)?;
-            self.check(&read, Target::Thread(tid.clone()), Miss::ThreadWithIdVerbose, &tid)?;
+            self.check(
+                &read,
+                Target::Thread(tid.clone()),
+                Miss::ThreadWithIdVerbose,
+                &tid,
+            )?;
         }
         Ok(f)
     }
 
     fn cron_search(&mut self, count: bool) -> R<Outcome> {
+        self.on(Subject::PerItem);
         let g = self.grant(C, Action::Search)?;
+        self.on(Subject::None);
         let tid = self.str_field("thread_id")?;
         let thread_filter = match &tid {
             Some(tid) => {
+                if is_uuid(tid) {
+                    self.on(Subject::Target(Target::Thread(tid.clone())));
+                }
                 let read = self.grant(T, Action::Read)?;
                 if read.active_filter().is_some() {
                     let visible = is_uuid(tid)
                         && match self.fact(Target::Thread(tid.clone()))? {
-                            Some(v) => read.active_filter().is_some_and(|f| f.matches(&metadata_of(&v))),
+                            Some(v) => read
+                                .active_filter()
+                                .is_some_and(|f| f.matches(&metadata_of(&v))),
                             None => false,
                         };
                     if !visible {
@@ -775,7 +1194,12 @@ impl<'a> Cx<'a> {
             }
             None => self.grant(T, Action::Search)?.active_filter().cloned(),
         };
-        Ok(Outcome::Forward(self.search_forward(&g, "/runs/crons/search", count, thread_filter)?))
+        Ok(Outcome::Forward(self.search_forward(
+            &g,
+            "/runs/crons/search",
+            count,
+            thread_filter,
+        )?))
     }
 
     fn store(&mut self, op: Op) -> R<Forward> {
@@ -790,7 +1214,8 @@ impl<'a> Cx<'a> {
         // The namespace, from the query (get) or the body.
         let ns: Option<Vec<String>> = if op == Op::StoreGet {
             let q = StoreQuery::parse(self.input.query)?;
-            q.namespace.map(|n| n.split('.').map(String::from).collect())
+            q.namespace
+                .map(|n| n.split('.').map(String::from).collect())
         } else {
             match self.obj()?.get::<Value>(field).map_err(body_error)? {
                 None | Some(Value::Null) => None,
@@ -799,11 +1224,18 @@ impl<'a> Cx<'a> {
                         .into_iter()
                         .map(|i| match i {
                             Value::String(s) => Ok(s),
-                            _ => Err(GatewayError::unprocessable(format!("{field} labels must be strings"))),
+                            _ => Err(GatewayError::unprocessable(format!(
+                                "{field} labels must be strings"
+                            ))),
                         })
                         .collect::<Result<Vec<_>, _>>()?,
                 ),
-                Some(_) => return Err(GatewayError::unprocessable(format!("{field} must be a list of strings")).into()),
+                Some(_) => {
+                    return Err(GatewayError::unprocessable(format!(
+                        "{field} must be a list of strings"
+                    ))
+                    .into())
+                }
             }
         };
         if let Some(ns) = &ns {
@@ -815,24 +1247,78 @@ impl<'a> Cx<'a> {
             }
         }
         // Labels are validated before the handler runs (spec 6).
+        self.on(Subject::Deferred);
         let g = self.grant(S, action)?;
         if let Some((prefix, mode, message)) = &g.namespace {
             let current = ns.clone().unwrap_or_default();
-            let has_prefix = current.len() >= prefix.len() && current.iter().zip(prefix).all(|(a, b)| a == b);
+            let has_prefix =
+                current.len() >= prefix.len() && current.iter().zip(prefix).all(|(a, b)| a == b);
             let new_ns = match mode {
                 NamespaceMode::Require if has_prefix => None,
-                NamespaceMode::Require => return Err(GatewayError::forbidden(message.clone()).into()),
+                NamespaceMode::Require => {
+                    return Err(GatewayError::forbidden(message.clone()).into())
+                }
                 NamespaceMode::Rewrite if has_prefix => None,
-                NamespaceMode::Rewrite => Some(prefix.iter().cloned().chain(current).collect::<Vec<_>>()),
+                NamespaceMode::Rewrite => {
+                    Some(prefix.iter().cloned().chain(current).collect::<Vec<_>>())
+                }
             };
             if let Some(new_ns) = new_ns {
                 if op == Op::StoreGet {
                     f.query = Some(StoreQuery::rewrite(self.input.query, &new_ns.join(".")));
                 } else {
-                    let raw = serde_json::to_vec(&new_ns).map_err(|e| GatewayError::internal(e.to_string()))?;
+                    let raw = serde_json::to_vec(&new_ns)
+                        .map_err(|e| GatewayError::internal(e.to_string()))?;
                     f.body = Some(self.obj()?.splice(&[(field, Some(&raw))]));
                 }
             }
+        }
+        // Access policies read the item at its final namespace.
+        let event = Event::new(S, action);
+        let final_ns = match (&g.namespace, &ns) {
+            (Some((prefix, NamespaceMode::Rewrite, _)), cur) => {
+                let cur = cur.clone().unwrap_or_default();
+                if cur.len() >= prefix.len() && cur.iter().zip(prefix).all(|(a, b)| a == b) {
+                    cur
+                } else {
+                    prefix.iter().cloned().chain(cur).collect()
+                }
+            }
+            (_, cur) => cur.clone().unwrap_or_default(),
+        };
+        match op {
+            Op::StorePut => {
+                let value = match self.obj()?.get::<Value>("value").map_err(body_error)? {
+                    Some(Value::Object(m)) => m,
+                    _ => Map::new(),
+                };
+                self.on(Subject::Tags(value));
+            }
+            Op::StoreGet | Op::StoreDelete => {
+                let key = if op == Op::StoreGet {
+                    StoreQuery::parse(self.input.query)?.key
+                } else {
+                    self.str_field("key")?
+                };
+                match key {
+                    Some(k) => self.on(Subject::Target(Target::StoreItem(final_ns.join("."), k))),
+                    None => self.on(Subject::None),
+                }
+            }
+            Op::StoreSearch => self.on(Subject::PerItem),
+            _ => self.on(Subject::None),
+        }
+        if let Err(e) = self.check_access(event) {
+            if let (Stop::Refuse(_), Some(last)) = (&e, self.steps.last_mut()) {
+                last.allowed = false;
+            }
+            return Err(e);
+        }
+        if op == Op::StoreSearch && !self.per_item.is_empty() {
+            f.response = ResponsePlan::StoreItems {
+                filter: None,
+                access: self.per_item.clone(),
+            };
         }
         if op == Op::StoreSearch {
             if let Some(filter) = g.active_filter() {
@@ -840,15 +1326,19 @@ impl<'a> Cx<'a> {
                 let o = self.obj()?;
                 let mut edited: Option<Vec<u8>> = None;
                 if !push.is_empty() {
-                    let merged = merge_object_raw(o.get_raw("filter"), &push).map_err(|e| match e {
-                        BodyError::NotAnObject => GatewayError::unprocessable("filter must be an object"),
-                        other => body_error(other),
-                    })?;
+                    let merged =
+                        merge_object_raw(o.get_raw("filter"), &push).map_err(|e| match e {
+                            BodyError::NotAnObject => {
+                                GatewayError::unprocessable("filter must be an object")
+                            }
+                            other => body_error(other),
+                        })?;
                     // Apply on top of a namespace rewrite if there was one.
                     let base = f.body.clone();
                     edited = Some(match base {
                         Some(b) => {
-                            let reparsed = ObjectBody::parse(&b, MAX_JSON_DEPTH).map_err(body_error)?;
+                            let reparsed =
+                                ObjectBody::parse(&b, MAX_JSON_DEPTH).map_err(body_error)?;
                             reparsed.splice(&[("filter", Some(&merged))])
                         }
                         None => o.splice(&[("filter", Some(&merged))]),
@@ -858,7 +1348,10 @@ impl<'a> Cx<'a> {
                     f.body = Some(e);
                 }
                 if let Some(rest) = rest {
-                    f.response = ResponsePlan::StoreItems { filter: rest };
+                    f.response = ResponsePlan::StoreItems {
+                        filter: Some(rest),
+                        access: self.per_item.clone(),
+                    };
                 }
             }
         }
@@ -869,7 +1362,10 @@ impl<'a> Cx<'a> {
 fn empty_search(count: bool) -> Reply {
     let mut headers = Vec::new();
     if !count {
-        headers.push((HeaderName::from_static("x-pagination-total"), HeaderValue::from_static("0")));
+        headers.push((
+            HeaderName::from_static("x-pagination-total"),
+            HeaderValue::from_static("0"),
+        ));
     }
     Reply {
         status: StatusCode::OK,
@@ -879,36 +1375,39 @@ fn empty_search(count: bool) -> Reply {
 }
 
 fn query_flag(query: Option<&str>, name: &str) -> bool {
-    form_urlencoded::parse(query.unwrap_or("").as_bytes())
-        .any(|(k, v)| k == name && matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on"))
+    form_urlencoded::parse(query.unwrap_or("").as_bytes()).any(|(k, v)| {
+        k == name && matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on")
+    })
 }
 
 /// `GET /store/items` query parameters that matter for authorization.
 struct StoreQuery {
     namespace: Option<String>,
+    key: Option<String>,
 }
 
 impl StoreQuery {
     fn parse(query: Option<&str>) -> Result<StoreQuery, GatewayError> {
         let mut namespace = None;
-        let mut key_seen = false;
+        let mut key: Option<String> = None;
         for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
             match k.as_ref() {
                 "namespace" => {
                     if namespace.replace(v.into_owned()).is_some() {
-                        return Err(GatewayError::bad_request("Repeated query parameter 'namespace'"));
+                        return Err(GatewayError::bad_request(
+                            "Repeated query parameter 'namespace'",
+                        ));
                     }
                 }
                 "key" => {
-                    if key_seen {
+                    if key.replace(v.into_owned()).is_some() {
                         return Err(GatewayError::bad_request("Repeated query parameter 'key'"));
                     }
-                    key_seen = true;
                 }
                 _ => {}
             }
         }
-        Ok(StoreQuery { namespace })
+        Ok(StoreQuery { namespace, key })
     }
 
     fn rewrite(query: Option<&str>, namespace: &str) -> String {

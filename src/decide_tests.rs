@@ -497,6 +497,7 @@ fn participants_contains_filter_becomes_response_search_plan() {
             thread_filter: None,
             limit: 10,
             offset: 0,
+            access: vec![],
         })
     );
 }
@@ -518,6 +519,7 @@ fn participants_count_plan_counts_with_the_clients_window() {
             thread_filter: None,
             limit: 3,
             offset: 6,
+            access: vec![],
         })
     );
 }
@@ -1097,31 +1099,39 @@ fn commands_on_foreign_thread_is_json_thread_or_assistant_not_found() {
 }
 
 #[test]
-fn commands_on_own_thread_raise_create_run_and_read_but_no_assistant_read() {
-    // Design question: the body is opaque here, so `run.start`'s assistant is not checked
-    // (the server runs assistants.read for non-system assistants) and the run metadata is not
-    // stamped. This asserts the current behaviour.
-    let body = format!(r#"{{"method":"run.start","params":{{"assistant_id":"{ALICE_A}"}}}}"#);
+fn commands_run_start_checks_the_assistant_and_stamps_params_metadata() {
+    let body = format!(
+        r#"{{"id":1,"method":"run.start","params":{{"assistant_id":"{ALICE_A}","metadata":{{"owner":"bob"}}}}}}"#
+    );
     let r = post(
         &h1(),
         &user("alice"),
         &format!("/threads/{ALICE_T}/commands"),
         &body,
     );
-    assert_eq!(r.events(), ["threads:create_run", "threads:read"]);
     assert_eq!(
-        r.forward(),
-        &Forward {
-            invalidate: vec![thread(ALICE_T)],
-            ..forward()
-        }
+        r.events(),
+        ["threads:create_run", "threads:read", "assistants:read"]
     );
-    assert_eq!(r.needed, [thread(ALICE_T)]);
+    let f = r.forward();
+    assert_eq!(f.invalidate, vec![thread(ALICE_T)]);
+    let sent: Value = serde_json::from_slice(f.body.as_deref().unwrap()).unwrap();
+    assert_eq!(sent["params"]["metadata"]["owner"], json!("alice"));
+    assert_eq!(sent["id"], json!(1));
 }
 
-// ---------------------------------------------------------------------------------------------
-// Run creation (stateful and stateless)
-// ---------------------------------------------------------------------------------------------
+#[test]
+fn commands_run_start_with_foreign_assistant_is_thread_or_assistant_not_found() {
+    let body =
+        format!(r#"{{"id":1,"method":"run.start","params":{{"assistant_id":"{ALICE_A}"}}}}"#);
+    post(
+        &h1(),
+        &user("bob"),
+        &format!("/threads/{BOB_T}/commands"),
+        &body,
+    )
+    .assert_refused(404, "Thread or assistant not found.");
+}
 
 #[test]
 fn run_on_foreign_thread_is_thread_or_assistant_not_found() {
@@ -1281,10 +1291,10 @@ fn run_create_denied_is_forbidden() {
 }
 
 #[test]
-fn user_assistant_labelled_system_skips_read_check() {
-    // LangGraph quirk, copied on purpose (spec 5.2 step 4): `created_by` is not reserved, so
-    // bob's assistant labelled "system" can be run by alice. Design question: identify system
-    // assistants by id (uuid5 of graph_id) instead.
+fn user_assistant_labelled_system_is_still_checked() {
+    // Deliberate difference (README compatibility): LangGraph exempts any assistant whose
+    // metadata says created_by=system, which its creator can write; graphguard recognises system
+    // assistants by id (uuid5 of the graph id) only, so bob's fake "system" assistant is hidden.
     let body = format!(r#"{{"assistant_id":"{BOB_FAKE_SYSTEM_A}"}}"#);
     let r = post(
         &h1(),
@@ -1292,8 +1302,8 @@ fn user_assistant_labelled_system_skips_read_check() {
         &format!("/threads/{ALICE_T}/runs"),
         &body,
     );
-    assert_eq!(r.events(), ["threads:create_run"]);
-    assert!(matches!(r.decision.outcome, Outcome::Forward(_)));
+    assert_eq!(r.events(), ["threads:create_run", "assistants:read"]);
+    r.assert_refused(404, "Thread or assistant not found.");
 }
 
 #[test]
@@ -1850,14 +1860,12 @@ fn cron_with_missing_assistant_is_assistant_not_found() {
 }
 
 #[test]
-fn cron_with_user_assistant_labelled_system_skips_read_check() {
-    // Design question: the spec says cron creation decides "system" by id, not by the
-    // `created_by` metadata; the gateway uses the metadata (as run creation does). Asserts
-    // the current behaviour.
+fn cron_with_user_assistant_labelled_system_is_still_checked() {
+    // System assistants are recognised by id, as the spec says cron creation does.
     let body = format!(r#"{{"assistant_id":"{BOB_FAKE_SYSTEM_A}","schedule":"* * * * *"}}"#);
     let r = post(&h1(), &user("alice"), "/runs/crons", &body);
-    assert_eq!(r.events(), ["crons:create"]);
-    assert!(matches!(r.decision.outcome, Outcome::Forward(_)));
+    assert_eq!(r.events(), ["crons:create", "assistants:read"]);
+    r.assert_refused(404, &format!("Assistant '{BOB_FAKE_SYSTEM_A}' not found"));
 }
 
 #[test]
@@ -1963,6 +1971,7 @@ fn cron_search_filters_crons_upstream_and_threads_on_results() {
             thread_filter: Some(filter(json!({"owner": "alice"}))),
             limit: 20,
             offset: 0,
+            access: vec![],
         })
     );
     assert_eq!(r.events(), ["crons:search", "threads:search"]);
@@ -2201,7 +2210,8 @@ fn store_contains_filter_becomes_an_item_plan() {
     assert_eq!(
         r.forward().response,
         ResponsePlan::StoreItems {
-            filter: filter(json!({"tags": {"$contains": "x"}}))
+            filter: Some(filter(json!({"tags": {"$contains": "x"}}))),
+            access: vec![],
         }
     );
 }
@@ -2421,4 +2431,209 @@ fn deny_all_policy_refuses_every_mediated_row() {
             ),
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Roles (RBAC) and access policies (ABAC) through the decision
+// ---------------------------------------------------------------------------------------------
+
+const ABAC: &str = r#"
+roles:
+  member: ["threads:*", "assistants:read", "store:*"]
+  auditor: []
+access_policies:
+  - name: Block PII
+    effect: deny
+    condition_groups:
+      - permission: threads:read
+        resource_type: thread
+        conditions:
+          - {attribute_name: resource_tag_key, attribute_key: Contains-PII, operator: equals, attribute_value: "true"}
+      - permission: threads:create_run
+        resource_type: thread
+        conditions:
+          - {attribute_name: resource_tag_key, attribute_key: Contains-PII, operator: equals, attribute_value: "true"}
+  - name: Auditors read team A
+    effect: allow
+    role_ids: [auditor]
+    condition_groups:
+      - permission: threads:read
+        resource_type: thread
+        conditions:
+          - {attribute_name: resource_tag_key, attribute_key: Team, operator: equals, attribute_value: A}
+      - permission: threads:search
+        resource_type: thread
+        conditions:
+          - {attribute_name: resource_tag_key, attribute_key: Team, operator: equals, attribute_value: A}
+handlers: {}
+"#;
+
+fn with_roles(id: &str, roles: &[&str]) -> User {
+    User {
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        ..user(id)
+    }
+}
+
+fn abac_world(md: Value) -> HashMap<Target, Option<Value>> {
+    HashMap::from([(
+        Target::Thread(NEW_T.into()),
+        Some(json!({"thread_id": NEW_T, "metadata": md})),
+    )])
+}
+
+#[test]
+fn abac_deny_on_tag_wins_over_rbac() {
+    let p = inline(ABAC);
+    let r = run_with(
+        &p,
+        &with_roles("m", &["member"]),
+        "GET",
+        &format!("/threads/{NEW_T}"),
+        "",
+        abac_world(json!({"Contains-PII": "true"})),
+    );
+    r.assert_refused(403, "Forbidden: threads:read is denied by an access policy");
+    let r = run_with(
+        &p,
+        &with_roles("m", &["member"]),
+        "GET",
+        &format!("/threads/{NEW_T}"),
+        "",
+        abac_world(json!({"Contains-PII": "false"})),
+    );
+    assert!(matches!(r.decision.outcome, Outcome::Forward(_)));
+    assert_eq!(r.decision.access.len(), 1);
+}
+
+#[test]
+fn abac_allow_grants_without_rbac_and_rbac_fallback_denies() {
+    let p = inline(ABAC);
+    let auditor = with_roles("aud", &["auditor"]);
+    let r = run_with(
+        &p,
+        &auditor,
+        "GET",
+        &format!("/threads/{NEW_T}"),
+        "",
+        abac_world(json!({"Team": "A"})),
+    );
+    assert!(matches!(r.decision.outcome, Outcome::Forward(_)));
+    assert_eq!(
+        r.decision.access[0].reason,
+        crate::abac::Reason::AllowGrants
+    );
+    let r = run_with(
+        &p,
+        &auditor,
+        "GET",
+        &format!("/threads/{NEW_T}"),
+        "",
+        abac_world(json!({"Team": "B"})),
+    );
+    r.assert_refused(
+        403,
+        "Forbidden: no role or access policy grants threads:read",
+    );
+    let r = run_with(
+        &p,
+        &auditor,
+        "DELETE",
+        &format!("/threads/{NEW_T}"),
+        "",
+        abac_world(json!({"Team": "A"})),
+    );
+    r.assert_refused(
+        403,
+        "Forbidden: no role or access policy grants threads:delete",
+    );
+}
+
+#[test]
+fn abac_runs_are_evaluated_against_their_thread() {
+    let p = inline(ABAC);
+    let body = r#"{"assistant_id":"agent"}"#;
+    let r = run_with(
+        &p,
+        &with_roles("m", &["member"]),
+        "POST",
+        &format!("/threads/{NEW_T}/runs/wait"),
+        body,
+        abac_world(json!({"Contains-PII": "true"})),
+    );
+    r.assert_refused(
+        403,
+        "Forbidden: threads:create_run is denied by an access policy",
+    );
+}
+
+#[test]
+fn abac_create_reads_the_stamped_body_metadata() {
+    let p = inline(
+        &ABAC
+            .replace(
+                "handlers: {}",
+                "handlers:\n  threads:create: {metadata: {Contains-PII: \"true\"}}\n",
+            )
+            .replace(
+                "permission: threads:create_run",
+                "permission: threads:create",
+            ),
+    );
+    let r = run_with(
+        &p,
+        &with_roles("m", &["member"]),
+        "POST",
+        "/threads",
+        r#"{"metadata":{"Contains-PII":"false"}}"#,
+        HashMap::new(),
+    );
+    r.assert_refused(
+        403,
+        "Forbidden: threads:create is denied by an access policy",
+    );
+}
+
+#[test]
+fn abac_search_becomes_a_per_item_plan() {
+    let p = inline(ABAC);
+    let r = run_with(
+        &p,
+        &with_roles("aud", &["auditor"]),
+        "POST",
+        "/threads/search",
+        r#"{"limit":5}"#,
+        HashMap::new(),
+    );
+    match &r.forward().response {
+        ResponsePlan::Search(plan) => {
+            assert_eq!(
+                plan.access,
+                vec![Event::new(Resource::Threads, crate::event::Action::Search)]
+            );
+            assert_eq!((plan.limit, plan.offset), (5, 0));
+        }
+        other => panic!("expected a search plan, got {other:?}"),
+    }
+}
+
+#[test]
+fn abac_without_applicable_policies_needs_no_lookup() {
+    let p = inline(ABAC);
+    // Members' policies for threads:update: none apply, RBAC (threads:*) decides.
+    let r = run_with(
+        &p,
+        &with_roles("m", &["member"]),
+        "POST",
+        &format!("/threads/{NEW_T}/runs/{RUN}/cancel"),
+        "",
+        HashMap::new(),
+    );
+    assert!(r.needed.is_empty(), "{:?}", r.needed);
+    assert!(matches!(r.decision.outcome, Outcome::Forward(_)));
+}
+
+fn run_with(p: &Policy, u: &User, method: &str, uri: &str, body: &str, w: World) -> Ran {
+    let m = Method::from_bytes(method.as_bytes()).unwrap();
+    try_run(p, u, m, uri, body, &w).unwrap_or_else(|e| panic!("{method} {uri}: {e}"))
 }

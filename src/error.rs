@@ -140,7 +140,10 @@ mod tests {
     fn json_body_is_detail_object() {
         let e = GatewayError::not_found("Thread with ID x not found");
         let v: serde_json::Value = serde_json::from_slice(&e.json_body()).unwrap_or_default();
-        assert_eq!(v, serde_json::json!({"detail": "Thread with ID x not found"}));
+        assert_eq!(
+            v,
+            serde_json::json!({"detail": "Thread with ID x not found"})
+        );
     }
 
     #[test]

@@ -119,9 +119,9 @@ impl Event {
     }
     /// Every valid event, in a fixed order (the index space of precomputed tables).
     pub fn all() -> impl Iterator<Item = Event> {
-        Resource::ALL.into_iter().flat_map(|r| {
-            r.actions().iter().map(move |a| Event::new(r, *a))
-        })
+        Resource::ALL
+            .into_iter()
+            .flat_map(|r| r.actions().iter().map(move |a| Event::new(r, *a)))
     }
     /// Whether LangGraph defines this pair.
     pub fn is_valid(self) -> bool {

@@ -49,32 +49,63 @@ pub fn filter_json(f: &ResolvedFilter) -> Value {
         };
     }
     if let Some(any) = &f.any {
-        m.insert("$or".into(), Value::Array(any.iter().map(filter_json).collect()));
+        m.insert(
+            "$or".into(),
+            Value::Array(any.iter().map(filter_json).collect()),
+        );
     }
     if let Some(all) = &f.all {
-        m.insert("$and".into(), Value::Array(all.iter().map(filter_json).collect()));
+        m.insert(
+            "$and".into(),
+            Value::Array(all.iter().map(filter_json).collect()),
+        );
     }
     Value::Object(m)
 }
 
 /// Explain the decision for `user` doing `event` on a resource with `resource` metadata.
-pub fn explain(policy: &Policy, user: &User, event: Event, resource: Option<&Map<String, Value>>) -> Explain {
+pub fn explain(
+    policy: &Policy,
+    user: &User,
+    event: Event,
+    resource: Option<&Map<String, Value>>,
+) -> Explain {
     let empty = Map::new();
     let tags = resource.unwrap_or(&empty);
     let access = policy.access.decide(user, event, tags);
     let mut words = Vec::new();
     let grant = policy.evaluate(event, user);
     let (handler, rule, handler_denied, filter, metadata) = match &grant {
-        Ok(g) => (g.handler.clone(), g.rule, None, g.active_filter().map(filter_json), g.metadata.clone()),
-        Err(e) => (policy.handler_for(event).map(|h| h.key.clone()), None, Some(e.detail.clone()), None, None),
+        Ok(g) => (
+            g.handler.clone(),
+            g.rule,
+            None,
+            g.active_filter().map(filter_json),
+            g.metadata.clone(),
+        ),
+        Err(e) => (
+            policy.handler_for(event).map(|h| h.key.clone()),
+            None,
+            Some(e.detail.clone()),
+            None,
+            None,
+        ),
     };
     let filter_matches = match (&grant, resource) {
         (Ok(g), Some(md)) => g.active_filter().map(|f| f.matches(md)),
         _ => None,
     };
     match (&handler, &handler_denied) {
-        (None, None) => words.push(format!("No handler covers {event}; the default decision ({:?}) applies.", policy.default).to_lowercase()),
-        (None, Some(d)) => words.push(format!("No handler covers {event} and the default is deny: {d}.")),
+        (None, None) => words.push(
+            format!(
+                "No handler covers {event}; the default decision ({:?}) applies.",
+                policy.default
+            )
+            .to_lowercase(),
+        ),
+        (None, Some(d)) => words.push(format!(
+            "No handler covers {event} and the default is deny: {d}."
+        )),
         (Some(h), Some(d)) => words.push(format!("Handler {h:?} refuses {event}: 403 {d:?}.")),
         (Some(h), None) => {
             let mut s = format!("Handler {h:?} (rule {}) allows {event}", rule.unwrap_or(0));
@@ -96,7 +127,10 @@ pub fn explain(policy: &Policy, user: &User, event: Event, resource: Option<&Map
     if let Some(r) = &access.rbac {
         match &r.via_role {
             Some(role) => words.push(format!("RBAC permits {event} through role {role:?}.")),
-            None => words.push(format!("RBAC does not permit {event}: none of the user's roles {:?} grants it.", user.roles)),
+            None => words.push(format!(
+                "RBAC does not permit {event}: none of the user's roles {:?} grants it.",
+                user.roles
+            )),
         }
     }
     for g in &access.groups {
@@ -117,14 +151,26 @@ pub fn explain(policy: &Policy, user: &User, event: Event, resource: Option<&Map
         }
     }
     words.push(match access.reason {
-        Reason::Disabled => "Roles and access policies are not configured: handlers alone decide.".into(),
+        Reason::Disabled => {
+            "Roles and access policies are not configured: handlers alone decide.".into()
+        }
         Reason::DenyWins => "A deny policy matched: deny wins.".into(),
-        Reason::AllowGrants => "An allow policy matched: access is granted (even without the RBAC permission).".into(),
-        Reason::RbacFallbackAllow => "No access policy matched: RBAC decides (fallback), and permits.".into(),
-        Reason::RbacFallbackDeny => "No access policy matched: RBAC decides (fallback), and does not permit.".into(),
+        Reason::AllowGrants => {
+            "An allow policy matched: access is granted (even without the RBAC permission).".into()
+        }
+        Reason::RbacFallbackAllow => {
+            "No access policy matched: RBAC decides (fallback), and permits.".into()
+        }
+        Reason::RbacFallbackDeny => {
+            "No access policy matched: RBAC decides (fallback), and does not permit.".into()
+        }
     });
     let allowed = access.allowed && handler_denied.is_none() && filter_matches != Some(false);
-    words.push(if allowed { format!("Effect: allow {event}.") } else { format!("Effect: deny {event}.") });
+    words.push(if allowed {
+        format!("Effect: allow {event}.")
+    } else {
+        format!("Effect: deny {event}.")
+    });
     Explain {
         effect: if allowed { "allow" } else { "deny" },
         permission: event.to_string(),

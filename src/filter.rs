@@ -56,11 +56,16 @@ impl FilterTemplate {
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
-        let group = |g: &Option<Vec<FilterTemplate>>| -> Result<Option<Vec<ResolvedFilter>>, String> {
-            g.as_ref()
-                .map(|fs| fs.iter().map(|f| f.render(user)).collect::<Result<Vec<_>, _>>())
-                .transpose()
-        };
+        let group =
+            |g: &Option<Vec<FilterTemplate>>| -> Result<Option<Vec<ResolvedFilter>>, String> {
+                g.as_ref()
+                    .map(|fs| {
+                        fs.iter()
+                            .map(|f| f.render(user))
+                            .collect::<Result<Vec<_>, _>>()
+                    })
+                    .transpose()
+            };
         Ok(Filter {
             conds,
             any: group(&self.any)?,
@@ -129,7 +134,9 @@ fn compile_cond(key: &str, x: &Value) -> Result<Cond<ValueTemplate>, String> {
                         )),
                     }
                 }
-                (None, _) => Err(format!("{key}: an empty operator object matches nothing useful")),
+                (None, _) => Err(format!(
+                    "{key}: an empty operator object matches nothing useful"
+                )),
                 (Some(_), Some(_)) => Err(format!(
                     "{key}: an operator object must have exactly one of $eq or $contains \
                      (to compare with an object, use {{\"$eq\": {{...}}}})"
@@ -148,7 +155,9 @@ pub fn py_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Null, Value::Null) => true,
         (Value::String(x), Value::String(y)) => x == y,
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| py_eq(p, q)),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| py_eq(p, q))
+        }
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| py_eq(v, w)))
         }
@@ -204,7 +213,9 @@ impl ResolvedFilter {
             Cond::Eq(k, v) => metadata.get(k).is_some_and(|m| py_eq(m, v)),
             Cond::Contains(k, v) => match metadata.get(k) {
                 Some(Value::Array(items)) => match v {
-                    Value::Array(wanted) => wanted.iter().all(|w| items.iter().any(|i| py_eq(i, w))),
+                    Value::Array(wanted) => {
+                        wanted.iter().all(|w| items.iter().any(|i| py_eq(i, w)))
+                    }
                     w => items.iter().any(|i| py_eq(i, w)),
                 },
                 _ => false,
@@ -250,7 +261,10 @@ mod tests {
     use serde_json::json;
 
     fn f(v: Value) -> ResolvedFilter {
-        FilterTemplate::compile(&v).unwrap().render(&User::default()).unwrap()
+        FilterTemplate::compile(&v)
+            .unwrap()
+            .render(&User::default())
+            .unwrap()
     }
     fn md(v: Value) -> Map<String, Value> {
         v.as_object().cloned().unwrap()
@@ -300,7 +314,10 @@ mod tests {
         let flt = f(json!({"p": {"$contains": "a"}}));
         assert!(flt.matches(&md(json!({"p": ["a", "b"]}))));
         assert!(!flt.matches(&md(json!({"p": ["b"]}))));
-        assert!(!flt.matches(&md(json!({"p": "a"}))), "a string never matches $contains");
+        assert!(
+            !flt.matches(&md(json!({"p": "a"}))),
+            "a string never matches $contains"
+        );
         assert!(!flt.matches(&md(json!({}))));
     }
 
@@ -331,9 +348,14 @@ mod tests {
 
     #[test]
     fn two_levels_of_nesting_are_accepted_and_three_rejected() {
-        assert!(FilterTemplate::compile(&json!({"$or": [{"$or": [{"a": 1}, {"b": 1}]}, {"c": 1}]})).is_ok());
+        assert!(FilterTemplate::compile(
+            &json!({"$or": [{"$or": [{"a": 1}, {"b": 1}]}, {"c": 1}]})
+        )
+        .is_ok());
         let three = json!({"$or": [{"$or": [{"$or": [{"a":1},{"b":1}]}, {"b": 1}]}, {"c": 1}]});
-        assert!(FilterTemplate::compile(&three).unwrap_err().contains("too many nested"));
+        assert!(FilterTemplate::compile(&three)
+            .unwrap_err()
+            .contains("too many nested"));
     }
 
     #[test]
@@ -366,7 +388,10 @@ mod tests {
     #[test]
     fn templates_render_per_user() {
         let t = FilterTemplate::compile(&json!({"p": {"$contains": "{user.identity}"}})).unwrap();
-        let u = User { identity: "dave".into(), ..User::default() };
+        let u = User {
+            identity: "dave".into(),
+            ..User::default()
+        };
         assert!(t.render(&u).unwrap().matches(&md(json!({"p": ["dave"]}))));
     }
 

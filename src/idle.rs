@@ -30,7 +30,11 @@ pub struct IdleTimeout<B> {
 impl<B> IdleTimeout<B> {
     /// Wrap `inner`; each frame resets the timer.
     pub fn new(inner: B, idle: Duration) -> Self {
-        IdleTimeout { inner: Box::pin(inner), sleep: Box::pin(tokio::time::sleep(idle)), idle }
+        IdleTimeout {
+            inner: Box::pin(inner),
+            sleep: Box::pin(tokio::time::sleep(idle)),
+            idle,
+        }
     }
 }
 
@@ -42,7 +46,10 @@ where
     type Data = Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(r)) => {
                 let idle = self.idle;

@@ -9,13 +9,17 @@ use clap::{Parser, Subcommand};
 use graphguard::admin;
 use graphguard::metrics::Metrics;
 use graphguard::policy::Policy;
-use graphguard::reload::Reloader;
 use graphguard::proxy::{Gateway, ProxyConfig};
+use graphguard::reload::Reloader;
 use graphguard::server::{self, ServerConfig};
 use graphguard::upstream::{Upstream, UpstreamConfig};
 
 #[derive(Parser, Debug)]
-#[command(name = "graphguard", version, about = "Authorization gateway for LangGraph agent servers")]
+#[command(
+    name = "graphguard",
+    version,
+    about = "Authorization gateway for LangGraph agent servers"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -62,7 +66,11 @@ struct ServeArgs {
     #[arg(long, env = "GRAPHGUARD_DRAIN_SECS", default_value_t = 20)]
     drain_secs: u64,
     /// Admin listener (/healthz, /readyz, /metrics, /reload, /policies); "off" disables it.
-    #[arg(long, env = "GRAPHGUARD_ADMIN_LISTEN", default_value = "127.0.0.1:9091")]
+    #[arg(
+        long,
+        env = "GRAPHGUARD_ADMIN_LISTEN",
+        default_value = "127.0.0.1:9091"
+    )]
     admin_listen: String,
     /// Log format: json (default), pretty or compact.
     #[arg(long, env = "GRAPHGUARD_LOG_FORMAT", default_value = "json")]
@@ -79,7 +87,10 @@ fn init_logs(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GRAPHGUARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         "pretty" => b.pretty().init(),
         "compact" => b.compact().init(),
@@ -95,7 +106,10 @@ fn main() -> ExitCode {
     }
     match cli.cmd {
         Cmd::Check { dir } => check(&dir),
-        Cmd::Serve(args) => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Cmd::Serve(args) => match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
             Ok(rt) => rt.block_on(serve(args)),
             Err(e) => {
                 eprintln!("graphguard: cannot start the runtime: {e}");
@@ -111,7 +125,11 @@ fn check(dir: &std::path::Path) -> ExitCode {
             for w in &p.warnings {
                 println!("warning: {w}");
             }
-            println!("ok: policy version {} ({} authenticators)", p.version, p.authenticators.len());
+            println!(
+                "ok: policy version {} ({} authenticators)",
+                p.version,
+                p.authenticators.len()
+            );
             ExitCode::SUCCESS
         }
         Err(errors) => {
@@ -181,7 +199,10 @@ async fn serve(a: ServeArgs) -> ExitCode {
         metrics.clone(),
     ));
     let reloader = Arc::new(Reloader::new(a.policies.clone(), gw.clone(), metrics));
-    reloader.spawn(Duration::from_millis(200), Duration::from_secs(a.reload_poll_secs.max(1)));
+    reloader.spawn(
+        Duration::from_millis(200),
+        Duration::from_secs(a.reload_poll_secs.max(1)),
+    );
     admin::spawn_health_checks(gw.clone(), Duration::from_secs(2));
     if a.admin_listen != "off" {
         match tokio::net::TcpListener::bind(&a.admin_listen).await {
@@ -195,7 +216,10 @@ async fn serve(a: ServeArgs) -> ExitCode {
                 tokio::spawn(admin::serve(l, adm));
             }
             Err(e) => {
-                eprintln!("graphguard: cannot listen on admin address {}: {e}", a.admin_listen);
+                eprintln!(
+                    "graphguard: cannot listen on admin address {}: {e}",
+                    a.admin_listen
+                );
                 return ExitCode::FAILURE;
             }
         }
@@ -205,7 +229,9 @@ async fn serve(a: ServeArgs) -> ExitCode {
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down: draining in-flight requests");
-        draining.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+        draining
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = tx.send(true);
     });
     server::serve(

@@ -89,18 +89,66 @@ impl Metrics {
         let policy_last_success = Gauge::<f64, AtomicU64>::default();
         let in_flight = Gauge::default();
         let open_connections = Gauge::default();
-        registry.register("requests", "Requests by resource, action, decision and status", requests.clone());
-        registry.register("request_duration_seconds", "Time to response headers", request_seconds.clone());
-        registry.register("decision_duration_seconds", "Authentication, classification and decision, lookups included", decision_seconds.clone());
-        registry.register("upstream_duration_seconds", "Upstream time to response headers", upstream_seconds.clone());
-        registry.register("auth_failures", "Authentication failures by reason", auth_failures.clone());
-        registry.register("lookup_cache_hits", "Resource lookups answered from cache", lookup_hits.clone());
-        registry.register("lookup_cache_misses", "Resource lookups sent upstream", lookup_misses.clone());
-        registry.register("policy_reloads", "Policy reloads by result", reloads.clone());
-        registry.register("policy_version", "The loaded policy version (1)", policy_version.clone());
-        registry.register("policy_last_success_timestamp_seconds", "Unix time of the last successful policy load", policy_last_success.clone());
-        registry.register("in_flight_requests", "Requests in flight", in_flight.clone());
-        registry.register("open_connections", "Open client connections", open_connections.clone());
+        registry.register(
+            "requests",
+            "Requests by resource, action, decision and status",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time to response headers",
+            request_seconds.clone(),
+        );
+        registry.register(
+            "decision_duration_seconds",
+            "Authentication, classification and decision, lookups included",
+            decision_seconds.clone(),
+        );
+        registry.register(
+            "upstream_duration_seconds",
+            "Upstream time to response headers",
+            upstream_seconds.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Authentication failures by reason",
+            auth_failures.clone(),
+        );
+        registry.register(
+            "lookup_cache_hits",
+            "Resource lookups answered from cache",
+            lookup_hits.clone(),
+        );
+        registry.register(
+            "lookup_cache_misses",
+            "Resource lookups sent upstream",
+            lookup_misses.clone(),
+        );
+        registry.register(
+            "policy_reloads",
+            "Policy reloads by result",
+            reloads.clone(),
+        );
+        registry.register(
+            "policy_version",
+            "The loaded policy version (1)",
+            policy_version.clone(),
+        );
+        registry.register(
+            "policy_last_success_timestamp_seconds",
+            "Unix time of the last successful policy load",
+            policy_last_success.clone(),
+        );
+        registry.register(
+            "in_flight_requests",
+            "Requests in flight",
+            in_flight.clone(),
+        );
+        registry.register(
+            "open_connections",
+            "Open client connections",
+            open_connections.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -130,7 +178,11 @@ impl Metrics {
     /// Record a loaded policy version.
     pub fn set_version(&self, version: &str) {
         self.policy_version.clear();
-        self.policy_version.get_or_create(&VersionLabel { version: version.to_string() }).set(1);
+        self.policy_version
+            .get_or_create(&VersionLabel {
+                version: version.to_string(),
+            })
+            .set(1);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
@@ -147,11 +199,19 @@ mod tests {
     fn encodes_counters_with_labels() {
         let m = Metrics::new();
         m.requests
-            .get_or_create(&RequestLabels { resource: "threads".into(), action: "read".into(), decision: "deny", status: 404 })
+            .get_or_create(&RequestLabels {
+                resource: "threads".into(),
+                action: "read".into(),
+                decision: "deny",
+                status: 404,
+            })
             .inc();
         m.set_version("abc123");
         let text = m.encode();
         assert!(text.contains(r#"graphguard_requests_total{resource="threads",action="read",decision="deny",status="404"} 1"#), "{text}");
-        assert!(text.contains(r#"graphguard_policy_version{version="abc123"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"graphguard_policy_version{version="abc123"} 1"#),
+            "{text}"
+        );
     }
 }

@@ -16,8 +16,8 @@ use sha2::{Digest, Sha256};
 use crate::abac::AccessControl;
 use crate::auth::{ApiKeys, Authenticator};
 use crate::config::{
-    self, ConfigError, DefaultDecision, NamespaceMode, PolicyFile, RuleConfig,
-    SettingsConfig, UnmediatedGroup, WhenConfig,
+    self, ConfigError, DefaultDecision, NamespaceMode, PolicyFile, RuleConfig, SettingsConfig,
+    UnmediatedGroup, WhenConfig,
 };
 use crate::error::GatewayError;
 use crate::event::{Action, Event, Resource};
@@ -154,7 +154,10 @@ impl Policy {
         };
         let render_err = |e: String| {
             tracing::warn!(handler = %handler.key, rule = i, error = %e, "handler could not be evaluated");
-            GatewayError::forbidden(format!("Forbidden: handler {} could not be evaluated: {e}", handler.key))
+            GatewayError::forbidden(format!(
+                "Forbidden: handler {} could not be evaluated: {e}",
+                handler.key
+            ))
         };
         if rule.allow == Some(false) {
             return Err(GatewayError::forbidden("Forbidden"));
@@ -208,7 +211,11 @@ impl Policy {
         let mut access_policies = Vec::new();
         let mut hasher = Sha256::new();
         for (path, text, file) in files {
-            hasher.update(path.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
+            hasher.update(
+                path.file_name()
+                    .map(|n| n.as_encoded_bytes())
+                    .unwrap_or_default(),
+            );
             hasher.update([0]);
             hasher.update(text.as_bytes());
             hasher.update([0]);
@@ -238,7 +245,10 @@ impl Policy {
                 };
                 let mut entries = c.keys.clone();
                 if let Some(kf) = &c.keys_file {
-                    let kf = path.parent().map(|d| d.join(kf)).unwrap_or_else(|| kf.clone());
+                    let kf = path
+                        .parent()
+                        .map(|d| d.join(kf))
+                        .unwrap_or_else(|| kf.clone());
                     match std::fs::read_to_string(&kf) {
                         Ok(t) => match config::parse_keys_file(&kf, &t) {
                             Ok(more) => entries.extend(more),
@@ -280,23 +290,36 @@ impl Policy {
             }
             access_policies.extend(file.access_policies.iter().cloned());
             for (key, rules) in &file.handlers.0 {
-                let at = |m: String| ConfigError::at_key(path, text, &format!("handlers.{key}"), key, m);
+                let at =
+                    |m: String| ConfigError::at_key(path, text, &format!("handlers.{key}"), key, m);
                 if let Err(m) = validate_handler_key(key) {
                     errors.push(at(m));
                     continue;
                 }
                 if handlers.iter().any(|(k, _)| k == key) {
-                    errors.push(at(format!("handler {key:?} is defined in more than one file")));
+                    errors.push(at(format!(
+                        "handler {key:?} is defined in more than one file"
+                    )));
                     continue;
                 }
                 let mut compiled = Vec::with_capacity(rules.len());
                 for (i, r) in rules.iter().enumerate() {
                     match compile_rule(r) {
                         Ok(c) => compiled.push(c),
-                        Err(m) => errors.push(at(if rules.len() > 1 { format!("rule {i}: {m}") } else { m })),
+                        Err(m) => errors.push(at(if rules.len() > 1 {
+                            format!("rule {i}: {m}")
+                        } else {
+                            m
+                        })),
                     }
                 }
-                handlers.push((key.clone(), Handler { key: key.clone(), rules: compiled }));
+                handlers.push((
+                    key.clone(),
+                    Handler {
+                        key: key.clone(),
+                        rules: compiled,
+                    },
+                ));
             }
         }
         let settings = settings.map(|(_, s)| s).unwrap_or_default();
@@ -317,16 +340,23 @@ impl Policy {
             Err(es) => {
                 for m in es {
                     let (key, needle) = match m.split_once(':') {
-                        Some((k, _)) => (k.to_string(), k.rsplit('.').next().unwrap_or(k).to_string()),
+                        Some((k, _)) => {
+                            (k.to_string(), k.rsplit('.').next().unwrap_or(k).to_string())
+                        }
                         None => (String::new(), String::new()),
                     };
                     let (file, text) = files
                         .iter()
-                        .find(|(_, t, _)| !needle.is_empty() && config::find_key_line(t, &needle).is_some())
+                        .find(|(_, t, _)| {
+                            !needle.is_empty() && config::find_key_line(t, &needle).is_some()
+                        })
                         .or(files.first())
                         .map(|(p, t, _)| (p.clone(), t.as_str()))
                         .unwrap_or_default();
-                    let message = m.split_once(": ").map(|(_, r)| r.to_string()).unwrap_or(m.clone());
+                    let message = m
+                        .split_once(": ")
+                        .map(|(_, r)| r.to_string())
+                        .unwrap_or(m.clone());
                     errors.push(ConfigError::at_key(&file, text, &key, &needle, message));
                 }
                 None
@@ -337,8 +367,10 @@ impl Policy {
         }
         let access = access.unwrap_or_default();
         let mut table: Vec<Option<Arc<Handler>>> = vec![None; Event::INDEX_SPACE];
-        let by_key: Vec<(String, Arc<Handler>)> =
-            handlers.into_iter().map(|(k, h)| (k, Arc::new(h))).collect();
+        let by_key: Vec<(String, Arc<Handler>)> = handlers
+            .into_iter()
+            .map(|(k, h)| (k, Arc::new(h)))
+            .collect();
         let find = |k: &str| by_key.iter().find(|(x, _)| x == k).map(|(_, h)| h.clone());
         let mut warnings = Vec::new();
         let default = settings.default.unwrap_or_default();
@@ -352,13 +384,18 @@ impl Policy {
                 .or_else(|| find("*"))
                 .or_else(|| find("*:*"));
             if h.is_none() && default == DefaultDecision::Allow && !by_key.is_empty() {
-                warnings.push(format!("no handler covers {e}: it is allowed (settings.default: allow)"));
+                warnings.push(format!(
+                    "no handler covers {e}: it is allowed (settings.default: allow)"
+                ));
             }
             if let Some(slot) = table.get_mut(e.index()) {
                 *slot = h;
             }
         }
-        let version = hex::encode(hasher.finalize()).get(..12).unwrap_or_default().to_string();
+        let version = hex::encode(hasher.finalize())
+            .get(..12)
+            .unwrap_or_default()
+            .to_string();
         let cache = settings.lookup_cache.clone();
         Ok(Policy {
             version,
@@ -367,9 +404,16 @@ impl Policy {
                 .public_paths
                 .clone()
                 .unwrap_or_else(|| DEFAULT_PUBLIC.iter().map(|s| s.to_string()).collect()),
-            unmediated: settings.unmediated_routes.clone().unwrap_or_default().into_iter().collect(),
+            unmediated: settings
+                .unmediated_routes
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
             user_headers: user_headers.take().unwrap_or_else(default_user_headers),
-            lookup_ttl: Duration::from_millis(cache.as_ref().and_then(|c| c.ttl_ms).unwrap_or(2000)),
+            lookup_ttl: Duration::from_millis(
+                cache.as_ref().and_then(|c| c.ttl_ms).unwrap_or(2000),
+            ),
             lookup_capacity: cache.as_ref().and_then(|c| c.capacity).unwrap_or(10_000),
             authenticators,
             handlers: table,
@@ -389,20 +433,26 @@ impl Policy {
                 message: m,
             }]
         };
-        let entries = std::fs::read_dir(dir).map_err(|e| err(format!("cannot read policy directory: {e}")))?;
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| err(format!("cannot read policy directory: {e}")))?;
         let mut paths: Vec<PathBuf> = entries
             .filter_map(|e| e.ok())
             .map(|e| e.path())
             .filter(|p| {
                 let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
                 !name.starts_with('.')
-                    && matches!(p.extension().and_then(|x| x.to_str()), Some("yaml" | "yml" | "json"))
+                    && matches!(
+                        p.extension().and_then(|x| x.to_str()),
+                        Some("yaml" | "yml" | "json")
+                    )
                     && p.is_file()
             })
             .collect();
         paths.sort();
         if paths.is_empty() {
-            return Err(err("no policy files (*.yaml, *.yml, *.json) in the directory".into()));
+            return Err(err(
+                "no policy files (*.yaml, *.yml, *.json) in the directory".into(),
+            ));
         }
         let mut files = Vec::new();
         let mut errors = Vec::new();
@@ -425,16 +475,24 @@ impl Policy {
         }
         let policy = Policy::compile(&files)?;
         if policy.authenticators.is_empty() {
-            return Err(err("no authenticator is configured: every request would be refused".into()));
+            return Err(err(
+                "no authenticator is configured: every request would be refused".into(),
+            ));
         }
         Ok(policy)
     }
 }
 
 fn when_holds(w: &WhenConfig, user: &User) -> bool {
-    w.roles.as_ref().is_none_or(|rs| rs.iter().any(|r| user.has_role(r)))
-        && w.permissions.as_ref().is_none_or(|ps| ps.iter().all(|p| user.has_permission(p)))
-        && w.identity.as_ref().is_none_or(|ids| ids.iter().any(|i| *i == user.identity))
+    w.roles
+        .as_ref()
+        .is_none_or(|rs| rs.iter().any(|r| user.has_role(r)))
+        && w.permissions
+            .as_ref()
+            .is_none_or(|ps| ps.iter().all(|p| user.has_permission(p)))
+        && w.identity
+            .as_ref()
+            .is_none_or(|ids| ids.iter().any(|i| *i == user.identity))
 }
 
 fn validate_handler_key(key: &str) -> Result<(), String> {
@@ -450,12 +508,15 @@ fn validate_handler_key(key: &str) -> Result<(), String> {
             .ok_or_else(|| format!("unknown action {a:?} ({known})")),
         (r, a) => {
             let res = Resource::parse(r).ok_or_else(|| {
-                format!("unknown resource {r:?} (threads, assistants, crons, store; runs are threads)")
+                format!(
+                    "unknown resource {r:?} (threads, assistants, crons, store; runs are threads)"
+                )
             })?;
             match a {
                 None | Some("*") => Ok(()),
                 Some(a) => {
-                    let act = Action::parse(a).ok_or_else(|| format!("unknown action {a:?} ({known})"))?;
+                    let act = Action::parse(a)
+                        .ok_or_else(|| format!("unknown action {a:?} ({known})"))?;
                     if Event::new(res, act).is_valid() {
                         Ok(())
                     } else {
@@ -468,19 +529,27 @@ fn validate_handler_key(key: &str) -> Result<(), String> {
 }
 
 fn compile_rule(r: &RuleConfig) -> Result<Rule, String> {
-    let effects = r.metadata.is_some() || r.filter.is_some() || r.namespace.is_some() || r.require.is_some();
+    let effects =
+        r.metadata.is_some() || r.filter.is_some() || r.namespace.is_some() || r.require.is_some();
     if r.allow.is_some() && r.deny.is_some() {
         return Err("a rule cannot both allow and deny".into());
     }
     if (r.allow.is_some() || r.deny.is_some()) && effects {
-        return Err("allow/deny stand alone: put metadata, filter, namespace or require in another rule".into());
+        return Err(
+            "allow/deny stand alone: put metadata, filter, namespace or require in another rule"
+                .into(),
+        );
     }
     let metadata = r
         .metadata
         .as_ref()
         .map(|m| {
             m.iter()
-                .map(|(k, v)| ValueTemplate::compile(v).map(|t| (k.clone(), t)).map_err(|e| format!("metadata.{k}: {e}")))
+                .map(|(k, v)| {
+                    ValueTemplate::compile(v)
+                        .map(|t| (k.clone(), t))
+                        .map_err(|e| format!("metadata.{k}: {e}"))
+                })
                 .collect::<Result<Vec<_>, _>>()
         })
         .transpose()?;
@@ -504,7 +573,10 @@ fn compile_rule(r: &RuleConfig) -> Result<Rule, String> {
             Ok(NamespaceRule {
                 prefix,
                 mode: ns.mode.unwrap_or(NamespaceMode::Require),
-                message: ns.message.clone().unwrap_or_else(|| "Not authorized".into()),
+                message: ns
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| "Not authorized".into()),
             })
         })
         .transpose()?;
@@ -557,7 +629,12 @@ fn build_user_headers(s: &SettingsConfig) -> Result<UserHeaders, String> {
     let display_name = name(&c.display_name, d.display_name)?;
     let permissions = name(&c.permissions, d.permissions)?;
     let roles = name(&c.roles, d.roles)?;
-    let mut strip = vec![identity.clone(), display_name.clone(), permissions.clone(), roles.clone()];
+    let mut strip = vec![
+        identity.clone(),
+        display_name.clone(),
+        permissions.clone(),
+        roles.clone(),
+    ];
     for n in &c.strip {
         strip.push(name(&Some(n.clone()), identity.clone())?);
     }
@@ -593,7 +670,11 @@ pub(crate) mod tests {
     }
 
     fn user(id: &str) -> User {
-        User { identity: id.into(), display_name: id.into(), ..User::default() }
+        User {
+            identity: id.into(),
+            display_name: id.into(),
+            ..User::default()
+        }
     }
 
     fn ev(r: Resource, a: Action) -> Event {
@@ -609,8 +690,15 @@ pub(crate) mod tests {
         let p = policy("handlers:\n  threads:create: {allow: true}\n  threads: {allow: true}\n  \"*:read\": {allow: true}\n  \"*\": {allow: true}\n");
         use Action::*;
         use Resource::*;
-        assert_eq!(key_for(&p, ev(Threads, Create)).as_deref(), Some("threads:create"));
-        assert_eq!(key_for(&p, ev(Threads, Read)).as_deref(), Some("threads"), "resource-wide beats action-wide");
+        assert_eq!(
+            key_for(&p, ev(Threads, Create)).as_deref(),
+            Some("threads:create")
+        );
+        assert_eq!(
+            key_for(&p, ev(Threads, Read)).as_deref(),
+            Some("threads"),
+            "resource-wide beats action-wide"
+        );
         assert_eq!(key_for(&p, ev(Assistants, Read)).as_deref(), Some("*:read"));
         assert_eq!(key_for(&p, ev(Crons, Delete)).as_deref(), Some("*"));
     }
@@ -618,16 +706,23 @@ pub(crate) mod tests {
     #[test]
     fn resource_star_is_the_same_as_the_bare_resource() {
         let p = policy("handlers:\n  \"store:*\": {allow: true}\n");
-        assert_eq!(key_for(&p, ev(Resource::Store, Action::Put)).as_deref(), Some("store:*"));
+        assert_eq!(
+            key_for(&p, ev(Resource::Store, Action::Put)).as_deref(),
+            Some("store:*")
+        );
     }
 
     #[test]
     fn no_handler_uses_the_default_decision() {
         let p = policy("handlers:\n  threads:create: {allow: true}\n");
-        assert!(p.evaluate(ev(Resource::Threads, Action::Read), &user("a")).is_ok());
+        assert!(p
+            .evaluate(ev(Resource::Threads, Action::Read), &user("a"))
+            .is_ok());
         assert!(p.warnings.iter().any(|w| w.contains("threads:read")));
         let p = policy("settings: {default: deny}\nhandlers:\n  threads:create: {allow: true}\n");
-        let e = p.evaluate(ev(Resource::Threads, Action::Read), &user("a")).unwrap_err();
+        let e = p
+            .evaluate(ev(Resource::Threads, Action::Read), &user("a"))
+            .unwrap_err();
         assert_eq!(e.status, http::StatusCode::FORBIDDEN);
     }
 
@@ -635,7 +730,9 @@ pub(crate) mod tests {
     fn only_one_handler_runs_without_fallthrough() {
         // threads:read allows with no filter; the global filter must not be added.
         let p = policy("handlers:\n  threads:read: {allow: true}\n  \"*\": {filter: {owner: \"{user.identity}\"}}\n");
-        let g = p.evaluate(ev(Resource::Threads, Action::Read), &user("a")).unwrap();
+        let g = p
+            .evaluate(ev(Resource::Threads, Action::Read), &user("a"))
+            .unwrap();
         assert!(g.active_filter().is_none());
         assert_eq!(g.handler.as_deref(), Some("threads:read"));
     }
@@ -645,41 +742,60 @@ pub(crate) mod tests {
         let p = policy("handlers:\n  threads:read:\n    - when: {roles: [admin]}\n      allow: true\n    - when: {identity: [bob]}\n      filter: {owner: \"{user.identity}\"}\n");
         let mut admin = user("root");
         admin.roles = vec!["admin".into()];
-        let g = p.evaluate(ev(Resource::Threads, Action::Read), &admin).unwrap();
+        let g = p
+            .evaluate(ev(Resource::Threads, Action::Read), &admin)
+            .unwrap();
         assert_eq!(g.rule, Some(0));
         assert!(g.active_filter().is_none());
-        let g = p.evaluate(ev(Resource::Threads, Action::Read), &user("bob")).unwrap();
+        let g = p
+            .evaluate(ev(Resource::Threads, Action::Read), &user("bob"))
+            .unwrap();
         assert_eq!(g.rule, Some(1));
         assert!(g.active_filter().is_some());
-        let e = p.evaluate(ev(Resource::Threads, Action::Read), &user("carol")).unwrap_err();
+        let e = p
+            .evaluate(ev(Resource::Threads, Action::Read), &user("carol"))
+            .unwrap_err();
         assert_eq!(e.status, http::StatusCode::FORBIDDEN);
     }
 
     #[test]
     fn deny_and_allow_false_give_403() {
         let p = policy("handlers:\n  assistants: {deny: \"User lacks the required permissions.\"}\n  crons: {allow: false}\n");
-        let e = p.evaluate(ev(Resource::Assistants, Action::Read), &user("a")).unwrap_err();
+        let e = p
+            .evaluate(ev(Resource::Assistants, Action::Read), &user("a"))
+            .unwrap_err();
         assert_eq!(e.detail, "User lacks the required permissions.");
-        let e = p.evaluate(ev(Resource::Crons, Action::Read), &user("a")).unwrap_err();
+        let e = p
+            .evaluate(ev(Resource::Crons, Action::Read), &user("a"))
+            .unwrap_err();
         assert_eq!(e.detail, "Forbidden");
     }
 
     #[test]
     fn require_checks_permissions_then_applies_the_rest() {
         let p = policy("handlers:\n  assistants:create:\n    require: {permissions: [\"assistants:create\"], message: nope}\n    metadata: {owner: \"{user.identity}\"}\n");
-        let e = p.evaluate(ev(Resource::Assistants, Action::Create), &user("a")).unwrap_err();
+        let e = p
+            .evaluate(ev(Resource::Assistants, Action::Create), &user("a"))
+            .unwrap_err();
         assert_eq!(e.detail, "nope");
         let mut admin = user("admin");
         admin.permissions = vec!["assistants:create".into()];
-        let g = p.evaluate(ev(Resource::Assistants, Action::Create), &admin).unwrap();
+        let g = p
+            .evaluate(ev(Resource::Assistants, Action::Create), &admin)
+            .unwrap();
         assert_eq!(g.metadata, json!({"owner": "admin"}).as_object().cloned());
     }
 
     #[test]
     fn metadata_and_filter_render_from_the_user() {
         let p = policy("handlers:\n  \"*\":\n    metadata: {owner: \"{user.identity}\"}\n    filter: {owner: \"{user.identity}\"}\n");
-        let g = p.evaluate(ev(Resource::Threads, Action::Create), &user("alice")).unwrap();
-        assert_eq!(Value::Object(g.metadata.unwrap()), json!({"owner": "alice"}));
+        let g = p
+            .evaluate(ev(Resource::Threads, Action::Create), &user("alice"))
+            .unwrap();
+        assert_eq!(
+            Value::Object(g.metadata.unwrap()),
+            json!({"owner": "alice"})
+        );
         let f = g.filter.unwrap();
         assert!(f.matches(json!({"owner": "alice"}).as_object().unwrap()));
     }
@@ -687,34 +803,59 @@ pub(crate) mod tests {
     #[test]
     fn missing_attribute_fails_closed() {
         let p = policy("handlers:\n  \"*\": {filter: {org: \"{user.attributes.org}\"}}\n");
-        let e = p.evaluate(ev(Resource::Threads, Action::Read), &user("a")).unwrap_err();
+        let e = p
+            .evaluate(ev(Resource::Threads, Action::Read), &user("a"))
+            .unwrap_err();
         assert_eq!(e.status, http::StatusCode::FORBIDDEN);
     }
 
     #[test]
     fn namespace_rule_renders_labels() {
-        let p = policy("handlers:\n  store: {namespace: {prefix: [\"{user.identity}\"], mode: rewrite}}\n");
-        let g = p.evaluate(ev(Resource::Store, Action::Put), &user("alice")).unwrap();
-        assert_eq!(g.namespace, Some((vec!["alice".to_string()], NamespaceMode::Rewrite, "Not authorized".into())));
+        let p = policy(
+            "handlers:\n  store: {namespace: {prefix: [\"{user.identity}\"], mode: rewrite}}\n",
+        );
+        let g = p
+            .evaluate(ev(Resource::Store, Action::Put), &user("alice"))
+            .unwrap();
+        assert_eq!(
+            g.namespace,
+            Some((
+                vec!["alice".to_string()],
+                NamespaceMode::Rewrite,
+                "Not authorized".into()
+            ))
+        );
     }
 
     #[test]
     fn bad_handler_keys_are_load_errors() {
-        assert!(compile_err("handlers:\n  runs: {allow: true}\n").contains("unknown resource \"runs\""));
-        assert!(compile_err("handlers:\n  threads:put: {allow: true}\n").contains("threads has no action \"put\""));
-        assert!(compile_err("handlers:\n  \"*:frobnicate\": {allow: true}\n").contains("unknown action"));
+        assert!(
+            compile_err("handlers:\n  runs: {allow: true}\n").contains("unknown resource \"runs\"")
+        );
+        assert!(compile_err("handlers:\n  threads:put: {allow: true}\n")
+            .contains("threads has no action \"put\""));
+        assert!(
+            compile_err("handlers:\n  \"*:frobnicate\": {allow: true}\n")
+                .contains("unknown action")
+        );
     }
 
     #[test]
     fn bad_filters_and_templates_are_load_errors_with_lines() {
         let e = compile_err("handlers:\n  threads:\n    filter: {owner: {$ne: x}}\n");
         assert!(e.starts_with("t.yaml:2: handlers.threads: filter:"), "{e}");
-        assert!(compile_err("handlers:\n  threads: {metadata: {owner: \"{user.mail}\"}}\n").contains("unknown placeholder"));
+        assert!(
+            compile_err("handlers:\n  threads: {metadata: {owner: \"{user.mail}\"}}\n")
+                .contains("unknown placeholder")
+        );
     }
 
     #[test]
     fn allow_with_effects_is_a_load_error() {
-        assert!(compile_err("handlers:\n  threads: {allow: true, filter: {a: 1}}\n").contains("stand alone"));
+        assert!(
+            compile_err("handlers:\n  threads: {allow: true, filter: {a: 1}}\n")
+                .contains("stand alone")
+        );
     }
 
     #[test]
@@ -729,7 +870,10 @@ pub(crate) mod tests {
         ])
         .unwrap_err();
         assert_eq!(errs.len(), 1);
-        assert_eq!(errs[0].to_string(), "b.yaml:3: handlers.threads: handler \"threads\" is defined in more than one file");
+        assert_eq!(
+            errs[0].to_string(),
+            "b.yaml:3: handlers.threads: handler \"threads\" is defined in more than one file"
+        );
     }
 
     #[test]

@@ -19,7 +19,9 @@ use hyper::body::Incoming;
 use serde_json::Value;
 
 use crate::auth;
-use crate::decide::{self, Decision, Facts, Forward, Input, Next, Outcome, Reply, ResponsePlan, SearchPlan, Target};
+use crate::decide::{
+    self, Decision, Facts, Forward, Input, Next, Outcome, Reply, ResponsePlan, SearchPlan, Target,
+};
 use crate::error::{Delivery, GatewayError, Side};
 use crate::metrics::{Metrics, ReasonLabel, RequestLabels};
 use crate::policy::Policy;
@@ -29,7 +31,8 @@ use crate::upstream::{UpBody, Upstream};
 use crate::user::User;
 
 /// Response body type.
-pub type RespBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+pub type RespBody =
+    http_body_util::combinators::UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 /// Data-plane limits and timeouts.
 #[derive(Debug, Clone)]
@@ -76,7 +79,12 @@ pub struct Gateway {
 
 impl Gateway {
     /// A gateway serving `policy` in front of `upstream`.
-    pub fn new(policy: Policy, upstream: Arc<Upstream>, config: ProxyConfig, metrics: Arc<Metrics>) -> Gateway {
+    pub fn new(
+        policy: Policy,
+        upstream: Arc<Upstream>,
+        config: ProxyConfig,
+        metrics: Arc<Metrics>,
+    ) -> Gateway {
         Gateway {
             policy: ArcSwap::from_pointee(policy),
             upstream,
@@ -127,7 +135,9 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 }
 
 fn full(bytes: impl Into<Bytes>) -> RespBody {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// The response for a refusal.
@@ -138,7 +148,8 @@ pub fn error_response(e: &GatewayError) -> Response<RespBody> {
     };
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     for (n, v) in &e.headers {
         r.headers_mut().append(n.clone(), v.clone());
     }
@@ -148,7 +159,10 @@ pub fn error_response(e: &GatewayError) -> Response<RespBody> {
 fn reply_response(rep: Reply) -> Response<RespBody> {
     let mut r = Response::new(full(rep.body));
     *r.status_mut() = rep.status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     for (n, v) in rep.headers {
         r.headers_mut().append(n, v);
     }
@@ -157,7 +171,11 @@ fn reply_response(rep: Reply) -> Response<RespBody> {
 
 impl Gateway {
     /// Handle one request end to end. Never panics; every failure is a response.
-    pub async fn handle(self: Arc<Self>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<RespBody> {
+    pub async fn handle(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<RespBody> {
         let started = std::time::Instant::now();
         self.metrics.in_flight.inc();
         let method = req.method().clone();
@@ -172,27 +190,46 @@ impl Gateway {
             }
             Err((e, u, d)) => {
                 if e.status == StatusCode::UNAUTHORIZED {
-                    self.metrics.auth_failures.get_or_create(&ReasonLabel { reason: e.detail.clone() }).inc();
+                    self.metrics
+                        .auth_failures
+                        .get_or_create(&ReasonLabel {
+                            reason: e.detail.clone(),
+                        })
+                        .inc();
                 }
-                let label = if e.side == Side::Client { "deny" } else { "error" };
+                let label = if e.side == Side::Client {
+                    "deny"
+                } else {
+                    "error"
+                };
                 (error_response(&e), u, d, label)
             }
         };
         if self.config.policy_version_header {
             if let Ok(v) = HeaderValue::from_str(&policy.version) {
-                resp.headers_mut().insert(HeaderName::from_static("x-graphguard-policy-version"), v);
+                resp.headers_mut()
+                    .insert(HeaderName::from_static("x-graphguard-policy-version"), v);
             }
         }
         if let Ok(v) = HeaderValue::from_str(&request_id) {
-            resp.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
+            resp.headers_mut()
+                .insert(HeaderName::from_static("x-request-id"), v);
         }
-        let first = decision.as_ref().and_then(|d| d.steps.first().map(|s| s.event));
+        let first = decision
+            .as_ref()
+            .and_then(|d| d.steps.first().map(|s| s.event));
         let elapsed = started.elapsed();
         self.metrics
             .requests
             .get_or_create(&RequestLabels {
-                resource: first.map(|e| e.resource.as_str()).unwrap_or("none").to_string(),
-                action: first.map(|e| e.action.as_str()).unwrap_or("none").to_string(),
+                resource: first
+                    .map(|e| e.resource.as_str())
+                    .unwrap_or("none")
+                    .to_string(),
+                action: first
+                    .map(|e| e.action.as_str())
+                    .unwrap_or("none")
+                    .to_string(),
                 decision: label,
                 status: resp.status().as_u16(),
             })
@@ -204,7 +241,14 @@ impl Gateway {
             .map(|d| {
                 d.steps
                     .iter()
-                    .map(|s| format!("{}={}{}", s.event, s.handler.as_deref().unwrap_or("-"), if s.allowed { "" } else { "!" }))
+                    .map(|s| {
+                        format!(
+                            "{}={}{}",
+                            s.event,
+                            s.handler.as_deref().unwrap_or("-"),
+                            if s.allowed { "" } else { "!" }
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -230,7 +274,10 @@ impl Gateway {
         req: Request<Incoming>,
         peer: SocketAddr,
         policy: &Arc<Policy>,
-    ) -> Result<(Response<RespBody>, Option<Arc<User>>, Option<Decision>), (GatewayError, Option<Arc<User>>, Option<Decision>)> {
+    ) -> Result<
+        (Response<RespBody>, Option<Arc<User>>, Option<Decision>),
+        (GatewayError, Option<Arc<User>>, Option<Decision>),
+    > {
         let fail = |e: GatewayError| (e, None, None);
         let path = req.uri().path().to_string();
         routes::check_path(&path).map_err(fail)?;
@@ -239,7 +286,8 @@ impl Gateway {
         // Public and blocked routes are decided before authentication, as on the server.
         if let Ok(m) = &classified {
             let public = matches!(m.route.op, Op::Public)
-                && (m.route.template == "/ui/{*rest}" || policy.public_paths.iter().any(|p| *p == path));
+                && (m.route.template == "/ui/{*rest}"
+                    || policy.public_paths.iter().any(|p| *p == path));
             if public {
                 let fwd = Forward {
                     body: None,
@@ -250,7 +298,10 @@ impl Gateway {
                 };
                 let (parts, body) = req.into_parts();
                 let body = self.read_body(&parts.headers, body).await.map_err(fail)?;
-                let r = self.forward(parts, body, fwd, None, peer).await.map_err(fail)?;
+                let r = self
+                    .forward(policy, parts, body, fwd, None, peer)
+                    .await
+                    .map_err(fail)?;
                 return Ok((r, None, None));
             }
             if matches!(m.route.op, Op::Blocked) {
@@ -264,12 +315,21 @@ impl Gateway {
         let m = classified.map_err(with_user)?;
         routes::validate_params(&m).map_err(with_user)?;
         if req.headers().get(header::UPGRADE).is_some() {
-            return Err(with_user(GatewayError::bad_request("Protocol upgrades are not supported through graphguard")));
+            return Err(with_user(GatewayError::bad_request(
+                "Protocol upgrades are not supported through graphguard",
+            )));
         }
         let (parts, body) = req.into_parts();
-        let raw = self.read_body(&parts.headers, body).await.map_err(with_user)?;
+        let raw = self
+            .read_body(&parts.headers, body)
+            .await
+            .map_err(with_user)?;
         let parsed = decide::parse_body(&m, &raw).map_err(with_user)?;
-        let input = Input { route: &m, query: parts.uri.query(), body: &parsed };
+        let input = Input {
+            route: &m,
+            query: parts.uri.query(),
+            body: &parsed,
+        };
         let mut facts = Facts::default();
         let decide_started = std::time::Instant::now();
         let decision = loop {
@@ -287,15 +347,24 @@ impl Gateway {
             }
         };
         drop(parsed);
-        self.metrics.decision_seconds.observe(decide_started.elapsed().as_secs_f64());
+        self.metrics
+            .decision_seconds
+            .observe(decide_started.elapsed().as_secs_f64());
         let outcome = decision.outcome.clone();
         let done = |e: GatewayError| (e, Some(user.clone()), Some(decision.clone()));
         match outcome {
             Outcome::Refuse(e) => Err(done(e)),
-            Outcome::Reply(r) => Ok((reply_response(r), Some(user.clone()), Some(decision.clone()))),
+            Outcome::Reply(r) => Ok((
+                reply_response(r),
+                Some(user.clone()),
+                Some(decision.clone()),
+            )),
             Outcome::Forward(fwd) => {
                 let invalidate = fwd.invalidate.clone();
-                let r = self.forward(parts, raw, fwd, Some(&user), peer).await.map_err(done)?;
+                let r = self
+                    .forward(policy, parts, raw, fwd, Some(&user), peer)
+                    .await
+                    .map_err(done)?;
                 for t in &invalidate {
                     self.upstream.invalidate(t);
                 }
@@ -306,7 +375,12 @@ impl Gateway {
 
     /// Read the whole request body within the size limit (413 before the upstream sees it).
     async fn read_body(&self, headers: &HeaderMap, body: Incoming) -> Result<Bytes, GatewayError> {
-        let too_large = || GatewayError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("Request body larger than {} bytes", self.config.max_body));
+        let too_large = || {
+            GatewayError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("Request body larger than {} bytes", self.config.max_body),
+            )
+        };
         if let Some(cl) = headers.get(header::CONTENT_LENGTH) {
             let n: u64 = cl
                 .to_str()
@@ -317,11 +391,21 @@ impl Gateway {
                 return Err(too_large());
             }
         }
-        match tokio::time::timeout(self.config.body_timeout, Limited::new(body, self.config.max_body).collect()).await {
-            Err(_) => Err(GatewayError::new(StatusCode::REQUEST_TIMEOUT, "Request body not received in time")),
+        match tokio::time::timeout(
+            self.config.body_timeout,
+            Limited::new(body, self.config.max_body).collect(),
+        )
+        .await
+        {
+            Err(_) => Err(GatewayError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "Request body not received in time",
+            )),
             Ok(Ok(c)) => Ok(c.to_bytes()),
             Ok(Err(e)) => {
-                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
                     Err(too_large())
                 } else {
                     Err(GatewayError::bad_request("Request body incomplete"))
@@ -330,15 +414,16 @@ impl Gateway {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn upstream_request(
         &self,
+        policy: &Policy,
         parts: &http::request::Parts,
         path_and_query: &str,
         body: Bytes,
         user: Option<&User>,
         peer: SocketAddr,
     ) -> Result<Request<UpBody>, GatewayError> {
-        let policy = self.policy.load();
         let mut headers = parts.headers.clone();
         strip_hop_by_hop(&mut headers);
         for n in SPOOFABLE {
@@ -359,14 +444,23 @@ impl Gateway {
             };
             set(&mut headers, &uh.identity, &u.identity);
             set(&mut headers, &uh.display_name, &u.display_name);
-            set(&mut headers, &uh.permissions, &serde_json::to_string(&u.permissions).unwrap_or_default());
-            set(&mut headers, &uh.roles, &serde_json::to_string(&u.roles).unwrap_or_default());
+            set(
+                &mut headers,
+                &uh.permissions,
+                &serde_json::to_string(&u.permissions).unwrap_or_default(),
+            );
+            set(
+                &mut headers,
+                &uh.roles,
+                &serde_json::to_string(&u.roles).unwrap_or_default(),
+            );
         }
-        let client_host = parts
-            .headers
-            .get(header::HOST)
-            .cloned()
-            .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
         if let Ok(v) = HeaderValue::from_str(&peer.ip().to_string()) {
             headers.insert("x-forwarded-for", v);
         }
@@ -380,7 +474,11 @@ impl Gateway {
         let mut req = Request::builder()
             .method(parts.method.clone())
             .uri(self.upstream.uri(path_and_query)?)
-            .body(Full::new(body).map_err(|never| match never {}).boxed_unsync())
+            .body(
+                Full::new(body)
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            )
             .map_err(|e| GatewayError::internal(e.to_string()))?;
         if let Ok(h) = HeaderValue::from_str(self.upstream.authority()) {
             headers.insert(header::HOST, h);
@@ -391,6 +489,7 @@ impl Gateway {
 
     async fn forward(
         &self,
+        policy: &Policy,
         parts: http::request::Parts,
         raw: Bytes,
         fwd: Forward,
@@ -405,24 +504,39 @@ impl Gateway {
         };
         let body = fwd.body.map(Bytes::from).unwrap_or(raw);
         match fwd.response {
-            ResponsePlan::Search(plan) => self.search(&parts, body, &plan, user, peer).await,
+            ResponsePlan::Search(plan) => self.search(policy, body, &plan, user).await,
             ResponsePlan::Stream => {
-                let req = self.upstream_request(&parts, &pq, body, user, peer)?;
+                let req = self.upstream_request(policy, &parts, &pq, body, user, peer)?;
                 let t = std::time::Instant::now();
                 let resp = self.upstream.send(req).await?;
-                self.metrics.upstream_seconds.observe(t.elapsed().as_secs_f64());
+                self.metrics
+                    .upstream_seconds
+                    .observe(t.elapsed().as_secs_f64());
                 Ok(self.stream_back(resp))
             }
             ResponsePlan::FilterList { filter, empty } => {
-                let req = self.upstream_request(&parts, &pq, body, user, peer)?;
+                let req = self.upstream_request(policy, &parts, &pq, body, user, peer)?;
                 let resp = self.upstream.send(req).await?;
-                self.filtered(resp, |item| filter.matches(&metadata_of(item)), empty).await
-            }
-            ResponsePlan::StoreItems { filter } => {
-                let req = self.upstream_request(&parts, &pq, body, user, peer)?;
-                let resp = self.upstream.send(req).await?;
-                self.filtered(resp, |item| item.get("value").and_then(Value::as_object).is_some_and(|v| filter.matches(v)), None)
+                self.filtered(resp, |item| filter.matches(&metadata_of(item)), empty)
                     .await
+            }
+            ResponsePlan::StoreItems { filter, access } => {
+                let req = self.upstream_request(policy, &parts, &pq, body, user, peer)?;
+                let resp = self.upstream.send(req).await?;
+                let empty = serde_json::Map::new();
+                let keep = |item: &Value| {
+                    let value = item
+                        .get("value")
+                        .and_then(Value::as_object)
+                        .unwrap_or(&empty);
+                    filter.as_ref().is_none_or(|f| f.matches(value))
+                        && user.is_none_or(|u| {
+                            access
+                                .iter()
+                                .all(|e| policy.access.decide(u, *e, value).allowed)
+                        })
+                };
+                self.filtered(resp, keep, None).await
             }
         }
     }
@@ -435,12 +549,20 @@ impl Gateway {
         Response::from_parts(parts, body)
     }
 
-    async fn read_upstream(&self, resp: Response<Incoming>) -> Result<(http::response::Parts, Bytes), GatewayError> {
+    async fn read_upstream(
+        &self,
+        resp: Response<Incoming>,
+    ) -> Result<(http::response::Parts, Bytes), GatewayError> {
         let (parts, body) = resp.into_parts();
         let bytes = Limited::new(body, self.config.max_filtered_response)
             .collect()
             .await
-            .map_err(|_| GatewayError::upstream(StatusCode::BAD_GATEWAY, "Upstream response unreadable or too large"))?
+            .map_err(|_| {
+                GatewayError::upstream(
+                    StatusCode::BAD_GATEWAY,
+                    "Upstream response unreadable or too large",
+                )
+            })?
             .to_bytes();
         Ok((parts, bytes))
     }
@@ -457,7 +579,12 @@ impl Gateway {
             strip_hop_by_hop(&mut parts.headers);
             return Ok(Response::from_parts(parts, full(bytes)));
         }
-        let bad = || GatewayError::upstream(StatusCode::BAD_GATEWAY, "Upstream answered an unexpected shape");
+        let bad = || {
+            GatewayError::upstream(
+                StatusCode::BAD_GATEWAY,
+                "Upstream answered an unexpected shape",
+            )
+        };
         let mut v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
         let items = match &mut v {
             Value::Array(items) => items,
@@ -484,15 +611,13 @@ impl Gateway {
     /// server computes them.
     async fn search(
         &self,
-        parts: &http::request::Parts,
+        policy: &Policy,
         body: Bytes,
         plan: &SearchPlan,
         user: Option<&User>,
-        _peer: SocketAddr,
     ) -> Result<Response<RespBody>, GatewayError> {
         const PAGE: u64 = 200;
         const MAX_PAGES: u64 = 500;
-        let _ = user;
         let base = ObjectBody::parse(&body, decide::MAX_JSON_DEPTH)
             .map_err(|_| GatewayError::internal("rewritten search body does not parse"))?;
         let want = plan.offset.saturating_add(plan.limit);
@@ -501,8 +626,12 @@ impl Gateway {
         for page in 0..MAX_PAGES {
             let limit = PAGE.to_string();
             let offset = (page * PAGE).to_string();
-            let b = base.splice(&[("limit", Some(limit.as_bytes())), ("offset", Some(offset.as_bytes()))]);
-            let (status, headers, bytes) = self.upstream.json(Method::POST, plan.path, Some(b)).await?;
+            let b = base.splice(&[
+                ("limit", Some(limit.as_bytes())),
+                ("offset", Some(offset.as_bytes())),
+            ]);
+            let (status, headers, bytes) =
+                self.upstream.json(Method::POST, plan.path, Some(b)).await?;
             if !status.is_success() {
                 let mut r = Response::new(full(bytes));
                 *r.status_mut() = status;
@@ -511,11 +640,15 @@ impl Gateway {
                 }
                 return Ok(r);
             }
-            let items: Vec<Value> = serde_json::from_slice(&bytes)
-                .map_err(|_| GatewayError::upstream(StatusCode::BAD_GATEWAY, "Upstream search answered an unexpected shape"))?;
+            let items: Vec<Value> = serde_json::from_slice(&bytes).map_err(|_| {
+                GatewayError::upstream(
+                    StatusCode::BAD_GATEWAY,
+                    "Upstream search answered an unexpected shape",
+                )
+            })?;
             let n = items.len() as u64;
             for item in items {
-                if self.passes(plan, &item).await? {
+                if self.passes(policy, plan, user, &item).await? {
                     if !plan.count && kept.len() as u64 >= want {
                         more = true;
                         break;
@@ -527,35 +660,76 @@ impl Gateway {
                 break;
             }
             if page + 1 == MAX_PAGES {
-                return Err(GatewayError::upstream(StatusCode::BAD_GATEWAY, "Search too large to filter at the gateway"));
+                return Err(GatewayError::upstream(
+                    StatusCode::BAD_GATEWAY,
+                    "Search too large to filter at the gateway",
+                ));
             }
         }
         if plan.count {
-            return Ok(reply_response(Reply { status: StatusCode::OK, body: kept.len().to_string().into_bytes(), headers: Vec::new() }));
+            return Ok(reply_response(Reply {
+                status: StatusCode::OK,
+                body: kept.len().to_string().into_bytes(),
+                headers: Vec::new(),
+            }));
         }
-        let window: Vec<Value> = kept.into_iter().skip(plan.offset as usize).take(plan.limit as usize).collect();
+        let window: Vec<Value> = kept
+            .into_iter()
+            .skip(plan.offset as usize)
+            .take(plan.limit as usize)
+            .collect();
         let mut headers = Vec::new();
         let total = if more {
-            headers.push((HeaderName::from_static("x-pagination-next"), HeaderValue::from(want)));
+            headers.push((
+                HeaderName::from_static("x-pagination-next"),
+                HeaderValue::from(want),
+            ));
             want + 1
         } else {
             plan.offset + window.len() as u64
         };
-        headers.push((HeaderName::from_static("x-pagination-total"), HeaderValue::from(total)));
-        let _ = parts;
-        let body = serde_json::to_vec(&window).map_err(|e| GatewayError::internal(e.to_string()))?;
-        Ok(reply_response(Reply { status: StatusCode::OK, body, headers }))
+        headers.push((
+            HeaderName::from_static("x-pagination-total"),
+            HeaderValue::from(total),
+        ));
+        let body =
+            serde_json::to_vec(&window).map_err(|e| GatewayError::internal(e.to_string()))?;
+        Ok(reply_response(Reply {
+            status: StatusCode::OK,
+            body,
+            headers,
+        }))
     }
 
-    async fn passes(&self, plan: &SearchPlan, item: &Value) -> Result<bool, GatewayError> {
+    async fn passes(
+        &self,
+        policy: &Policy,
+        plan: &SearchPlan,
+        user: Option<&User>,
+        item: &Value,
+    ) -> Result<bool, GatewayError> {
+        let md = metadata_of(item);
         if let Some(f) = &plan.filter {
-            if !f.matches(&metadata_of(item)) {
+            if !f.matches(&md) {
+                return Ok(false);
+            }
+        }
+        if let Some(u) = user {
+            if !plan
+                .access
+                .iter()
+                .all(|e| policy.access.decide(u, *e, &md).allowed)
+            {
                 return Ok(false);
             }
         }
         if let Some(tf) = &plan.thread_filter {
             if let Some(tid) = item.get("thread_id").and_then(Value::as_str) {
-                let md = match self.upstream.lookup(&Target::Thread(tid.to_string())).await? {
+                let md = match self
+                    .upstream
+                    .lookup(&Target::Thread(tid.to_string()))
+                    .await?
+                {
                     Some(t) => metadata_of(&t),
                     None => Default::default(),
                 };
@@ -571,17 +745,25 @@ impl Gateway {
 /// The request id: the client's `x-request-id` if it is sane, else a new one; written back
 /// into the request so the upstream sees the same id.
 fn request_id(req: &mut Request<Incoming>) -> String {
-    let sane = |v: &HeaderValue| v.len() <= 128 && v.to_str().is_ok_and(|s| s.bytes().all(|b| b.is_ascii_graphic()));
+    let sane = |v: &HeaderValue| {
+        v.len() <= 128
+            && v.to_str()
+                .is_ok_and(|s| s.bytes().all(|b| b.is_ascii_graphic()))
+    };
     if let Some(v) = req.headers().get("x-request-id").filter(|v| sane(v)) {
         return v.to_str().unwrap_or_default().to_string();
     }
     let id = uuid::Uuid::new_v4().to_string();
     if let Ok(v) = HeaderValue::from_str(&id) {
-        req.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
+        req.headers_mut()
+            .insert(HeaderName::from_static("x-request-id"), v);
     }
     id
 }
 
 fn metadata_of(v: &Value) -> serde_json::Map<String, Value> {
-    v.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default()
+    v.get("metadata")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default()
 }

@@ -52,9 +52,18 @@ pub enum ReloadResult {
 impl Reloader {
     /// A reloader for `dir`, whose current snapshot is already in the gateway.
     pub fn new(dir: PathBuf, gateway: Arc<Gateway>, metrics: Arc<Metrics>) -> Reloader {
-        let status = ReloadStatus { loaded_at: Some(SystemTime::now()), ..ReloadStatus::default() };
+        let status = ReloadStatus {
+            loaded_at: Some(SystemTime::now()),
+            ..ReloadStatus::default()
+        };
         metrics.set_version(&gateway.policy.load().version);
-        Reloader { dir, gateway, metrics, status: Mutex::new(status), lock: tokio::sync::Mutex::new(()) }
+        Reloader {
+            dir,
+            gateway,
+            metrics,
+            status: Mutex::new(status),
+            lock: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// A copy of the status.
@@ -71,7 +80,13 @@ impl Reloader {
         let now = SystemTime::now();
         let result = match loaded {
             Err(e) => ReloadResult::Failed(format!("reload task failed: {e}")),
-            Ok(Err(errors)) => ReloadResult::Failed(errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")),
+            Ok(Err(errors)) => ReloadResult::Failed(
+                errors
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
             Ok(Ok(p)) => {
                 let current = self.gateway.policy.load();
                 if p.version == current.version {
@@ -100,13 +115,23 @@ impl Reloader {
         match &result {
             ReloadResult::Swapped(v) => {
                 tracing::info!(version = %v, trigger = why, "policy reloaded");
-                self.metrics.reloads.get_or_create(&ReasonLabel { reason: "ok".into() }).inc();
+                self.metrics
+                    .reloads
+                    .get_or_create(&ReasonLabel {
+                        reason: "ok".into(),
+                    })
+                    .inc();
                 self.metrics.set_version(v);
             }
             ReloadResult::Unchanged(_) => {}
             ReloadResult::Failed(e) => {
                 tracing::error!(trigger = why, error = %e, "policy reload failed; the previous policy keeps serving");
-                self.metrics.reloads.get_or_create(&ReasonLabel { reason: "error".into() }).inc();
+                self.metrics
+                    .reloads
+                    .get_or_create(&ReasonLabel {
+                        reason: "error".into(),
+                    })
+                    .inc();
             }
         }
         result
@@ -168,7 +193,9 @@ impl Reloader {
             let me = self.clone();
             tokio::spawn(async move {
                 use tokio::signal::unix::{signal, SignalKind};
-                let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+                let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                    return;
+                };
                 while hup.recv().await.is_some() {
                     me.reload("sighup").await;
                 }

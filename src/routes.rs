@@ -236,7 +236,13 @@ const S_DELETE: Event = ev(Store, Delete);
 const S_SEARCH: Event = ev(Store, Search);
 const S_LIST: Event = ev(Store, ListNamespaces);
 
-fn row(method: Method, template: &'static str, op: Op, events: &'static [Event], body: BodyKind) -> Route {
+fn row(
+    method: Method,
+    template: &'static str,
+    op: Op,
+    events: &'static [Event],
+    body: BodyKind,
+) -> Route {
     let segments = template
         .split('/')
         .skip(1)
@@ -250,7 +256,14 @@ fn row(method: Method, template: &'static str, op: Op, events: &'static [Event],
             }
         })
         .collect();
-    Route { method, template, op, events, body, segments }
+    Route {
+        method,
+        template,
+        op,
+        events,
+        body,
+        segments,
+    }
 }
 
 /// The whole table.
@@ -260,7 +273,13 @@ fn build_table() -> Vec<Route> {
     use BodyKind::*;
     use Miss as M;
     use Op::*;
-    let (get, post, put, patch, delete) = (Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE);
+    let (get, post, put, patch, delete) = (
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+    );
     let by_id = |miss| ThreadById { miss };
     vec![
         // Meta. Public paths are configurable; these rows make them routable.
@@ -280,77 +299,489 @@ fn build_table() -> Vec<Route> {
         row(post.clone(), "/deploy/{*rest}", Blocked, &[], Opaque),
         // Threads (spec 5.1).
         row(post.clone(), "/threads", ThreadCreate, &[T_CREATE], Object),
-        row(post.clone(), "/threads/search", ThreadSearch { count: false }, &[T_SEARCH], Object),
-        row(post.clone(), "/threads/count", ThreadSearch { count: true }, &[T_SEARCH], Object),
-        row(post.clone(), "/threads/prune", ThreadPrune, &[T_DELETE], Object),
-        row(get.clone(), "/threads/{thread_id}", by_id(M::ThreadWithId), &[T_READ], Opaque),
-        row(patch.clone(), "/threads/{thread_id}", ThreadPatch, &[T_UPDATE], Object),
-        row(delete.clone(), "/threads/{thread_id}", ThreadById { miss: M::ThreadWithId }, &[T_DELETE], Opaque),
-        row(get.clone(), "/threads/{thread_id}/state", by_id(M::ThreadWithId), &[T_READ], Opaque),
-        row(post.clone(), "/threads/{thread_id}/state", ThreadStateUpdate, &[T_UPDATE, T_READ], Opaque),
-        row(get.clone(), "/threads/{thread_id}/state/{checkpoint_id}", by_id(M::ThreadWithId), &[T_READ], Opaque),
-        row(post.clone(), "/threads/{thread_id}/state/checkpoint", by_id(M::ThreadWithId), &[T_READ], Opaque),
-        row(get.clone(), "/threads/{thread_id}/storage", by_id(M::ThreadWithId), &[T_READ], Opaque),
-        row(get.clone(), "/threads/{thread_id}/history", by_id(M::ThreadWithId), &[T_READ], Opaque),
-        row(post.clone(), "/threads/{thread_id}/history", by_id(M::ThreadWithId), &[T_READ], Opaque),
-        row(post.clone(), "/threads/{thread_id}/copy", ThreadCopy, &[T_READ, T_CREATE], Opaque),
-        row(get.clone(), "/threads/{thread_id}/stream", by_id(M::ThreadNotFoundSse), &[T_READ], Opaque),
-        row(post.clone(), "/threads/{thread_id}/stream/events", by_id(M::ThreadNotFoundSse), &[T_READ], Opaque),
-        row(post.clone(), "/threads/{thread_id}/commands", ThreadCommands, &[T_RUN, T_READ], Opaque),
+        row(
+            post.clone(),
+            "/threads/search",
+            ThreadSearch { count: false },
+            &[T_SEARCH],
+            Object,
+        ),
+        row(
+            post.clone(),
+            "/threads/count",
+            ThreadSearch { count: true },
+            &[T_SEARCH],
+            Object,
+        ),
+        row(
+            post.clone(),
+            "/threads/prune",
+            ThreadPrune,
+            &[T_DELETE],
+            Object,
+        ),
+        row(
+            get.clone(),
+            "/threads/{thread_id}",
+            by_id(M::ThreadWithId),
+            &[T_READ],
+            Opaque,
+        ),
+        row(
+            patch.clone(),
+            "/threads/{thread_id}",
+            ThreadPatch,
+            &[T_UPDATE],
+            Object,
+        ),
+        row(
+            delete.clone(),
+            "/threads/{thread_id}",
+            ThreadById {
+                miss: M::ThreadWithId,
+            },
+            &[T_DELETE],
+            Opaque,
+        ),
+        row(
+            get.clone(),
+            "/threads/{thread_id}/state",
+            by_id(M::ThreadWithId),
+            &[T_READ],
+            Opaque,
+        ),
+        row(
+            post.clone(),
+            "/threads/{thread_id}/state",
+            ThreadStateUpdate,
+            &[T_UPDATE, T_READ],
+            Opaque,
+        ),
+        row(
+            get.clone(),
+            "/threads/{thread_id}/state/{checkpoint_id}",
+            by_id(M::ThreadWithId),
+            &[T_READ],
+            Opaque,
+        ),
+        row(
+            post.clone(),
+            "/threads/{thread_id}/state/checkpoint",
+            by_id(M::ThreadWithId),
+            &[T_READ],
+            Opaque,
+        ),
+        row(
+            get.clone(),
+            "/threads/{thread_id}/storage",
+            by_id(M::ThreadWithId),
+            &[T_READ],
+            Opaque,
+        ),
+        row(
+            get.clone(),
+            "/threads/{thread_id}/history",
+            by_id(M::ThreadWithId),
+            &[T_READ],
+            Opaque,
+        ),
+        row(
+            post.clone(),
+            "/threads/{thread_id}/history",
+            by_id(M::ThreadWithId),
+            &[T_READ],
+            Opaque,
+        ),
+        row(
+            post.clone(),
+            "/threads/{thread_id}/copy",
+            ThreadCopy,
+            &[T_READ, T_CREATE],
+            Opaque,
+        ),
+        row(
+            get.clone(),
+            "/threads/{thread_id}/stream",
+            by_id(M::ThreadNotFoundSse),
+            &[T_READ],
+            Opaque,
+        ),
+        row(
+            post.clone(),
+            "/threads/{thread_id}/stream/events",
+            by_id(M::ThreadNotFoundSse),
+            &[T_READ],
+            Opaque,
+        ),
+        row(
+            post.clone(),
+            "/threads/{thread_id}/commands",
+            ThreadCommands,
+            &[T_RUN, T_READ, A_READ],
+            Object,
+        ),
         // Runs on a thread (spec 5.2).
-        row(post.clone(), "/threads/{thread_id}/runs", RunCreate { on_thread: true }, &[T_RUN, A_READ], Object),
-        row(post.clone(), "/threads/{thread_id}/runs/wait", RunCreate { on_thread: true }, &[T_RUN, A_READ], Object),
-        row(post.clone(), "/threads/{thread_id}/runs/stream", RunCreate { on_thread: true }, &[T_RUN, A_READ], Object),
-        row(get.clone(), "/threads/{thread_id}/runs", RunList, &[T_READ, T_SEARCH], Opaque),
-        row(get.clone(), "/threads/{thread_id}/runs/{run_id}", by_id(M::ThreadWithId), &[T_READ], Opaque),
-        row(delete.clone(), "/threads/{thread_id}/runs/{run_id}", ThreadById { miss: M::NotFound }, &[T_DELETE], Opaque),
-        row(get.clone(), "/threads/{thread_id}/runs/{run_id}/join", by_id(M::ThreadNotFound), &[T_READ], Opaque),
-        row(get.clone(), "/threads/{thread_id}/runs/{run_id}/stream", by_id(M::ThreadNotFoundSse), &[T_READ], Opaque),
-        row(post.clone(), "/threads/{thread_id}/runs/{run_id}/cancel", ThreadById { miss: M::NoRunsToCancel }, &[T_UPDATE], Opaque),
-        row(post.clone(), "/threads/{thread_id}/runs/crons", CronCreate { on_thread: true }, &[C_CREATE, A_READ, T_READ], Object),
+        row(
+            post.clone(),
+            "/threads/{thread_id}/runs",
+            RunCreate { on_thread: true },
+            &[T_RUN, A_READ],
+            Object,
+        ),
+        row(
+            post.clone(),
+            "/threads/{thread_id}/runs/wait",
+            RunCreate { on_thread: true },
+            &[T_RUN, A_READ],
+            Object,
+        ),
+        row(
+            post.clone(),
+            "/threads/{thread_id}/runs/stream",
+            RunCreate { on_thread: true },
+            &[T_RUN, A_READ],
+            Object,
+        ),
+        row(
+            get.clone(),
+            "/threads/{thread_id}/runs",
+            RunList,
+            &[T_READ, T_SEARCH],
+            Opaque,
+        ),
+        row(
+            get.clone(),
+            "/threads/{thread_id}/runs/{run_id}",
+            by_id(M::ThreadWithId),
+            &[T_READ],
+            Opaque,
+        ),
+        row(
+            delete.clone(),
+            "/threads/{thread_id}/runs/{run_id}",
+            ThreadById { miss: M::NotFound },
+            &[T_DELETE],
+            Opaque,
+        ),
+        row(
+            get.clone(),
+            "/threads/{thread_id}/runs/{run_id}/join",
+            by_id(M::ThreadNotFound),
+            &[T_READ],
+            Opaque,
+        ),
+        row(
+            get.clone(),
+            "/threads/{thread_id}/runs/{run_id}/stream",
+            by_id(M::ThreadNotFoundSse),
+            &[T_READ],
+            Opaque,
+        ),
+        row(
+            post.clone(),
+            "/threads/{thread_id}/runs/{run_id}/cancel",
+            ThreadById {
+                miss: M::NoRunsToCancel,
+            },
+            &[T_UPDATE],
+            Opaque,
+        ),
+        row(
+            post.clone(),
+            "/threads/{thread_id}/runs/crons",
+            CronCreate { on_thread: true },
+            &[C_CREATE, A_READ, T_READ],
+            Object,
+        ),
         // Stateless runs (spec 5.3).
-        row(post.clone(), "/runs", RunCreate { on_thread: false }, &[T_RUN, A_READ], Object),
-        row(post.clone(), "/runs/wait", RunCreate { on_thread: false }, &[T_RUN, A_READ], Object),
-        row(post.clone(), "/runs/stream", RunCreate { on_thread: false }, &[T_RUN, A_READ], Object),
-        row(post.clone(), "/runs/batch", RunBatch, &[T_RUN, A_READ], Array),
-        row(post.clone(), "/runs/cancel", RunsCancel, &[T_UPDATE], Object),
+        row(
+            post.clone(),
+            "/runs",
+            RunCreate { on_thread: false },
+            &[T_RUN, A_READ],
+            Object,
+        ),
+        row(
+            post.clone(),
+            "/runs/wait",
+            RunCreate { on_thread: false },
+            &[T_RUN, A_READ],
+            Object,
+        ),
+        row(
+            post.clone(),
+            "/runs/stream",
+            RunCreate { on_thread: false },
+            &[T_RUN, A_READ],
+            Object,
+        ),
+        row(
+            post.clone(),
+            "/runs/batch",
+            RunBatch,
+            &[T_RUN, A_READ],
+            Array,
+        ),
+        row(
+            post.clone(),
+            "/runs/cancel",
+            RunsCancel,
+            &[T_UPDATE],
+            Object,
+        ),
         // Crons (spec 5.5).
-        row(post.clone(), "/runs/crons", CronCreate { on_thread: false }, &[C_CREATE, A_READ], Object),
-        row(post.clone(), "/runs/crons/search", CronSearch { count: false }, &[C_SEARCH, T_SEARCH], Object),
-        row(post.clone(), "/runs/crons/count", CronSearch { count: true }, &[C_SEARCH, T_SEARCH], Object),
-        row(get.clone(), "/runs/crons/{cron_id}", CronById { miss: M::NotFound, stamp: false }, &[C_READ], Opaque),
-        row(patch.clone(), "/runs/crons/{cron_id}", CronById { miss: M::Cron, stamp: true }, &[C_UPDATE], Object),
-        row(delete.clone(), "/runs/crons/{cron_id}", CronById { miss: M::NotFound, stamp: false }, &[C_DELETE], Opaque),
+        row(
+            post.clone(),
+            "/runs/crons",
+            CronCreate { on_thread: false },
+            &[C_CREATE, A_READ],
+            Object,
+        ),
+        row(
+            post.clone(),
+            "/runs/crons/search",
+            CronSearch { count: false },
+            &[C_SEARCH, T_SEARCH],
+            Object,
+        ),
+        row(
+            post.clone(),
+            "/runs/crons/count",
+            CronSearch { count: true },
+            &[C_SEARCH, T_SEARCH],
+            Object,
+        ),
+        row(
+            get.clone(),
+            "/runs/crons/{cron_id}",
+            CronById {
+                miss: M::NotFound,
+                stamp: false,
+            },
+            &[C_READ],
+            Opaque,
+        ),
+        row(
+            patch.clone(),
+            "/runs/crons/{cron_id}",
+            CronById {
+                miss: M::Cron,
+                stamp: true,
+            },
+            &[C_UPDATE],
+            Object,
+        ),
+        row(
+            delete.clone(),
+            "/runs/crons/{cron_id}",
+            CronById {
+                miss: M::NotFound,
+                stamp: false,
+            },
+            &[C_DELETE],
+            Opaque,
+        ),
         // Assistants (spec 5.4).
-        row(post.clone(), "/assistants", AssistantCreate, &[A_CREATE], Object),
-        row(post.clone(), "/assistants/search", AssistantSearch { count: false }, &[A_SEARCH], Object),
-        row(post.clone(), "/assistants/count", AssistantSearch { count: true }, &[A_SEARCH], Object),
-        row(get.clone(), "/assistants/{assistant_id}", AssistantById { miss: M::NotFound, stamp: false }, &[A_READ], Opaque),
-        row(patch.clone(), "/assistants/{assistant_id}", AssistantById { miss: M::Assistant, stamp: true }, &[A_UPDATE], Object),
-        row(delete.clone(), "/assistants/{assistant_id}", AssistantDelete, &[A_DELETE], Opaque),
-        row(get.clone(), "/assistants/{assistant_id}/graph", AssistantById { miss: M::NotFound, stamp: false }, &[A_READ], Opaque),
-        row(get.clone(), "/assistants/{assistant_id}/schemas", AssistantById { miss: M::NotFound, stamp: false }, &[A_READ], Opaque),
-        row(get.clone(), "/assistants/{assistant_id}/subgraphs", AssistantById { miss: M::NotFound, stamp: false }, &[A_READ], Opaque),
-        row(get.clone(), "/assistants/{assistant_id}/subgraphs/{namespace}", AssistantById { miss: M::NotFound, stamp: false }, &[A_READ], Opaque),
-        row(post.clone(), "/assistants/{assistant_id}/versions", AssistantVersions, &[A_READ], Opaque),
-        row(post.clone(), "/assistants/{assistant_id}/latest", AssistantById { miss: M::Assistant, stamp: false }, &[A_UPDATE], Opaque),
+        row(
+            post.clone(),
+            "/assistants",
+            AssistantCreate,
+            &[A_CREATE],
+            Object,
+        ),
+        row(
+            post.clone(),
+            "/assistants/search",
+            AssistantSearch { count: false },
+            &[A_SEARCH],
+            Object,
+        ),
+        row(
+            post.clone(),
+            "/assistants/count",
+            AssistantSearch { count: true },
+            &[A_SEARCH],
+            Object,
+        ),
+        row(
+            get.clone(),
+            "/assistants/{assistant_id}",
+            AssistantById {
+                miss: M::NotFound,
+                stamp: false,
+            },
+            &[A_READ],
+            Opaque,
+        ),
+        row(
+            patch.clone(),
+            "/assistants/{assistant_id}",
+            AssistantById {
+                miss: M::Assistant,
+                stamp: true,
+            },
+            &[A_UPDATE],
+            Object,
+        ),
+        row(
+            delete.clone(),
+            "/assistants/{assistant_id}",
+            AssistantDelete,
+            &[A_DELETE],
+            Opaque,
+        ),
+        row(
+            get.clone(),
+            "/assistants/{assistant_id}/graph",
+            AssistantById {
+                miss: M::NotFound,
+                stamp: false,
+            },
+            &[A_READ],
+            Opaque,
+        ),
+        row(
+            get.clone(),
+            "/assistants/{assistant_id}/schemas",
+            AssistantById {
+                miss: M::NotFound,
+                stamp: false,
+            },
+            &[A_READ],
+            Opaque,
+        ),
+        row(
+            get.clone(),
+            "/assistants/{assistant_id}/subgraphs",
+            AssistantById {
+                miss: M::NotFound,
+                stamp: false,
+            },
+            &[A_READ],
+            Opaque,
+        ),
+        row(
+            get.clone(),
+            "/assistants/{assistant_id}/subgraphs/{namespace}",
+            AssistantById {
+                miss: M::NotFound,
+                stamp: false,
+            },
+            &[A_READ],
+            Opaque,
+        ),
+        row(
+            post.clone(),
+            "/assistants/{assistant_id}/versions",
+            AssistantVersions,
+            &[A_READ],
+            Opaque,
+        ),
+        row(
+            post.clone(),
+            "/assistants/{assistant_id}/latest",
+            AssistantById {
+                miss: M::Assistant,
+                stamp: false,
+            },
+            &[A_UPDATE],
+            Opaque,
+        ),
         // Store (spec 5.6 and 6).
         row(put.clone(), "/store/items", StorePut, &[S_PUT], Object),
         row(get.clone(), "/store/items", StoreGet, &[S_GET], Opaque),
-        row(delete.clone(), "/store/items", StoreDelete, &[S_DELETE], Object),
-        row(post.clone(), "/store/items/search", StoreSearch, &[S_SEARCH], Object),
-        row(post.clone(), "/store/namespaces", StoreNamespaces, &[S_LIST], Object),
+        row(
+            delete.clone(),
+            "/store/items",
+            StoreDelete,
+            &[S_DELETE],
+            Object,
+        ),
+        row(
+            post.clone(),
+            "/store/items/search",
+            StoreSearch,
+            &[S_SEARCH],
+            Object,
+        ),
+        row(
+            post.clone(),
+            "/store/namespaces",
+            StoreNamespaces,
+            &[S_LIST],
+            Object,
+        ),
         // Loopback surfaces (spec 5.7): refused unless enabled.
-        row(get.clone(), "/mcp", Unmediated(UnmediatedGroup::Mcp), &[], Opaque),
-        row(post.clone(), "/mcp", Unmediated(UnmediatedGroup::Mcp), &[], Opaque),
-        row(delete.clone(), "/mcp", Unmediated(UnmediatedGroup::Mcp), &[], Opaque),
-        row(get.clone(), "/a2a/{assistant_id}", Unmediated(UnmediatedGroup::A2a), &[], Opaque),
-        row(post.clone(), "/a2a/{assistant_id}", Unmediated(UnmediatedGroup::A2a), &[], Opaque),
-        row(delete.clone(), "/a2a/{assistant_id}", Unmediated(UnmediatedGroup::A2a), &[], Opaque),
-        row(get.clone(), "/a2a/{assistant_id}/.well-known/agent-card.json", Unmediated(UnmediatedGroup::A2a), &[], Opaque),
-        row(get.clone(), "/a2a/{assistant_id}/.well-known/agent.json", Unmediated(UnmediatedGroup::A2a), &[], Opaque),
-        row(get.clone(), "/.well-known/agent-card.json", Unmediated(UnmediatedGroup::A2a), &[], Opaque),
-        row(post, "/ui/{assistant_id}", Unmediated(UnmediatedGroup::Ui), &[], Opaque),
+        row(
+            get.clone(),
+            "/mcp",
+            Unmediated(UnmediatedGroup::Mcp),
+            &[],
+            Opaque,
+        ),
+        row(
+            post.clone(),
+            "/mcp",
+            Unmediated(UnmediatedGroup::Mcp),
+            &[],
+            Opaque,
+        ),
+        row(
+            delete.clone(),
+            "/mcp",
+            Unmediated(UnmediatedGroup::Mcp),
+            &[],
+            Opaque,
+        ),
+        row(
+            get.clone(),
+            "/a2a/{assistant_id}",
+            Unmediated(UnmediatedGroup::A2a),
+            &[],
+            Opaque,
+        ),
+        row(
+            post.clone(),
+            "/a2a/{assistant_id}",
+            Unmediated(UnmediatedGroup::A2a),
+            &[],
+            Opaque,
+        ),
+        row(
+            delete.clone(),
+            "/a2a/{assistant_id}",
+            Unmediated(UnmediatedGroup::A2a),
+            &[],
+            Opaque,
+        ),
+        row(
+            get.clone(),
+            "/a2a/{assistant_id}/.well-known/agent-card.json",
+            Unmediated(UnmediatedGroup::A2a),
+            &[],
+            Opaque,
+        ),
+        row(
+            get.clone(),
+            "/a2a/{assistant_id}/.well-known/agent.json",
+            Unmediated(UnmediatedGroup::A2a),
+            &[],
+            Opaque,
+        ),
+        row(
+            get.clone(),
+            "/.well-known/agent-card.json",
+            Unmediated(UnmediatedGroup::A2a),
+            &[],
+            Opaque,
+        ),
+        row(
+            post,
+            "/ui/{assistant_id}",
+            Unmediated(UnmediatedGroup::Ui),
+            &[],
+            Opaque,
+        ),
     ]
 }
 
@@ -362,9 +793,16 @@ fn build_table() -> Vec<Route> {
 /// and non-ASCII bytes, paths longer than 2048 bytes.
 pub fn check_path(path: &str) -> Result<(), GatewayError> {
     const MAX: usize = 2048;
-    let bad = |why: &str| Err(GatewayError::bad_request(format!("Ambiguous request path: {why}")));
+    let bad = |why: &str| {
+        Err(GatewayError::bad_request(format!(
+            "Ambiguous request path: {why}"
+        )))
+    };
     if path.len() > MAX {
-        return Err(GatewayError::new(StatusCode::URI_TOO_LONG, "Request path too long"));
+        return Err(GatewayError::new(
+            StatusCode::URI_TOO_LONG,
+            "Request path too long",
+        ));
     }
     if !path.starts_with('/') {
         return bad("it must start with '/'");
@@ -397,7 +835,11 @@ pub fn check_path(path: &str) -> Result<(), GatewayError> {
 
 /// Classify a (checked) path and method against the table.
 pub fn classify(method: &Method, path: &str) -> Result<RouteMatch, GatewayError> {
-    let want = if method == Method::HEAD { &Method::GET } else { method };
+    let want = if method == Method::HEAD {
+        &Method::GET
+    } else {
+        method
+    };
     let parts: Vec<&str> = path.split('/').skip(1).collect();
     let mut allowed: Vec<&Method> = Vec::new();
     for route in TABLE.iter() {
@@ -413,7 +855,11 @@ pub fn classify(method: &Method, path: &str) -> Result<RouteMatch, GatewayError>
     if allowed.is_empty() {
         return Err(GatewayError::not_found("Not Found"));
     }
-    let allow = allowed.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ");
+    let allow = allowed
+        .iter()
+        .map(|m| m.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
     let mut e = GatewayError::new(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
     if let Ok(v) = HeaderValue::from_str(&allow) {
         e = e.with_header(http::header::ALLOW, v);
@@ -426,7 +872,12 @@ fn match_segments(segs: &[Seg], parts: &[&str]) -> Option<Params> {
     let mut i = 0;
     for seg in segs {
         match seg {
-            Seg::Rest => return parts.get(i).is_some_and(|p| !p.is_empty()).then_some(params),
+            Seg::Rest => {
+                return parts
+                    .get(i)
+                    .is_some_and(|p| !p.is_empty())
+                    .then_some(params)
+            }
             Seg::Lit(l) => {
                 if parts.get(i) != Some(l) {
                     return None;
@@ -458,7 +909,9 @@ pub fn is_uuid(s: &str) -> bool {
 /// Validate path ids before any handler runs, as the server does (422).
 pub fn validate_params(m: &RouteMatch) -> Result<(), GatewayError> {
     let check = |v: &Option<String>, what: &str| match v {
-        Some(id) if !is_uuid(id) => Err(GatewayError::unprocessable(format!("Invalid {what} ID: must be a UUID"))),
+        Some(id) if !is_uuid(id) => Err(GatewayError::unprocessable(format!(
+            "Invalid {what} ID: must be a UUID"
+        ))),
         _ => Ok(()),
     };
     check(&m.params.thread_id, "thread")?;
@@ -495,8 +948,15 @@ mod tests {
                 .replace("{namespace}", "sub")
                 .replace("{*rest}", "x/y");
             check_path(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-            let m = classify(&r.method, &path).unwrap_or_else(|e| panic!("{} {path}: {e}", r.method));
-            assert!(std::ptr::eq(m.route, r), "{} {} matched {}", r.method, r.template, m.route.template);
+            let m =
+                classify(&r.method, &path).unwrap_or_else(|e| panic!("{} {path}: {e}", r.method));
+            assert!(
+                std::ptr::eq(m.route, r),
+                "{} {} matched {}",
+                r.method,
+                r.template,
+                m.route.template
+            );
         }
     }
 
@@ -513,34 +973,65 @@ mod tests {
     fn no_two_rows_share_method_and_template() {
         let mut seen = std::collections::HashSet::new();
         for r in TABLE.iter() {
-            assert!(seen.insert((r.method.clone(), r.template)), "{} {}", r.method, r.template);
+            assert!(
+                seen.insert((r.method.clone(), r.template)),
+                "{} {}",
+                r.method,
+                r.template
+            );
         }
     }
 
     #[test]
     fn literal_segments_win_over_parameters() {
-        assert_eq!(op(Method::POST, "/threads/search"), Op::ThreadSearch { count: false });
-        assert_eq!(op(Method::POST, "/runs/crons"), Op::CronCreate { on_thread: false });
-        assert_eq!(op(Method::POST, "/threads/6f1d1a52-3d6a-4a4e-9a57-2b1e1b1e1b1e/state/checkpoint"), Op::ThreadById { miss: Miss::ThreadWithId });
+        assert_eq!(
+            op(Method::POST, "/threads/search"),
+            Op::ThreadSearch { count: false }
+        );
+        assert_eq!(
+            op(Method::POST, "/runs/crons"),
+            Op::CronCreate { on_thread: false }
+        );
+        assert_eq!(
+            op(
+                Method::POST,
+                "/threads/6f1d1a52-3d6a-4a4e-9a57-2b1e1b1e1b1e/state/checkpoint"
+            ),
+            Op::ThreadById {
+                miss: Miss::ThreadWithId
+            }
+        );
     }
 
     #[test]
     fn run_create_on_thread_and_stateless() {
         let t = "/threads/6f1d1a52-3d6a-4a4e-9a57-2b1e1b1e1b1e/runs/wait";
         assert_eq!(op(Method::POST, t), Op::RunCreate { on_thread: true });
-        assert_eq!(op(Method::POST, "/runs/stream"), Op::RunCreate { on_thread: false });
+        assert_eq!(
+            op(Method::POST, "/runs/stream"),
+            Op::RunCreate { on_thread: false }
+        );
         let m = classify(&Method::POST, t).unwrap();
         assert_eq!(m.route.events, &[T_RUN, A_READ]);
-        assert_eq!(m.params.thread_id.as_deref(), Some("6f1d1a52-3d6a-4a4e-9a57-2b1e1b1e1b1e"));
+        assert_eq!(
+            m.params.thread_id.as_deref(),
+            Some("6f1d1a52-3d6a-4a4e-9a57-2b1e1b1e1b1e")
+        );
     }
 
     #[test]
     fn unknown_path_is_404_and_wrong_method_is_405_with_allow() {
         let e = classify(&Method::GET, "/no/such/path").unwrap_err();
-        assert_eq!((e.status, e.detail.as_str()), (StatusCode::NOT_FOUND, "Not Found"));
+        assert_eq!(
+            (e.status, e.detail.as_str()),
+            (StatusCode::NOT_FOUND, "Not Found")
+        );
         let e = classify(&Method::PUT, "/threads").unwrap_err();
         assert_eq!(e.status, StatusCode::METHOD_NOT_ALLOWED);
-        assert!(e.headers.iter().any(|(n, v)| n == http::header::ALLOW && v == "POST"));
+        assert!(e
+            .headers
+            .iter()
+            .any(|(n, v)| n == http::header::ALLOW && v == "POST"));
     }
 
     #[test]
@@ -586,12 +1077,23 @@ mod tests {
             let e = check_path(p).unwrap_err();
             assert_eq!(e.status, StatusCode::BAD_REQUEST, "{p}");
         }
-        assert_eq!(check_path(&format!("/{}", "a".repeat(5000))).unwrap_err().status, StatusCode::URI_TOO_LONG);
+        assert_eq!(
+            check_path(&format!("/{}", "a".repeat(5000)))
+                .unwrap_err()
+                .status,
+            StatusCode::URI_TOO_LONG
+        );
     }
 
     #[test]
     fn plain_paths_are_accepted() {
-        for p in ["/", "/threads", "/assistants/my-graph_1", "/threads/6f1d1a52-3d6a-4a4e-9a57-2b1e1b1e1b1e/state", "/ui/x.js"] {
+        for p in [
+            "/",
+            "/threads",
+            "/assistants/my-graph_1",
+            "/threads/6f1d1a52-3d6a-4a4e-9a57-2b1e1b1e1b1e/state",
+            "/ui/x.js",
+        ] {
             check_path(p).unwrap();
         }
     }
@@ -600,14 +1102,26 @@ mod tests {
     fn path_ids_must_be_uuids() {
         let m = classify(&Method::GET, "/threads/not-a-uuid").unwrap();
         let e = validate_params(&m).unwrap_err();
-        assert_eq!((e.status, e.detail.as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "Invalid thread ID: must be a UUID"));
+        assert_eq!(
+            (e.status, e.detail.as_str()),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid thread ID: must be a UUID"
+            )
+        );
         let m = classify(&Method::GET, "/assistants/agent").unwrap();
-        assert!(validate_params(&m).is_ok(), "assistant ids may be graph names");
+        assert!(
+            validate_params(&m).is_ok(),
+            "assistant ids may be graph names"
+        );
     }
 
     #[test]
     fn system_assistant_id_matches_langgraph() {
         // uuid5(6ba7b821-9dad-11d1-80b4-00c04fd430c8, "agent"), as langgraph_api computes it.
-        assert_eq!(system_assistant_id("agent").to_string(), "fe096781-5601-53d2-b2f6-0d3403f7e9ca");
+        assert_eq!(
+            system_assistant_id("agent").to_string(),
+            "fe096781-5601-53d2-b2f6-0d3403f7e9ca"
+        );
     }
 }

@@ -34,7 +34,12 @@ impl Default for ServerConfig {
 }
 
 /// Serve until `shutdown` turns true, then drain.
-pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, cfg: ServerConfig, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    gw: Arc<Gateway>,
+    cfg: ServerConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -42,7 +47,10 @@ pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, cfg: ServerConfig, m
         .header_read_timeout(cfg.header_read_timeout)
         .max_buf_size(cfg.max_header_bytes.max(8192))
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new()).max_header_list_size(cfg.max_header_bytes as u32);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(cfg.max_header_bytes as u32);
     let builder = Arc::new(builder);
     let (drain_tx, drain_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
@@ -86,7 +94,10 @@ pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, cfg: ServerConfig, m
     }
     drop(listener);
     let _ = drain_tx.send(true);
-    let _ = tokio::time::timeout(cfg.drain, async { while tasks.join_next().await.is_some() {} }).await;
+    let _ = tokio::time::timeout(cfg.drain, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
 }
 
 /// The address a listener is bound to (tests bind port 0).

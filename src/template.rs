@@ -171,7 +171,13 @@ fn var_value(v: &Var, user: &User) -> Result<Value, String> {
     Ok(match v {
         Var::Identity => Value::String(user.identity.clone()),
         Var::DisplayName => Value::String(user.display_name.clone()),
-        Var::Permissions => Value::Array(user.permissions.iter().cloned().map(Value::String).collect()),
+        Var::Permissions => Value::Array(
+            user.permissions
+                .iter()
+                .cloned()
+                .map(Value::String)
+                .collect(),
+        ),
         Var::Roles => Value::Array(user.roles.iter().cloned().map(Value::String).collect()),
         Var::Attribute(k) => user
             .attributes
@@ -199,7 +205,10 @@ impl ValueTemplate {
                 }
             }
             Value::Array(items) => {
-                let items = items.iter().map(ValueTemplate::compile).collect::<Result<Vec<_>, _>>()?;
+                let items = items
+                    .iter()
+                    .map(ValueTemplate::compile)
+                    .collect::<Result<Vec<_>, _>>()?;
                 if items.iter().all(|i| matches!(i, ValueTemplate::Literal(_))) {
                     ValueTemplate::Literal(v.clone())
                 } else {
@@ -211,7 +220,10 @@ impl ValueTemplate {
                 for (k, x) in m {
                     fields.push((k.clone(), ValueTemplate::compile(x)?));
                 }
-                if fields.iter().all(|(_, i)| matches!(i, ValueTemplate::Literal(_))) {
+                if fields
+                    .iter()
+                    .all(|(_, i)| matches!(i, ValueTemplate::Literal(_)))
+                {
                     ValueTemplate::Literal(v.clone())
                 } else {
                     ValueTemplate::Object(fields)
@@ -226,9 +238,12 @@ impl ValueTemplate {
         Ok(match self {
             ValueTemplate::Literal(v) => v.clone(),
             ValueTemplate::Str(t) => t.render(user)?,
-            ValueTemplate::Array(items) => {
-                Value::Array(items.iter().map(|i| i.render(user)).collect::<Result<_, _>>()?)
-            }
+            ValueTemplate::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|i| i.render(user))
+                    .collect::<Result<_, _>>()?,
+            ),
             ValueTemplate::Object(fields) => {
                 let mut m = Map::new();
                 for (k, t) in fields {
@@ -251,7 +266,10 @@ mod tests {
             display_name: "Alice".into(),
             permissions: vec!["threads:create".into()],
             roles: vec!["admin".into()],
-            attributes: json!({"org": "acme", "level": 3}).as_object().cloned().unwrap_or_default(),
+            attributes: json!({"org": "acme", "level": 3})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
         }
     }
 
@@ -267,14 +285,19 @@ mod tests {
     #[test]
     fn display_name_and_attribute_interpolate_in_text() {
         assert_eq!(
-            render(json!("{user.display_name}@{user.attributes.org}/{user.attributes.level}")),
+            render(json!(
+                "{user.display_name}@{user.attributes.org}/{user.attributes.level}"
+            )),
             Ok(json!("Alice@acme/3"))
         );
     }
 
     #[test]
     fn whole_string_list_placeholder_renders_a_list() {
-        assert_eq!(render(json!("{user.permissions}")), Ok(json!(["threads:create"])));
+        assert_eq!(
+            render(json!("{user.permissions}")),
+            Ok(json!(["threads:create"]))
+        );
         assert_eq!(render(json!("{user.roles}")), Ok(json!(["admin"])));
     }
 

@@ -55,20 +55,29 @@ pub struct Upstream {
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream").field("base", &self.cfg.base).finish()
+        f.debug_struct("Upstream")
+            .field("base", &self.cfg.base)
+            .finish()
     }
 }
 
 impl Upstream {
     /// Build the client. `ttl` zero disables lookup caching.
-    pub fn new(cfg: UpstreamConfig, cache_capacity: usize, ttl: Duration) -> Result<Upstream, String> {
+    pub fn new(
+        cfg: UpstreamConfig,
+        cache_capacity: usize,
+        ttl: Duration,
+    ) -> Result<Upstream, String> {
         let authority = cfg
             .base
             .authority()
             .map(|a| a.to_string())
             .ok_or_else(|| format!("upstream URL {} has no host", cfg.base))?;
         if cfg.base.scheme_str() != Some("http") {
-            return Err(format!("upstream URL {} must be http:// (a sidecar talks to loopback)", cfg.base));
+            return Err(format!(
+                "upstream URL {} must be http:// (a sidecar talks to loopback)",
+                cfg.base
+            ));
         }
         let mut conn = HttpConnector::new();
         conn.set_connect_timeout(Some(cfg.connect_timeout));
@@ -82,7 +91,11 @@ impl Upstream {
             client,
             cfg,
             authority,
-            cache: RTCache::new(cache_capacity.max(16), Some(Duration::from_secs(5)), Some(Duration::from_secs(10))),
+            cache: RTCache::new(
+                cache_capacity.max(16),
+                Some(Duration::from_secs(5)),
+                Some(Duration::from_secs(10)),
+            ),
             generations: MemoryCache::new(cache_capacity.max(16)),
             epoch: AtomicU64::new(1),
             ttl,
@@ -108,13 +121,24 @@ impl Upstream {
     /// Send a request; waits for the response headers at most the configured time.
     pub async fn send(&self, req: Request<UpBody>) -> Result<Response<Incoming>, GatewayError> {
         match tokio::time::timeout(self.cfg.response_timeout, self.client.request(req)).await {
-            Err(_) => Err(GatewayError::upstream(StatusCode::GATEWAY_TIMEOUT, "Upstream did not answer in time")),
+            Err(_) => Err(GatewayError::upstream(
+                StatusCode::GATEWAY_TIMEOUT,
+                "Upstream did not answer in time",
+            )),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "upstream request failed");
                 let connect = e.is_connect();
                 Err(GatewayError::upstream(
-                    if connect { StatusCode::BAD_GATEWAY } else { StatusCode::BAD_GATEWAY },
-                    if connect { "Upstream unavailable" } else { "Upstream connection failed" },
+                    if connect {
+                        StatusCode::BAD_GATEWAY
+                    } else {
+                        StatusCode::BAD_GATEWAY
+                    },
+                    if connect {
+                        "Upstream unavailable"
+                    } else {
+                        "Upstream connection failed"
+                    },
                 ))
             }
             Ok(Ok(r)) => Ok(r),
@@ -122,35 +146,65 @@ impl Upstream {
     }
 
     /// A JSON request to the upstream, fully read (bounded). Used by lookups and searches.
-    pub async fn json(&self, method: http::Method, path: &str, body: Option<Vec<u8>>) -> Result<(StatusCode, http::HeaderMap, Bytes), GatewayError> {
-        let mut b = Request::builder().method(method).uri(self.uri(path)?).header(http::header::ACCEPT, "application/json");
+    pub async fn json(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, http::HeaderMap, Bytes), GatewayError> {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(self.uri(path)?)
+            .header(http::header::ACCEPT, "application/json");
         let body: UpBody = match body {
             Some(bytes) => {
                 b = b.header(http::header::CONTENT_TYPE, "application/json");
-                Full::new(Bytes::from(bytes)).map_err(|never| match never {}).boxed_unsync()
+                Full::new(Bytes::from(bytes))
+                    .map_err(|never| match never {})
+                    .boxed_unsync()
             }
-            None => http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync(),
+            None => http_body_util::Empty::new()
+                .map_err(|never| match never {})
+                .boxed_unsync(),
         };
-        let req = b.body(body).map_err(|e| GatewayError::internal(e.to_string()))?;
+        let req = b
+            .body(body)
+            .map_err(|e| GatewayError::internal(e.to_string()))?;
         let resp = self.send(req).await?;
         let (parts, body) = resp.into_parts();
         let limited = http_body_util::Limited::new(body, self.cfg.max_lookup_bytes);
         let bytes = match tokio::time::timeout(self.cfg.response_timeout, limited.collect()).await {
             Ok(Ok(c)) => c.to_bytes(),
-            Ok(Err(_)) => return Err(GatewayError::upstream(StatusCode::BAD_GATEWAY, "Upstream answer unreadable or too large")),
-            Err(_) => return Err(GatewayError::upstream(StatusCode::GATEWAY_TIMEOUT, "Upstream did not answer in time")),
+            Ok(Err(_)) => {
+                return Err(GatewayError::upstream(
+                    StatusCode::BAD_GATEWAY,
+                    "Upstream answer unreadable or too large",
+                ))
+            }
+            Err(_) => {
+                return Err(GatewayError::upstream(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "Upstream did not answer in time",
+                ))
+            }
         };
         Ok((parts.status, parts.headers, bytes))
     }
 
     /// Look a resource up, through the cache (coalesced: one upstream call per key at a time).
     /// Returns the resource and whether it came from the cache.
-    pub async fn lookup_traced(self: &Arc<Self>, t: &Target) -> Result<(Fetched, bool), GatewayError> {
+    pub async fn lookup_traced(
+        self: &Arc<Self>,
+        t: &Target,
+    ) -> Result<(Fetched, bool), GatewayError> {
         if self.ttl.is_zero() {
             return self.fetch(t).await.map(|f| (f, false));
         }
         let gen = self.generations.get(t).0.unwrap_or(0);
-        let (r, status) = self.cache.get(&(t.clone(), gen), Some(self.ttl), Some(self.as_ref())).await;
+        let (r, status) = self
+            .cache
+            .get(&(t.clone(), gen), Some(self.ttl), Some(self.as_ref()))
+            .await;
         let hit = matches!(status, CacheStatus::Hit);
         r.map(|f| (f, hit)).map_err(|e| {
             tracing::warn!(error = %e, "lookup failed");
@@ -164,7 +218,10 @@ impl Upstream {
             return self.fetch(t).await;
         }
         let gen = self.generations.get(t).0.unwrap_or(0);
-        let (r, status) = self.cache.get(&(t.clone(), gen), Some(self.ttl), Some(self.as_ref())).await;
+        let (r, status) = self
+            .cache
+            .get(&(t.clone(), gen), Some(self.ttl), Some(self.as_ref()))
+            .await;
         tracing::trace!(target = ?t, hit = matches!(status, CacheStatus::Hit), "lookup");
         r.map_err(|e| {
             tracing::warn!(error = %e, "lookup failed");
@@ -184,17 +241,33 @@ impl Upstream {
         match status {
             StatusCode::OK => {
                 let v: Value = serde_json::from_slice(&body).map_err(|_| {
-                    GatewayError::upstream(StatusCode::BAD_GATEWAY, "Upstream lookup answered invalid JSON")
+                    GatewayError::upstream(
+                        StatusCode::BAD_GATEWAY,
+                        "Upstream lookup answered invalid JSON",
+                    )
                 })?;
-                if !v.is_object() || v.get("metadata").is_some_and(|m| !m.is_object() && !m.is_null()) {
-                    return Err(GatewayError::upstream(StatusCode::BAD_GATEWAY, "Upstream lookup answered an unexpected shape"));
+                // The store answers a missing item with 200 `null`.
+                if v.is_null() && matches!(t, Target::StoreItem(..)) {
+                    return Ok(None);
+                }
+                if !v.is_object()
+                    || v.get("metadata")
+                        .is_some_and(|m| !m.is_object() && !m.is_null())
+                {
+                    return Err(GatewayError::upstream(
+                        StatusCode::BAD_GATEWAY,
+                        "Upstream lookup answered an unexpected shape",
+                    ));
                 }
                 Ok(Some(Arc::new(v)))
             }
             StatusCode::NOT_FOUND | StatusCode::UNPROCESSABLE_ENTITY => Ok(None),
             s => {
                 tracing::warn!(status = %s, path = %t.path(), "unexpected lookup status");
-                Err(GatewayError::upstream(StatusCode::BAD_GATEWAY, "Upstream lookup failed"))
+                Err(GatewayError::upstream(
+                    StatusCode::BAD_GATEWAY,
+                    "Upstream lookup failed",
+                ))
             }
         }
     }
@@ -218,7 +291,9 @@ impl Lookup<(Target, u64), Fetched, Upstream> for LookupCb {
         key: &(Target, u64),
         extra: Option<&Upstream>,
     ) -> Result<(Fetched, Option<Duration>), Box<dyn pingora_error::ErrorTrait + Send + Sync>> {
-        let up = extra.ok_or_else(|| Box::new(LookupError(GatewayError::internal("no upstream"))) as Box<_>)?;
+        let up = extra.ok_or_else(|| {
+            Box::new(LookupError(GatewayError::internal("no upstream"))) as Box<_>
+        })?;
         up.fetch(&key.0)
             .await
             .map(|f| (f, Some(up.ttl)))
