@@ -34,6 +34,21 @@ enum Cmd {
         /// The policy directory.
         dir: PathBuf,
     },
+    /// Explain one decision: handler, roles, access policies, filter, effect.
+    Explain {
+        /// The policy directory.
+        #[arg(long)]
+        policies: PathBuf,
+        /// The user as JSON: {"identity": ..., "permissions": [...], "roles": [...], "attributes": {...}}.
+        #[arg(long)]
+        user: String,
+        /// The permission, RESOURCE:ACTION (e.g. threads:read).
+        #[arg(long)]
+        action: String,
+        /// The resource's metadata (tags) as JSON, e.g. {"owner": "alice", "Team": "A"}.
+        #[arg(long)]
+        resource: Option<String>,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -102,10 +117,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.cmd {
         Cmd::Serve(a) => init_logs(&a.log_format),
-        Cmd::Check { .. } => init_logs("compact"),
+        Cmd::Check { .. } | Cmd::Explain { .. } => init_logs("compact"),
     }
     match cli.cmd {
         Cmd::Check { dir } => check(&dir),
+        Cmd::Explain { policies, user, action, resource } => explain(&policies, &user, &action, resource.as_deref()),
         Cmd::Serve(args) => match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -117,6 +133,71 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserArg {
+    identity: String,
+    display_name: Option<String>,
+    #[serde(default)]
+    permissions: Vec<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    attributes: serde_json::Map<String, serde_json::Value>,
+}
+
+fn explain(dir: &std::path::Path, user: &str, action: &str, resource: Option<&str>) -> ExitCode {
+    let policy = match Policy::load_dir(dir) {
+        Ok(p) => p,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let u: UserArg = match serde_json::from_str(user) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("graphguard: --user is not a user object: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let user = graphguard::user::User {
+        display_name: u.display_name.unwrap_or_else(|| u.identity.clone()),
+        identity: u.identity,
+        permissions: u.permissions,
+        roles: u.roles,
+        attributes: u.attributes,
+    };
+    let event = match action.split_once(':').and_then(|(r, a)| {
+        Some(graphguard::event::Event::new(
+            graphguard::event::Resource::parse(r)?,
+            graphguard::event::Action::parse(a)?,
+        ))
+    }) {
+        Some(e) if e.is_valid() => e,
+        _ => {
+            eprintln!("graphguard: --action must be RESOURCE:ACTION, e.g. threads:read");
+            return ExitCode::FAILURE;
+        }
+    };
+    let md = match resource.map(serde_json::from_str::<serde_json::Map<String, serde_json::Value>>).transpose() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("graphguard: --resource must be a JSON object of metadata: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ex = graphguard::explain::explain(&policy, &user, event, md.as_ref());
+    for w in &ex.words {
+        println!("{w}");
+    }
+    println!();
+    println!("{}", serde_json::to_string_pretty(&ex).unwrap_or_default());
+    ExitCode::SUCCESS
 }
 
 fn check(dir: &std::path::Path) -> ExitCode {
