@@ -53,6 +53,21 @@ impl Target {
         }
     }
 
+    /// The same target with its id in canonical form (a UUID lower-case and hyphenated), so
+    /// every spelling of one resource shares one cache entry.
+    pub fn normalized(&self) -> Target {
+        let canon = |id: &str| match uuid::Uuid::try_parse(id) {
+            Ok(u) if crate::routes::is_uuid(id) => u.to_string(),
+            _ => id.to_string(),
+        };
+        match self {
+            Target::Thread(id) => Target::Thread(canon(id)),
+            Target::Assistant(id) => Target::Assistant(canon(id)),
+            Target::Cron(id) => Target::Cron(canon(id)),
+            Target::StoreItem(ns, k) => Target::StoreItem(ns.clone(), k.clone()),
+        }
+    }
+
     /// The tags access policies read: a store item's `value`, anything else's `metadata`.
     pub fn tags(&self, v: &Value) -> Map<String, Value> {
         match self {
@@ -551,11 +566,17 @@ impl<'a> Cx<'a> {
                     .unwrap_or(Action::Read);
                 let g = match self.grant(T, action) {
                     Err(Stop::Refuse(e)) if miss == Miss::ThreadNotFoundSse => {
-                        return Err(e.as_sse().into())
+                        return Err(self.sse_headers(e.as_sse()).into())
                     }
                     other => other?,
                 };
-                self.check(&g, Target::Thread(tid.clone()), miss, &tid)?;
+                self.check(&g, Target::Thread(tid.clone()), miss, &tid)
+                    .map_err(|s| match s {
+                        Stop::Refuse(e) if miss == Miss::ThreadNotFoundSse => {
+                            Stop::Refuse(self.sse_headers(e))
+                        }
+                        other => other,
+                    })?;
                 let mut f = forward();
                 if action != Action::Read {
                     f.invalidate.push(Target::Thread(tid));
@@ -707,6 +728,12 @@ impl<'a> Cx<'a> {
             }
             Op::AssistantById { miss, stamp } => {
                 let aid = self.param(&p.assistant_id)?;
+                // `/graph` also takes a graph name: it means the graph's system assistant.
+                let aid = if is_uuid(&aid) {
+                    aid
+                } else {
+                    crate::routes::system_assistant_id(&aid).to_string()
+                };
                 self.on(Subject::Target(Target::Assistant(aid.clone())));
                 let action = self
                     .input
@@ -821,6 +848,25 @@ impl<'a> Cx<'a> {
             f.body = Some(o.splice(&[("metadata", Some(&merged))]));
         }
         Ok(f)
+    }
+
+    /// The headers the server sends on a run's join stream, kept on a refusal delivered as an
+    /// SSE error event (the SDK reconnects to `Location`).
+    fn sse_headers(&self, e: GatewayError) -> GatewayError {
+        let p = &self.input.route.params;
+        match (&p.thread_id, &p.run_id) {
+            (Some(t), Some(r)) => {
+                let loc = HeaderValue::from_str(&format!("/threads/{t}/runs/{r}/stream"));
+                let cloc = HeaderValue::from_str(&format!("/threads/{t}/runs/{r}"));
+                match (loc, cloc) {
+                    (Ok(l), Ok(c)) => e
+                        .with_header(http::header::LOCATION, l)
+                        .with_header(http::header::CONTENT_LOCATION, c),
+                    _ => e,
+                }
+            }
+            _ => e,
+        }
     }
 
     /// A v2 protocol command `{id, method, params}`. `run.start` starts a run: its assistant

@@ -310,7 +310,7 @@ impl Gateway {
                 )));
             }
         }
-        let user = auth::authenticate(&policy.authenticators, req.headers()).map_err(fail)?;
+        let user = auth::authenticate(&policy.authenticators, req.headers()).await.map_err(fail)?;
         let with_user = |e: GatewayError| (e, Some(user.clone()), None);
         let m = classified.map_err(with_user)?;
         routes::validate_params(&m).map_err(with_user)?;
@@ -361,13 +361,12 @@ impl Gateway {
             )),
             Outcome::Forward(fwd) => {
                 let invalidate = fwd.invalidate.clone();
-                let r = self
-                    .forward(policy, parts, raw, fwd, Some(&user), peer)
-                    .await
-                    .map_err(done)?;
+                let r = self.forward(policy, parts, raw, fwd, Some(&user), peer).await;
+                // Whether or not the forward succeeded, the write may have reached the upstream.
                 for t in &invalidate {
                     self.upstream.invalidate(t);
                 }
+                let r = r.map_err(done)?;
                 Ok((r, Some(user.clone()), Some(decision)))
             }
         }
@@ -431,6 +430,9 @@ impl Gateway {
         }
         for n in &policy.user_headers.strip {
             headers.remove(n);
+        }
+        for a in &policy.authenticators {
+            a.strip_credentials(&mut headers);
         }
         headers.remove(header::HOST);
         headers.remove(header::EXPECT);

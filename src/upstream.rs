@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
@@ -18,7 +17,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use pingora_memory_cache::{CacheStatus, Lookup, MemoryCache, RTCache};
+use pingora_memory_cache::{CacheStatus, MemoryCache};
 use serde_json::Value;
 
 use crate::decide::{Fetched, Target};
@@ -45,9 +44,9 @@ pub struct Upstream {
     client: Client<HttpConnector, UpBody>,
     cfg: UpstreamConfig,
     authority: String,
-    cache: RTCache<(Target, u64), Fetched, LookupCb, Upstream>,
-    generations: MemoryCache<Target, u64>,
-    epoch: AtomicU64,
+    cache: MemoryCache<Target, Fetched>,
+    inflight: std::sync::Mutex<std::collections::HashMap<Target, Arc<tokio::sync::Mutex<()>>>>,
+    writes: AtomicU64,
     ttl: Duration,
     /// Lookups that went upstream (for metrics and tests).
     pub lookups_sent: AtomicU64,
@@ -91,13 +90,9 @@ impl Upstream {
             client,
             cfg,
             authority,
-            cache: RTCache::new(
-                cache_capacity.max(16),
-                Some(Duration::from_secs(5)),
-                Some(Duration::from_secs(10)),
-            ),
-            generations: MemoryCache::new(cache_capacity.max(16)),
-            epoch: AtomicU64::new(1),
+            cache: MemoryCache::new(cache_capacity.max(16)),
+            inflight: std::sync::Mutex::new(std::collections::HashMap::new()),
+            writes: AtomicU64::new(0),
             ttl,
             lookups_sent: AtomicU64::new(0),
         })
@@ -127,19 +122,8 @@ impl Upstream {
             )),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "upstream request failed");
-                let connect = e.is_connect();
-                Err(GatewayError::upstream(
-                    if connect {
-                        StatusCode::BAD_GATEWAY
-                    } else {
-                        StatusCode::BAD_GATEWAY
-                    },
-                    if connect {
-                        "Upstream unavailable"
-                    } else {
-                        "Upstream connection failed"
-                    },
-                ))
+                let detail = if e.is_connect() { "Upstream unavailable" } else { "Upstream connection failed" };
+                Err(GatewayError::upstream(StatusCode::BAD_GATEWAY, detail))
             }
             Ok(Ok(r)) => Ok(r),
         }
@@ -191,48 +175,53 @@ impl Upstream {
         Ok((parts.status, parts.headers, bytes))
     }
 
-    /// Look a resource up, through the cache (coalesced: one upstream call per key at a time).
-    /// Returns the resource and whether it came from the cache.
-    pub async fn lookup_traced(
-        self: &Arc<Self>,
-        t: &Target,
-    ) -> Result<(Fetched, bool), GatewayError> {
+    /// Look a resource up, through the cache (coalesced: concurrent lookups of one resource
+    /// make one upstream call). Returns the resource and whether it came from the cache.
+    pub async fn lookup_traced(self: &Arc<Self>, t: &Target) -> Result<(Fetched, bool), GatewayError> {
         if self.ttl.is_zero() {
             return self.fetch(t).await.map(|f| (f, false));
         }
-        let gen = self.generations.get(t).0.unwrap_or(0);
-        let (r, status) = self
-            .cache
-            .get(&(t.clone(), gen), Some(self.ttl), Some(self.as_ref()))
-            .await;
-        let hit = matches!(status, CacheStatus::Hit);
-        r.map(|f| (f, hit)).map_err(|e| {
-            tracing::warn!(error = %e, "lookup failed");
-            GatewayError::upstream(StatusCode::BAD_GATEWAY, "Upstream lookup failed")
-        })
+        let key = t.normalized();
+        if let (Some(f), CacheStatus::Hit) = self.cache.get(&key) {
+            return Ok((f, true));
+        }
+        let gate = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            inflight.entry(key.clone()).or_default().clone()
+        };
+        let result = {
+            let _one = gate.lock().await;
+            if let (Some(f), CacheStatus::Hit) = self.cache.get(&key) {
+                Ok((f, true))
+            } else {
+                // Cache the answer only if no write went through the gateway while it was
+                // being fetched: the answer may predate that write.
+                let writes = self.writes.load(Ordering::Acquire);
+                let f = self.fetch(t).await;
+                if let Ok(v) = &f {
+                    if self.writes.load(Ordering::Acquire) == writes {
+                        self.cache.put(&key, v.clone(), Some(self.ttl));
+                    }
+                }
+                f.map(|v| (v, false))
+            }
+        };
+        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if inflight.get(&key).is_some_and(|g| Arc::ptr_eq(g, &gate)) && Arc::strong_count(&gate) <= 2 {
+            inflight.remove(&key);
+        }
+        result
     }
 
     /// Look a resource up, through the cache.
     pub async fn lookup(self: &Arc<Self>, t: &Target) -> Result<Fetched, GatewayError> {
-        if self.ttl.is_zero() {
-            return self.fetch(t).await;
-        }
-        let gen = self.generations.get(t).0.unwrap_or(0);
-        let (r, status) = self
-            .cache
-            .get(&(t.clone(), gen), Some(self.ttl), Some(self.as_ref()))
-            .await;
-        tracing::trace!(target = ?t, hit = matches!(status, CacheStatus::Hit), "lookup");
-        r.map_err(|e| {
-            tracing::warn!(error = %e, "lookup failed");
-            GatewayError::upstream(StatusCode::BAD_GATEWAY, "Upstream lookup failed")
-        })
+        self.lookup_traced(t).await.map(|(f, _)| f)
     }
 
-    /// Forget a cached resource (after a write through the gateway).
+    /// Forget a cached resource (after a write through the gateway, successful or not).
     pub fn invalidate(&self, t: &Target) {
-        let next = self.epoch.fetch_add(1, Ordering::Relaxed);
-        self.generations.put(t, next, None);
+        self.writes.fetch_add(1, Ordering::AcqRel);
+        self.cache.remove(&t.normalized());
     }
 
     async fn fetch(&self, t: &Target) -> Result<Fetched, GatewayError> {
@@ -270,33 +259,5 @@ impl Upstream {
                 ))
             }
         }
-    }
-}
-
-/// The read-through callback of the lookup cache.
-pub struct LookupCb;
-
-#[derive(Debug)]
-struct LookupError(GatewayError);
-impl std::fmt::Display for LookupError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-impl std::error::Error for LookupError {}
-
-#[async_trait]
-impl Lookup<(Target, u64), Fetched, Upstream> for LookupCb {
-    async fn lookup(
-        key: &(Target, u64),
-        extra: Option<&Upstream>,
-    ) -> Result<(Fetched, Option<Duration>), Box<dyn pingora_error::ErrorTrait + Send + Sync>> {
-        let up = extra.ok_or_else(|| {
-            Box::new(LookupError(GatewayError::internal("no upstream"))) as Box<_>
-        })?;
-        up.fetch(&key.0)
-            .await
-            .map(|f| (f, Some(up.ttl)))
-            .map_err(|e| Box::new(LookupError(e)) as Box<_>)
     }
 }
