@@ -917,6 +917,13 @@ pub fn validate_params(m: &RouteMatch) -> Result<(), GatewayError> {
     check(&m.params.thread_id, "thread")?;
     check(&m.params.run_id, "run")?;
     check(&m.params.cron_id, "cron")?;
+    // Assistant routes take UUIDs; only `/graph` also takes a graph name (the server maps it
+    // to the graph's system assistant).
+    if m.route.template.starts_with("/assistants/{assistant_id}")
+        && m.route.template != "/assistants/{assistant_id}/graph"
+    {
+        check(&m.params.assistant_id, "assistant")?;
+    }
     Ok(())
 }
 
@@ -1110,6 +1117,10 @@ mod tests {
             )
         );
         let m = classify(&Method::GET, "/assistants/agent").unwrap();
+        let e = validate_params(&m).unwrap_err();
+        assert_eq!(e.detail, "Invalid assistant ID: must be a UUID");
+        let m = classify(&Method::GET, "/assistants/agent/graph").unwrap();
+        assert!(validate_params(&m).is_ok(), "the graph route takes graph names");
         assert!(
             validate_params(&m).is_ok(),
             "assistant ids may be graph names"
