@@ -14,6 +14,7 @@ pub mod filter;
 pub mod idle;
 pub mod metrics;
 pub mod policy;
+pub mod policytest;
 pub mod proxy;
 pub mod reload;
 pub mod rewrite;

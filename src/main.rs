@@ -34,6 +34,14 @@ enum Cmd {
         /// The policy directory.
         dir: PathBuf,
     },
+    /// Run a policy set's test cases (user, action or request, expectations).
+    Test {
+        /// The policy directory.
+        dir: PathBuf,
+        /// The test files (YAML or JSON).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Explain one decision: handler, roles, access policies, filter, effect.
     Explain {
         /// The policy directory.
@@ -117,10 +125,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.cmd {
         Cmd::Serve(a) => init_logs(&a.log_format),
-        Cmd::Check { .. } | Cmd::Explain { .. } => init_logs("compact"),
+        Cmd::Check { .. } | Cmd::Explain { .. } | Cmd::Test { .. } => init_logs("compact"),
     }
     match cli.cmd {
         Cmd::Check { dir } => check(&dir),
+        Cmd::Test { dir, files } => policy_test(&dir, &files),
         Cmd::Explain { policies, user, action, resource } => explain(&policies, &user, &action, resource.as_deref()),
         Cmd::Serve(args) => match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -198,6 +207,43 @@ fn explain(dir: &std::path::Path, user: &str, action: &str, resource: Option<&st
     println!();
     println!("{}", serde_json::to_string_pretty(&ex).unwrap_or_default());
     ExitCode::SUCCESS
+}
+
+fn policy_test(dir: &std::path::Path, files: &[PathBuf]) -> ExitCode {
+    let policy = match Policy::load_dir(dir) {
+        Ok(p) => p,
+        Err(errors) => {
+            for e in errors {
+                println!("{e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let (mut passed, mut failed) = (0, 0);
+    for f in files {
+        let file: graphguard::policytest::TestFile = match std::fs::read_to_string(f)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_yaml_ng::from_str(&t).map_err(|e| e.to_string()))
+        {
+            Ok(file) => file,
+            Err(e) => {
+                println!("{}: {e}", f.display());
+                return ExitCode::FAILURE;
+            }
+        };
+        let (p, failures) = graphguard::policytest::run_file(&policy, &file);
+        passed += p;
+        failed += failures.len();
+        for fl in failures {
+            println!("{}: {fl}", f.display());
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn check(dir: &std::path::Path) -> ExitCode {
