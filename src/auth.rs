@@ -23,6 +23,9 @@ pub enum AuthOutcome {
     NotMine,
     /// The credential is this authenticator's kind but invalid.
     Rejected(GatewayError),
+    /// The credential is not this authenticator's (e.g. a token from another issuer); the
+    /// error is the answer if no later authenticator takes it.
+    Declined(GatewayError),
 }
 
 /// A configured authenticator.
@@ -30,30 +33,62 @@ pub enum AuthOutcome {
 pub enum Authenticator {
     /// Static API keys.
     ApiKey(ApiKeys),
+    /// JWT bearer tokens.
+    Jwt(Arc<crate::jwt::JwtAuthenticator>),
+    /// An external authentication service.
+    Forward(Arc<crate::forward_auth::ForwardAuthenticator>),
+    /// A fixed identity for requests no other authenticator recognised (opt-in).
+    Anonymous(Arc<User>),
 }
 
 impl Authenticator {
     /// Authenticate a request from its headers.
-    pub fn authenticate(&self, headers: &HeaderMap) -> AuthOutcome {
+    pub async fn authenticate(&self, headers: &HeaderMap) -> AuthOutcome {
         match self {
             Authenticator::ApiKey(k) => k.authenticate(headers),
+            Authenticator::Jwt(j) => j.authenticate(headers).await,
+            Authenticator::Forward(f) => f.authenticate(headers).await,
+            Authenticator::Anonymous(u) => AuthOutcome::Authenticated(u.clone()),
+        }
+    }
+
+    /// Remove this authenticator's credential headers from a request going upstream (unless
+    /// it is configured with `forward_credentials: true`). API keys are left as they are.
+    pub fn strip_credentials(&self, headers: &mut HeaderMap) {
+        match self {
+            Authenticator::ApiKey(_) | Authenticator::Anonymous(_) => {}
+            Authenticator::Jwt(j) => j.strip_credentials(headers),
+            Authenticator::Forward(f) => f.strip_credentials(headers),
         }
     }
 }
 
 const BEARER_CHALLENGE: &str = "Bearer";
 
-/// Run the authenticators in order; the first that recognises the credential decides.
-pub fn authenticate(
+/// Run the authenticators in order; the first that recognises the credential decides. A
+/// credential every authenticator declined gets the first decline's reason, never `anonymous`.
+pub async fn authenticate(
     authenticators: &[Authenticator],
     headers: &HeaderMap,
 ) -> Result<Arc<User>, GatewayError> {
+    let mut declined: Option<GatewayError> = None;
     for a in authenticators {
-        match a.authenticate(headers) {
+        if matches!(a, Authenticator::Anonymous(_)) {
+            if let Some(e) = declined {
+                return Err(e);
+            }
+        }
+        match a.authenticate(headers).await {
             AuthOutcome::Authenticated(u) => return Ok(u),
             AuthOutcome::Rejected(e) => return Err(e),
+            AuthOutcome::Declined(e) => {
+                declined.get_or_insert(e);
+            }
             AuthOutcome::NotMine => {}
         }
+    }
+    if let Some(e) = declined {
+        return Err(e);
     }
     Err(GatewayError::unauthorized(
         "Missing authentication credentials",
@@ -188,6 +223,14 @@ fn parse_digest(hexstr: &str) -> Result<[u8; 32], String> {
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    /// The async `authenticate`, driven to completion (API keys never wait).
+    fn authenticate(a: &[Authenticator], h: &HeaderMap) -> Result<Arc<User>, GatewayError> {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(super::authenticate(a, h))
+    }
 
     fn entry(key: &str, id: &str) -> ApiKeyEntry {
         ApiKeyEntry {

@@ -276,7 +276,10 @@ pub fn parse_jwks(
             Ok(None) => {}
             Err(m) => tracing::warn!(
                 index = i,
-                kid = k.get("kid").and_then(Value::as_str).unwrap_or("-"),
+                kid = k
+                    .get("kid")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("-"),
                 "JWKS key skipped: {m}"
             ),
         }
@@ -458,6 +461,7 @@ pub struct RemoteKeys {
     keys: ArcSwapOption<KeySet>,
     state: tokio::sync::Mutex<FetchState>,
     refresher: AtomicBool,
+    refresh_task: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
     fetches: AtomicU64,
     failures: AtomicU64,
 }
@@ -484,6 +488,7 @@ impl RemoteKeys {
             keys: ArcSwapOption::empty(),
             state: tokio::sync::Mutex::new(FetchState::default()),
             refresher: AtomicBool::new(false),
+            refresh_task: std::sync::Mutex::new(None),
             fetches: AtomicU64::new(0),
             failures: AtomicU64::new(0),
         })
@@ -553,7 +558,10 @@ impl RemoteKeys {
         }
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             if !self.refresher.swap(true, Ordering::AcqRel) {
-                rt.spawn(refresh_loop(Arc::downgrade(self)));
+                let task = rt.spawn(refresh_loop(Arc::downgrade(self)));
+                if let Ok(mut slot) = self.refresh_task.lock() {
+                    *slot = Some(task.abort_handle());
+                }
             }
         }
     }
@@ -623,6 +631,18 @@ impl RemoteKeys {
     }
 }
 
+impl Drop for RemoteKeys {
+    /// A replaced policy's keys stop their refresh task at once (it holds only a weak
+    /// reference, so it would also end at its next wake-up).
+    fn drop(&mut self) {
+        if let Ok(mut slot) = self.refresh_task.lock() {
+            if let Some(t) = slot.take() {
+                t.abort();
+            }
+        }
+    }
+}
+
 async fn refresh_loop(weak: Weak<RemoteKeys>) {
     loop {
         let delay = {
@@ -638,7 +658,7 @@ async fn refresh_loop(weak: Weak<RemoteKeys>) {
         let mut st = me.state.lock().await;
         if st
             .last_attempt
-            .is_none_or(|t| t.elapsed() >= st.next_refresh)
+            .map_or(true, |t| t.elapsed() >= st.next_refresh)
         {
             me.fetch_locked(&mut st).await;
         }
@@ -706,13 +726,21 @@ mod tests {
             .copied()
             .chain([Algorithm::ES256, Algorithm::ES384, Algorithm::EdDSA])
             .collect();
+        let k = crate::jwt::test_keys::keys();
+        let with = |mut jwk: Value, extra: Value| {
+            for (n, v) in extra.as_object().unwrap() {
+                jwk[n] = v.clone();
+            }
+            jwk
+        };
         let doc = serde_json::json!({"keys": [
             {"kty": "RSA", "kid": "small", "n": b64(&[0xff; 128]), "e": "AQAB"},
-            {"kty": "RSA", "kid": "big", "n": b64(&[0xff; 256]), "e": "AQAB", "alg": "RS256"},
-            {"kty": "RSA", "kid": "enc", "use": "enc", "n": b64(&[0xff; 256]), "e": "AQAB"},
-            {"kty": "EC", "kid": "p256", "crv": "P-256", "x": b64(&[1; 32]), "y": b64(&[2; 32])},
+            with(k.rsa.jwk.clone(), serde_json::json!({"kid": "big", "alg": "RS256"})),
+            with(k.rsa.jwk.clone(), serde_json::json!({"kid": "enc", "use": "enc"})),
+            with(k.p256.jwk.clone(), serde_json::json!({"kid": "p256"})),
+            {"kty": "EC", "kid": "off-curve", "crv": "P-256", "x": b64(&[1; 32]), "y": b64(&[2; 32])},
             {"kty": "EC", "kid": "k1", "crv": "secp256k1", "x": b64(&[1; 32]), "y": b64(&[2; 32])},
-            {"kty": "OKP", "kid": "ed", "crv": "Ed25519", "x": b64(&[3; 32])},
+            with(k.ed.jwk.clone(), serde_json::json!({"kid": "ed"})),
             {"kty": "oct", "kid": "sym", "k": b64(&[4; 32])},
         ]});
         let bytes = serde_json::to_vec(&doc).unwrap();

@@ -460,7 +460,7 @@ impl TokenSource {
                     .flat_map(|v| v.split(';'))
                     .map(str::trim)
                     .filter(|c| {
-                        !c.is_empty() && c.split_once('=').is_none_or(|(n, _)| n.trim() != name)
+                        !c.is_empty() && c.split_once('=').map_or(true, |(n, _)| n.trim() != name)
                     })
                     .map(str::to_string)
                     .collect();
@@ -839,10 +839,16 @@ impl JwtAuthenticator {
     pub async fn authenticate_token(&self, token: &str) -> Result<Arc<User>, Refusal> {
         let keys = match &self.keys {
             KeySource::Static(k) => k.clone(),
-            KeySource::Remote(r) => r
-                .current()
-                .await
-                .ok_or(Refusal::Rejected(JwtError::KeysUnavailable))?,
+            KeySource::Remote(r) => {
+                if r.loaded().is_none() {
+                    // Nothing fetched yet: refuse or decline what needs no key first, so that a
+                    // foreign or broken token never waits on (or fails with) our provider.
+                    self.inspect(token)?;
+                }
+                r.current()
+                    .await
+                    .ok_or(Refusal::Rejected(JwtError::KeysUnavailable))?
+            }
         };
         match self.authenticate_with_keys(token, &keys) {
             Err(Refusal::Rejected(JwtError::UnknownKid)) => match &self.keys {
@@ -862,7 +868,7 @@ impl JwtAuthenticator {
         let digest = self.cache.as_ref().map(|_| TokenCache::digest(token));
         if let (Some(cache), Some(d)) = (&self.cache, &digest) {
             if let Some(hit) = cache.get(d, now) {
-                if hit.kid.as_deref().is_none_or(|k| keys.has_kid(k)) {
+                if hit.kid.as_deref().map_or(true, |k| keys.has_kid(k)) {
                     return Ok(hit.user.clone());
                 }
             }
@@ -881,8 +887,13 @@ impl JwtAuthenticator {
             .map(|v| Arc::new(v.user))
     }
 
-    fn verify(&self, token: &str, keys: &KeySet, now: u64) -> Result<Verified, Refusal> {
+    /// The checks that need no key: shape, `alg` (none, allow-list), `crit`, issuer routing.
+    /// Returns the algorithm, the `kid` and the payload segment.
+    fn inspect<'t>(&self, token: &'t str) -> Result<(Algorithm, Option<String>, &'t str), Refusal> {
         use Refusal::Rejected as R;
+        if !looks_like_jwt(token) {
+            return Err(R(JwtError::Malformed));
+        }
         let mut parts = token.split('.');
         let (Some(h), Some(p), Some(_), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -906,7 +917,7 @@ impl JwtAuthenticator {
         }
         let kid = match header.get("kid") {
             None | Some(Value::Null) => None,
-            Some(Value::String(k)) => Some(k.as_str()),
+            Some(Value::String(k)) => Some(k.clone()),
             Some(_) => return Err(R(JwtError::Malformed)),
         };
         if let Some(expected) = &self.issuer {
@@ -917,7 +928,13 @@ impl JwtAuthenticator {
                 None => return Err(Refusal::Declined(JwtError::MissingClaim("iss"))),
             }
         }
-        let candidates = match keys.find(kid, alg) {
+        Ok((alg, kid, p))
+    }
+
+    fn verify(&self, token: &str, keys: &KeySet, now: u64) -> Result<Verified, Refusal> {
+        use Refusal::Rejected as R;
+        let (alg, kid, p) = self.inspect(token)?;
+        let candidates = match keys.find(kid.as_deref(), alg) {
             KeyMatch::Keys(k) => k,
             KeyMatch::UnknownKid => return Err(R(JwtError::UnknownKid)),
             KeyMatch::WrongAlgorithm => return Err(R(JwtError::KeyTypeMismatch)),
@@ -949,6 +966,12 @@ impl JwtAuthenticator {
                 }
                 Err(e) => {
                     last = map_error(e.kind());
+                    if let JwtError::MissingClaim(c) = last {
+                        // Present but not a number/string: say so (the signature is valid here).
+                        if decode_json(p).is_some_and(|m| m.contains_key(c)) {
+                            last = JwtError::BadClaim(c);
+                        }
+                    }
                     if last != JwtError::BadSignature {
                         break;
                     }
@@ -1027,5 +1050,840 @@ fn map_error(k: &ErrorKind) -> JwtError {
         | ErrorKind::Utf8(_)
         | ErrorKind::InvalidToken => JwtError::Malformed,
         _ => JwtError::BadSignature,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_keys {
+    //! Real keys, generated once per test run.
+    use std::sync::OnceLock;
+
+    use base64::Engine;
+    use p256::elliptic_curve::sec1::ToEncodedPoint;
+    use p256::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+    use rsa::pkcs1::EncodeRsaPrivateKey;
+    use rsa::traits::PublicKeyParts;
+
+    /// One key pair: private PEM (for signing), public PEM, and its public JWK.
+    pub struct Pair {
+        pub private_pem: String,
+        pub public_pem: String,
+        pub jwk: serde_json::Value,
+    }
+
+    fn b64(b: &[u8]) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    }
+
+    pub fn rsa_pair() -> Pair {
+        let k = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+        let public = k.to_public_key();
+        Pair {
+            private_pem: k.to_pkcs1_pem(LineEnding::LF).unwrap().to_string(),
+            public_pem: public.to_public_key_pem(LineEnding::LF).unwrap(),
+            jwk: serde_json::json!({"kty": "RSA", "n": b64(&public.n().to_bytes_be()), "e": b64(&public.e().to_bytes_be())}),
+        }
+    }
+
+    pub fn p256_pair() -> Pair {
+        let k = p256::SecretKey::random(&mut rand::rngs::OsRng);
+        let point = k.public_key().to_encoded_point(false);
+        Pair {
+            private_pem: k.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
+            public_pem: k.public_key().to_public_key_pem(LineEnding::LF).unwrap(),
+            jwk: serde_json::json!({"kty": "EC", "crv": "P-256", "x": b64(point.x().unwrap()), "y": b64(point.y().unwrap())}),
+        }
+    }
+
+    pub fn p384_pair() -> Pair {
+        let k = p384::SecretKey::random(&mut rand::rngs::OsRng);
+        let point = k.public_key().to_encoded_point(false);
+        Pair {
+            private_pem: k.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
+            public_pem: k.public_key().to_public_key_pem(LineEnding::LF).unwrap(),
+            jwk: serde_json::json!({"kty": "EC", "crv": "P-384", "x": b64(point.x().unwrap()), "y": b64(point.y().unwrap())}),
+        }
+    }
+
+    pub fn ed_pair() -> Pair {
+        let k = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        Pair {
+            private_pem: k.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
+            public_pem: k.verifying_key().to_public_key_pem(LineEnding::LF).unwrap(),
+            jwk: serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": b64(k.verifying_key().as_bytes())}),
+        }
+    }
+
+    /// The shared keys: two RSA pairs (the second for "wrong key"), P-256, P-384, Ed25519.
+    pub struct Keys {
+        pub rsa: Pair,
+        pub rsa2: Pair,
+        pub p256: Pair,
+        pub p384: Pair,
+        pub ed: Pair,
+    }
+
+    pub fn keys() -> &'static Keys {
+        static K: OnceLock<Keys> = OnceLock::new();
+        K.get_or_init(|| Keys {
+            rsa: rsa_pair(),
+            rsa2: rsa_pair(),
+            p256: p256_pair(),
+            p384: p384_pair(),
+            ed: ed_pair(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_keys::{keys, Pair};
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::json;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef-test-secret";
+
+    fn now() -> i64 {
+        now_unix() as i64
+    }
+
+    fn cfg(yaml: &str) -> JwtConfig {
+        serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    fn build(yaml: &str) -> JwtAuthenticator {
+        JwtAuthenticator::from_config(&cfg(yaml), None).unwrap()
+    }
+
+    fn build_err(yaml: &str) -> String {
+        JwtAuthenticator::from_config(&cfg(yaml), None).unwrap_err()
+    }
+
+    /// A temp file holding `text`, kept alive for the test run.
+    fn file(text: &str) -> String {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let p = dir.join("k");
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    }
+
+    fn pem_auth(pair: &Pair, extra: &str) -> JwtAuthenticator {
+        build(&format!(
+            "public_key: {{file: {}}}\n{extra}",
+            file(&pair.public_pem)
+        ))
+    }
+
+    fn secret_auth(extra: &str) -> JwtAuthenticator {
+        build(&format!("secret: {{file: {}}}\n{extra}", file(SECRET)))
+    }
+
+    fn sign(alg: Algorithm, pem_or_secret: &str, claims: &Value, kid: Option<&str>) -> String {
+        let key = match alg.family() {
+            jsonwebtoken::AlgorithmFamily::Hmac => {
+                EncodingKey::from_secret(pem_or_secret.as_bytes())
+            }
+            jsonwebtoken::AlgorithmFamily::Rsa => {
+                EncodingKey::from_rsa_pem(pem_or_secret.as_bytes()).unwrap()
+            }
+            jsonwebtoken::AlgorithmFamily::Ec => {
+                EncodingKey::from_ec_pem(pem_or_secret.as_bytes()).unwrap()
+            }
+            jsonwebtoken::AlgorithmFamily::Ed => {
+                EncodingKey::from_ed_pem(pem_or_secret.as_bytes()).unwrap()
+            }
+        };
+        let mut h = Header::new(alg);
+        h.kid = kid.map(str::to_string);
+        jsonwebtoken::encode(&h, claims, &key).unwrap()
+    }
+
+    fn claims(sub: &str) -> Value {
+        json!({"sub": sub, "exp": now() + 600, "iat": now()})
+    }
+
+    fn check(a: &JwtAuthenticator, token: &str) -> Result<Arc<User>, Refusal> {
+        let keys = a.static_keys().unwrap().clone();
+        a.authenticate_with_keys(token, &keys)
+    }
+
+    fn rejected(a: &JwtAuthenticator, token: &str) -> JwtError {
+        match check(a, token) {
+            Err(Refusal::Rejected(e)) => e,
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    fn b64(b: &[u8]) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    }
+
+    #[test]
+    fn every_hmac_algorithm_verifies() {
+        let a = secret_auth("");
+        for alg in HMAC_ALGS {
+            let t = sign(alg, SECRET, &claims("alice"), None);
+            assert_eq!(check(&a, &t).unwrap().identity, "alice", "{alg:?}");
+        }
+    }
+
+    #[test]
+    fn every_rsa_algorithm_verifies() {
+        let a = pem_auth(&keys().rsa, "");
+        for alg in crate::jwks::RSA_ALGS {
+            let t = sign(alg, &keys().rsa.private_pem, &claims("bob"), None);
+            assert_eq!(check(&a, &t).unwrap().identity, "bob", "{alg:?}");
+        }
+    }
+
+    #[test]
+    fn ec_and_eddsa_verify() {
+        for (pair, alg) in [
+            (&keys().p256, Algorithm::ES256),
+            (&keys().p384, Algorithm::ES384),
+            (&keys().ed, Algorithm::EdDSA),
+        ] {
+            let a = pem_auth(pair, "");
+            let t = sign(alg, &pair.private_pem, &claims("carol"), None);
+            assert_eq!(check(&a, &t).unwrap().identity, "carol", "{alg:?}");
+        }
+        // ES384 against a P-256 key: the key does not verify that algorithm.
+        let a = pem_auth(&keys().p256, "");
+        let t = sign(
+            Algorithm::ES384,
+            &keys().p384.private_pem,
+            &claims("x"),
+            None,
+        );
+        assert_eq!(rejected(&a, &t), JwtError::KeyTypeMismatch);
+    }
+
+    #[test]
+    fn allow_list_is_enforced() {
+        let a = pem_auth(&keys().rsa, "algorithms: [RS256]");
+        let ok = sign(
+            Algorithm::RS256,
+            &keys().rsa.private_pem,
+            &claims("a"),
+            None,
+        );
+        assert!(check(&a, &ok).is_ok());
+        let t = sign(
+            Algorithm::PS256,
+            &keys().rsa.private_pem,
+            &claims("a"),
+            None,
+        );
+        assert_eq!(
+            rejected(&a, &t),
+            JwtError::AlgorithmNotAllowed(Some(Algorithm::PS256))
+        );
+        let e = rejected(&a, &t).to_gateway_error();
+        assert_eq!(e.detail, "Invalid token: algorithm PS256 is not allowed");
+    }
+
+    #[test]
+    fn none_is_refused() {
+        let a = secret_auth("");
+        let t = format!(
+            "{}.{}.",
+            b64(br#"{"alg":"none","typ":"JWT"}"#),
+            b64(claims("a").to_string().as_bytes())
+        );
+        // The empty signature still has JWT shape for our parser only if it has three parts.
+        assert_eq!(rejected(&a, &t), JwtError::Unsigned);
+        let t = format!(
+            "{}.{}.",
+            b64(br#"{"alg":"NoNe"}"#),
+            b64(claims("a").to_string().as_bytes())
+        );
+        assert_eq!(rejected(&a, &t), JwtError::Unsigned);
+        assert!(build_err(&format!(
+            "secret: {{file: {}}}\nalgorithms: [none]",
+            file(SECRET)
+        ))
+        .contains("never"));
+    }
+
+    #[test]
+    fn algorithm_confusion_is_refused() {
+        // The classic attack: HS256 signed with the RSA public key's PEM as the HMAC secret.
+        let a = pem_auth(&keys().rsa, "");
+        let t = sign(
+            Algorithm::HS256,
+            &keys().rsa.public_pem,
+            &claims("mallory"),
+            None,
+        );
+        assert_eq!(
+            rejected(&a, &t),
+            JwtError::AlgorithmNotAllowed(Some(Algorithm::HS256))
+        );
+        // And it cannot be configured.
+        let e = build_err(&format!(
+            "public_key: {{file: {}}}\nalgorithms: [RS256, HS256]",
+            file(&keys().rsa.public_pem)
+        ));
+        assert!(e.contains("confusion"), "{e}");
+        let e = build_err("jwks_url: http://127.0.0.1:1/jwks\nalgorithms: [HS256]");
+        assert!(e.contains("confusion"), "{e}");
+        let e = build_err(&format!(
+            "secret: {{file: {}}}\nalgorithms: [RS256]",
+            file(SECRET)
+        ));
+        assert!(e.contains("confusion"), "{e}");
+        // A JWKS file with an RSA key and an oct key: an HS token naming the RSA key's kid is refused.
+        let mut rsa = keys().rsa.jwk.clone();
+        rsa["kid"] = json!("r");
+        let jwks = json!({"keys": [rsa, {"kty": "oct", "kid": "s", "k": b64(SECRET.as_bytes())}]});
+        let a = build(&format!(
+            "jwks_file: {}\nalgorithms: [RS256]",
+            file(&jwks.to_string())
+        ));
+        let t = sign(
+            Algorithm::HS256,
+            &keys().rsa.public_pem,
+            &claims("mallory"),
+            Some("r"),
+        );
+        assert_eq!(
+            rejected(&a, &t),
+            JwtError::AlgorithmNotAllowed(Some(Algorithm::HS256))
+        );
+        let a = build(&format!(
+            "jwks_file: {}\nalgorithms: [HS256]",
+            file(&jwks.to_string())
+        ));
+        assert_eq!(
+            rejected(&a, &t),
+            JwtError::UnknownKid,
+            "the RSA key is not usable for HS256, so its kid is unknown"
+        );
+        let t = sign(Algorithm::HS256, SECRET, &claims("sam"), Some("s"));
+        assert_eq!(check(&a, &t).unwrap().identity, "sam");
+    }
+
+    #[test]
+    fn wrong_key_and_tampered_payload_fail_the_signature() {
+        let a = pem_auth(&keys().rsa, "");
+        let t = sign(
+            Algorithm::RS256,
+            &keys().rsa2.private_pem,
+            &claims("a"),
+            None,
+        );
+        assert_eq!(rejected(&a, &t), JwtError::BadSignature);
+        let good = sign(
+            Algorithm::RS256,
+            &keys().rsa.private_pem,
+            &claims("alice"),
+            None,
+        );
+        let parts: Vec<&str> = good.split('.').collect();
+        let forged = format!(
+            "{}.{}.{}",
+            parts[0],
+            b64(claims("admin").to_string().as_bytes()),
+            parts[2]
+        );
+        assert_eq!(rejected(&a, &forged), JwtError::BadSignature);
+        let e = rejected(&a, &forged).to_gateway_error();
+        assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(e.detail, "Invalid token: signature verification failed");
+        let challenge = e
+            .headers
+            .iter()
+            .find(|(n, _)| n == http::header::WWW_AUTHENTICATE)
+            .unwrap()
+            .1
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(challenge, "Bearer error=\"invalid_token\", error_description=\"Invalid token: signature verification failed\"");
+        let hs = secret_auth("");
+        let t = sign(
+            Algorithm::HS256,
+            "another-secret-another-secret-another-secret",
+            &claims("a"),
+            None,
+        );
+        assert_eq!(rejected(&hs, &t), JwtError::BadSignature);
+    }
+
+    #[test]
+    fn malformed_tokens() {
+        let a = secret_auth("");
+        for t in [
+            "a.b.c",
+            "x",
+            "..",
+            "eyJhbGciOiJIUzI1NiJ9.e30",
+            "eyJhbGciOiJIUzI1NiJ9.!!.sig",
+        ] {
+            assert!(
+                matches!(check(&a, t), Err(Refusal::Rejected(JwtError::Malformed))),
+                "{t}"
+            );
+        }
+        let t = format!(
+            "{}.{}.sig",
+            b64(br#"{"alg":"HS256","crit":["exp"]}"#),
+            b64(b"{}")
+        );
+        assert_eq!(rejected(&a, &t), JwtError::CriticalHeader);
+        let t = format!("{}.{}.sig", b64(br#"{"alg":"XX999"}"#), b64(b"{}"));
+        assert_eq!(rejected(&a, &t), JwtError::AlgorithmNotAllowed(None));
+    }
+
+    #[test]
+    fn exp_nbf_iat_with_leeway() {
+        let a = secret_auth("leeway_s: 30");
+        let t = |c: Value| sign(Algorithm::HS256, SECRET, &c, None);
+        assert_eq!(
+            rejected(&a, &t(json!({"sub": "a", "exp": now() - 31}))),
+            JwtError::Expired
+        );
+        assert!(
+            check(&a, &t(json!({"sub": "a", "exp": now() - 20}))).is_ok(),
+            "within leeway"
+        );
+        assert_eq!(
+            rejected(
+                &a,
+                &t(json!({"sub": "a", "exp": now() + 60, "nbf": now() + 40}))
+            ),
+            JwtError::NotYetValid
+        );
+        assert!(check(
+            &a,
+            &t(json!({"sub": "a", "exp": now() + 60, "nbf": now() + 20}))
+        )
+        .is_ok());
+        assert_eq!(
+            rejected(
+                &a,
+                &t(json!({"sub": "a", "exp": now() + 60, "iat": now() + 40}))
+            ),
+            JwtError::IssuedInFuture
+        );
+        assert!(check(
+            &a,
+            &t(json!({"sub": "a", "exp": now() + 60, "iat": now() + 20}))
+        )
+        .is_ok());
+        assert_eq!(
+            rejected(&a, &t(json!({"sub": "a"}))),
+            JwtError::MissingClaim("exp")
+        );
+        assert_eq!(
+            rejected(&a, &t(json!({"sub": "a", "exp": "soon"}))),
+            JwtError::BadClaim("exp")
+        );
+        assert_eq!(
+            rejected(&a, &t(json!({"sub": "a", "exp": now() + 60, "iat": "x"}))),
+            JwtError::BadClaim("iat")
+        );
+        let strict = secret_auth("leeway_s: 0\nmax_age_s: 100");
+        assert_eq!(
+            rejected(
+                &strict,
+                &t(json!({"sub": "a", "exp": now() + 60, "iat": now() - 101}))
+            ),
+            JwtError::TooOld
+        );
+        assert_eq!(
+            rejected(&strict, &t(json!({"sub": "a", "exp": now() + 60}))),
+            JwtError::MissingClaim("iat")
+        );
+        assert_eq!(
+            rejected(&strict, &t(json!({"sub": "a", "exp": now() - 1}))),
+            JwtError::Expired
+        );
+        let no_exp = secret_auth("required_claims: []");
+        assert!(check(&no_exp, &t(json!({"sub": "a"}))).is_ok());
+    }
+
+    #[test]
+    fn issuer_and_audience() {
+        let a = secret_auth("issuer: https://idp.example.com/\naudience: [api-a, api-b]");
+        let t = |c: Value| sign(Algorithm::HS256, SECRET, &c, None);
+        let base =
+            |iss: &str, aud: Value| json!({"sub": "a", "exp": now() + 60, "iss": iss, "aud": aud});
+        assert!(check(&a, &t(base("https://idp.example.com/", json!("api-b")))).is_ok());
+        assert!(
+            check(
+                &a,
+                &t(base("https://idp.example.com/", json!(["other", "api-a"])))
+            )
+            .is_ok(),
+            "one of several"
+        );
+        assert_eq!(
+            rejected(&a, &t(base("https://idp.example.com/", json!("other")))),
+            JwtError::WrongAudience
+        );
+        assert_eq!(
+            rejected(
+                &a,
+                &t(json!({"sub": "a", "exp": now() + 60, "iss": "https://idp.example.com/"}))
+            ),
+            JwtError::MissingClaim("aud")
+        );
+        // Another issuer, or none, is declined: a later authenticator may own it.
+        assert_eq!(
+            check(&a, &t(base("https://evil.example.com/", json!("api-a")))),
+            Err(Refusal::Declined(JwtError::WrongIssuer))
+        );
+        assert_eq!(
+            check(
+                &a,
+                &t(json!({"sub": "a", "exp": now() + 60, "aud": "api-a"}))
+            ),
+            Err(Refusal::Declined(JwtError::MissingClaim("iss")))
+        );
+        // Without an audience configured, tokens carrying one are accepted.
+        let open = secret_auth("");
+        assert!(check(&open, &t(base("x", json!("anything")))).is_ok());
+    }
+
+    #[test]
+    fn claim_paths() {
+        let p = |s: &str| ClaimPath::parse(&ClaimPathConfig::Path(s.into())).unwrap();
+        let c = json!({
+            "sub": "u1",
+            "realm_access": {"roles": ["admin", "user"]},
+            "https://example.com/roles": ["editor"],
+            "https://example.com/app": {"tier": "gold", "a.b": 1},
+            "groups": [{"name": "g0"}],
+        });
+        let c = c.as_object().unwrap();
+        assert_eq!(
+            p("realm_access.roles").get(c),
+            Some(&json!(["admin", "user"]))
+        );
+        assert_eq!(
+            p("https://example.com/roles").get(c),
+            Some(&json!(["editor"]))
+        );
+        assert_eq!(
+            p("/https:~1~1example.com~1app/tier").get(c),
+            Some(&json!("gold"))
+        );
+        assert_eq!(p("/https:~1~1example.com~1app/a.b").get(c), Some(&json!(1)));
+        assert_eq!(p("groups.0.name").get(c), Some(&json!("g0")));
+        assert_eq!(p("realm_access.nope").get(c), None);
+        let seg = ClaimPath::parse(&ClaimPathConfig::Segments(vec![
+            "https://example.com/app".into(),
+            "tier".into(),
+        ]))
+        .unwrap();
+        assert_eq!(seg.get(c), Some(&json!("gold")));
+        assert!(ClaimPath::parse(&ClaimPathConfig::Path("a..b".into())).is_err());
+        assert!(ClaimPath::parse(&ClaimPathConfig::Path(String::new())).is_err());
+        assert!(ClaimPath::parse(&ClaimPathConfig::Segments(vec![])).is_err());
+    }
+
+    #[test]
+    fn claim_mapping_to_the_user() {
+        let a = secret_auth(
+            "claims:\n  identity: email\n  display_name: name\n  permissions: scope\n  roles: realm_access.roles\n  attributes:\n    org: https://example.com/org\n    tier: [\"https://example.com/app\", tier]\n    missing: nope\n",
+        );
+        let t = sign(
+            Algorithm::HS256,
+            SECRET,
+            &json!({"sub": "u1", "email": "alice@example.com", "name": "Alice", "scope": "threads:read  threads:create",
+                    "realm_access": {"roles": ["admin"]}, "https://example.com/org": "acme",
+                    "https://example.com/app": {"tier": "gold"}, "exp": now() + 60}),
+            None,
+        );
+        let u = check(&a, &t).unwrap();
+        assert_eq!(u.identity, "alice@example.com");
+        assert_eq!(u.display_name, "Alice");
+        assert_eq!(u.permissions, ["threads:read", "threads:create"]);
+        assert_eq!(u.roles, ["admin"]);
+        assert_eq!(
+            Value::Object(u.attributes.clone()),
+            json!({"org": "acme", "tier": "gold"})
+        );
+        // Permissions from a list claim; numeric identity; display name falls back.
+        let a = secret_auth("claims: {identity: uid, permissions: permissions}");
+        let t = sign(
+            Algorithm::HS256,
+            SECRET,
+            &json!({"uid": 42, "permissions": ["p1", 7, {"x": 1}], "exp": now() + 60}),
+            None,
+        );
+        let u = check(&a, &t).unwrap();
+        assert_eq!((u.identity.as_str(), u.display_name.as_str()), ("42", "42"));
+        assert_eq!(u.permissions, ["p1", "7"]);
+        // Missing or unusable identity.
+        let t = sign(
+            Algorithm::HS256,
+            SECRET,
+            &json!({"sub": "x", "exp": now() + 60}),
+            None,
+        );
+        assert_eq!(rejected(&a, &t), JwtError::NoIdentity("uid".into()));
+        let t = sign(
+            Algorithm::HS256,
+            SECRET,
+            &json!({"uid": "line\nbreak", "exp": now() + 60}),
+            None,
+        );
+        assert_eq!(rejected(&a, &t), JwtError::NoIdentity("uid".into()));
+    }
+
+    #[test]
+    fn verified_tokens_are_cached_until_expiry() {
+        let a = pem_auth(&keys().ed, "");
+        let t = sign(Algorithm::EdDSA, &keys().ed.private_pem, &claims("a"), None);
+        assert!(check(&a, &t).is_ok());
+        assert!(check(&a, &t).is_ok());
+        assert_eq!(a.verification_count(), 1);
+        let uncached = pem_auth(&keys().ed, "cache_capacity: 0");
+        assert!(check(&uncached, &t).is_ok());
+        assert!(check(&uncached, &t).is_ok());
+        assert_eq!(uncached.verification_count(), 2);
+        // An expired token is never served from the cache: it expires with the token.
+        let short = secret_auth("leeway_s: 0");
+        let t = sign(
+            Algorithm::HS256,
+            SECRET,
+            &json!({"sub": "a", "exp": now() + 1}),
+            None,
+        );
+        assert!(check(&short, &t).is_ok());
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        assert_eq!(rejected(&short, &t), JwtError::Expired);
+    }
+
+    #[test]
+    fn kids_select_keys_from_a_jwks_file() {
+        let mut r = keys().rsa.jwk.clone();
+        r["kid"] = json!("rsa-1");
+        let mut e = keys().p256.jwk.clone();
+        e["kid"] = json!("ec-1");
+        let a = build(&format!(
+            "jwks_file: {}",
+            file(&json!({"keys": [r, e]}).to_string())
+        ));
+        let t = sign(
+            Algorithm::RS256,
+            &keys().rsa.private_pem,
+            &claims("a"),
+            Some("rsa-1"),
+        );
+        assert!(check(&a, &t).is_ok());
+        let t = sign(
+            Algorithm::ES256,
+            &keys().p256.private_pem,
+            &claims("a"),
+            Some("ec-1"),
+        );
+        assert!(check(&a, &t).is_ok());
+        let t = sign(
+            Algorithm::ES256,
+            &keys().p256.private_pem,
+            &claims("a"),
+            None,
+        );
+        assert!(
+            check(&a, &t).is_ok(),
+            "no kid: every key of the algorithm is tried"
+        );
+        let t = sign(
+            Algorithm::RS256,
+            &keys().rsa.private_pem,
+            &claims("a"),
+            Some("ec-1"),
+        );
+        assert_eq!(rejected(&a, &t), JwtError::KeyTypeMismatch);
+        let t = sign(
+            Algorithm::RS256,
+            &keys().rsa.private_pem,
+            &claims("a"),
+            Some("nope"),
+        );
+        assert_eq!(rejected(&a, &t), JwtError::UnknownKid);
+    }
+
+    fn hdr(name: &str, value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.append(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(value).unwrap(),
+        );
+        h
+    }
+
+    fn run<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn token_sources_and_credential_stripping() {
+        let t = sign(Algorithm::HS256, SECRET, &claims("alice"), None);
+        let bearer = secret_auth("");
+        assert!(matches!(
+            run(bearer.authenticate(&hdr("authorization", &format!("Bearer {t}")))),
+            AuthOutcome::Authenticated(_)
+        ));
+        assert!(matches!(
+            run(bearer.authenticate(&hdr("authorization", "Bearer opaque-api-key"))),
+            AuthOutcome::Declined(_)
+        ));
+        assert!(matches!(
+            run(bearer.authenticate(&hdr("authorization", "Basic YTpi"))),
+            AuthOutcome::NotMine
+        ));
+        assert!(matches!(
+            run(bearer.authenticate(&HeaderMap::new())),
+            AuthOutcome::NotMine
+        ));
+        let mut two = hdr("authorization", &format!("Bearer {t}"));
+        two.append(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer x.y.z"),
+        );
+        assert!(matches!(
+            run(bearer.authenticate(&two)),
+            AuthOutcome::Rejected(_)
+        ));
+
+        let header = secret_auth("token: {header: X-Auth-Token}");
+        assert!(matches!(
+            run(header.authenticate(&hdr("x-auth-token", &t))),
+            AuthOutcome::Authenticated(_)
+        ));
+        assert!(matches!(
+            run(header.authenticate(&hdr("x-auth-token", "garbage"))),
+            AuthOutcome::Rejected(_)
+        ));
+        assert!(matches!(
+            run(header.authenticate(&hdr("authorization", &format!("Bearer {t}")))),
+            AuthOutcome::NotMine
+        ));
+
+        let cookie = secret_auth("token: {cookie: sb-access-token}");
+        let jar = format!("theme=dark; sb-access-token={t}; other=1");
+        assert!(matches!(
+            run(cookie.authenticate(&hdr("cookie", &jar))),
+            AuthOutcome::Authenticated(_)
+        ));
+        let mut h = hdr("cookie", &jar);
+        h.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer x"),
+        );
+        cookie.strip_credentials(&mut h);
+        assert_eq!(h.get(http::header::COOKIE).unwrap(), "theme=dark; other=1");
+        assert!(
+            h.contains_key(http::header::AUTHORIZATION),
+            "only the configured credential is stripped"
+        );
+        let mut h = hdr("authorization", "Bearer x");
+        bearer.strip_credentials(&mut h);
+        assert!(h.is_empty());
+        let keep = secret_auth("forward_credentials: true");
+        let mut h = hdr("authorization", "Bearer x");
+        keep.strip_credentials(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(build_err(&format!(
+            "secret: {{file: {}}}\ntoken: {{header: a, cookie: b}}",
+            file(SECRET)
+        ))
+        .contains("exactly one"));
+    }
+
+    #[test]
+    fn key_material_from_env_with_default() {
+        std::env::set_var("GG_TEST_JWT_SECRET_SET", SECRET);
+        let a = build("secret: {env: GG_TEST_JWT_SECRET_SET}");
+        let t = sign(Algorithm::HS256, SECRET, &claims("a"), None);
+        assert!(check(&a, &t).is_ok());
+        let e = build_err("secret: {env: GG_TEST_JWT_SECRET_UNSET_1}");
+        assert!(e.contains("GG_TEST_JWT_SECRET_UNSET_1 is not set"), "{e}");
+        let d = build(&format!(
+            "secret: {{env: GG_TEST_JWT_SECRET_UNSET_2, default: {SECRET}}}"
+        ));
+        assert!(check(&d, &t).is_ok());
+        assert!(
+            build_err("secret: {env: GG_TEST_JWT_SECRET_UNSET_3, default: short}")
+                .contains("32 bytes")
+        );
+        let b64secret = base64::engine::general_purpose::STANDARD.encode(SECRET);
+        let a = build(&format!(
+            "secret: {{file: {}, base64: true}}",
+            file(&b64secret)
+        ));
+        assert!(check(&a, &t).is_ok());
+        std::env::set_var("GG_TEST_JWT_PEM", &keys().p256.public_pem);
+        let a = build("public_key: {env: GG_TEST_JWT_PEM}");
+        let t = sign(
+            Algorithm::ES256,
+            &keys().p256.private_pem,
+            &claims("a"),
+            None,
+        );
+        assert!(check(&a, &t).is_ok());
+    }
+
+    #[test]
+    fn config_errors_are_precise() {
+        assert!(build_err("leeway_s: 5").contains("no key source"));
+        assert!(build_err(&format!(
+            "secret: {{file: {}}}\njwks_url: http://x/j",
+            file(SECRET)
+        ))
+        .contains("one key source"));
+        assert!(
+            build_err(&format!("public_key: {{file: {}}}", file("not a pem")))
+                .contains("not a PEM")
+        );
+        assert!(build_err(&format!(
+            "public_key: {{file: {}}}\nalgorithms: [RS256]",
+            file(&keys().ed.public_pem)
+        ))
+        .contains("EdDSA"));
+        assert!(build_err("jwks_url: ftp://x/jwks").contains("jwks_url"));
+        assert!(
+            build_err("jwks_url: http://x/jwks\nalgorithms: [RS999]").contains("unknown algorithm")
+        );
+        assert!(build_err(
+            "jwks_url: http://x/jwks\njwks_refresh: {min_interval_s: 10, interval_s: 5}"
+        )
+        .contains("min_interval_s"));
+        assert!(
+            build_err("jwks_url: http://x/jwks\nrequired_claims: [jti]").contains("unknown claim")
+        );
+        assert!(
+            build_err("jwks_url: http://x/jwks\nclaims: {roles: \"a..b\"}")
+                .contains("claims.roles")
+        );
+        assert!(build_err("jwks_file: /nonexistent/jwks.json").contains("cannot read"));
+        // Issuer alone means OIDC discovery, nothing fetched at load.
+        let a = build("issuer: https://idp.example.com");
+        assert!(matches!(a.key_source_ref(), KeySource::Remote(_)));
+    }
+
+    #[test]
+    fn relative_key_files_resolve_against_the_policy_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pub.pem"), &keys().rsa.public_pem).unwrap();
+        let a =
+            JwtAuthenticator::from_config(&cfg("public_key: {file: pub.pem}"), Some(dir.path()))
+                .unwrap();
+        let t = sign(
+            Algorithm::RS256,
+            &keys().rsa.private_pem,
+            &claims("a"),
+            None,
+        );
+        assert!(check(&a, &t).is_ok());
     }
 }

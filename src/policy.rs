@@ -233,13 +233,59 @@ impl Policy {
                 }
             }
             for (i, a) in file.authenticators.iter().enumerate() {
-                let Some(c) = &a.api_key else {
+                let kinds = [
+                    a.api_key.is_some(),
+                    a.jwt.is_some(),
+                    a.forward.is_some(),
+                    a.anonymous.is_some(),
+                ];
+                let built = match (
+                    kinds.iter().filter(|k| **k).count(),
+                    &a.jwt,
+                    &a.forward,
+                    &a.anonymous,
+                ) {
+                    (1, Some(c), _, _) => Some(
+                        crate::jwt::JwtAuthenticator::from_config(c, path.parent())
+                            .map(|j| Authenticator::Jwt(Arc::new(j)))
+                            .map_err(|m| ("jwt", m)),
+                    ),
+                    (1, _, Some(c), _) => Some(
+                        crate::forward_auth::ForwardAuthenticator::from_config(c)
+                            .map(|f| Authenticator::Forward(Arc::new(f)))
+                            .map_err(|m| ("forward", m)),
+                    ),
+                    (1, _, _, Some(c)) => Some(
+                        crate::forward_auth::anonymous_user(c)
+                            .map(Authenticator::Anonymous)
+                            .map_err(|m| ("anonymous", m)),
+                    ),
+                    _ => None,
+                };
+                match built {
+                    Some(Ok(a)) => {
+                        authenticators.push(a);
+                        continue;
+                    }
+                    Some(Err((kind, m))) => {
+                        errors.push(ConfigError::at_key(
+                            path,
+                            text,
+                            &format!("authenticators[{i}].{kind}"),
+                            kind,
+                            m,
+                        ));
+                        continue;
+                    }
+                    None => {}
+                }
+                let (1, Some(c)) = (kinds.iter().filter(|k| **k).count(), &a.api_key) else {
                     errors.push(ConfigError::at_key(
                         path,
                         text,
                         &format!("authenticators[{i}]"),
                         "authenticators",
-                        "an authenticator needs exactly one kind (api_key)",
+                        "an authenticator needs exactly one kind (api_key, jwt, forward, anonymous)",
                     ));
                     continue;
                 };

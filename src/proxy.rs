@@ -310,7 +310,9 @@ impl Gateway {
                 )));
             }
         }
-        let user = auth::authenticate(&policy.authenticators, req.headers()).await.map_err(fail)?;
+        let user = auth::authenticate(&policy.authenticators, req.headers())
+            .await
+            .map_err(fail)?;
         let with_user = |e: GatewayError| (e, Some(user.clone()), None);
         let m = classified.map_err(with_user)?;
         routes::validate_params(&m).map_err(with_user)?;
