@@ -101,6 +101,10 @@ struct ServeArgs {
     /// Do not send x-graphguard-policy-version on responses.
     #[arg(long, env = "GRAPHGUARD_NO_POLICY_VERSION_HEADER")]
     no_policy_version_header: bool,
+    /// A candidate policy directory evaluated beside the enforced one on every request;
+    /// disagreements are logged and counted, never enforced.
+    #[arg(long, env = "GRAPHGUARD_SHADOW_POLICIES")]
+    shadow_policies: Option<PathBuf>,
     /// Seconds between safety-net re-reads of the policy directory (the watcher reacts at once).
     #[arg(long, env = "GRAPHGUARD_RELOAD_POLL_SECS", default_value_t = 10)]
     reload_poll_secs: u64,
@@ -130,7 +134,12 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Check { dir } => check(&dir),
         Cmd::Test { dir, files } => policy_test(&dir, &files),
-        Cmd::Explain { policies, user, action, resource } => explain(&policies, &user, &action, resource.as_deref()),
+        Cmd::Explain {
+            policies,
+            user,
+            action,
+            resource,
+        } => explain(&policies, &user, &action, resource.as_deref()),
         Cmd::Serve(args) => match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -193,7 +202,10 @@ fn explain(dir: &std::path::Path, user: &str, action: &str, resource: Option<&st
             return ExitCode::FAILURE;
         }
     };
-    let md = match resource.map(serde_json::from_str::<serde_json::Map<String, serde_json::Value>>).transpose() {
+    let md = match resource
+        .map(serde_json::from_str::<serde_json::Map<String, serde_json::Value>>)
+        .transpose()
+    {
         Ok(m) => m,
         Err(e) => {
             eprintln!("graphguard: --resource must be a JSON object of metadata: {e}");
@@ -325,6 +337,30 @@ async fn serve(a: ServeArgs) -> ExitCode {
         },
         metrics.clone(),
     ));
+    if let Some(dir) = &a.shadow_policies {
+        match Policy::load_dir(dir) {
+            Ok(p) => {
+                tracing::info!(shadow = %p.version, "shadow policy loaded");
+                gw.shadow.store(Some(Arc::new(p)));
+                let r = Arc::new(Reloader::for_shadow(
+                    dir.clone(),
+                    gw.clone(),
+                    metrics.clone(),
+                ));
+                r.spawn(
+                    Duration::from_millis(200),
+                    Duration::from_secs(a.reload_poll_secs.max(1)),
+                );
+            }
+            Err(errors) => {
+                for e in errors {
+                    eprintln!("{e}");
+                }
+                eprintln!("graphguard: the shadow policy directory does not load");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let reloader = Arc::new(Reloader::new(a.policies.clone(), gw.clone(), metrics));
     reloader.spawn(
         Duration::from_millis(200),

@@ -64,6 +64,8 @@ pub struct Metrics {
     pub in_flight: Gauge,
     /// Open client connections.
     pub open_connections: Gauge,
+    /// Requests on which the shadow policy decided differently.
+    pub shadow_disagreements: Counter,
 }
 
 impl Default for Metrics {
@@ -89,6 +91,7 @@ impl Metrics {
         let policy_last_success = Gauge::<f64, AtomicU64>::default();
         let in_flight = Gauge::default();
         let open_connections = Gauge::default();
+        let shadow_disagreements = Counter::default();
         registry.register(
             "requests",
             "Requests by resource, action, decision and status",
@@ -145,6 +148,11 @@ impl Metrics {
             in_flight.clone(),
         );
         registry.register(
+            "shadow_disagreements",
+            "Requests on which the shadow policy decided differently",
+            shadow_disagreements.clone(),
+        );
+        registry.register(
             "open_connections",
             "Open client connections",
             open_connections.clone(),
@@ -163,6 +171,7 @@ impl Metrics {
             policy_last_success,
             in_flight,
             open_connections,
+            shadow_disagreements,
         }
     }
 

@@ -129,23 +129,47 @@ pub fn run_case(policy: &Policy, case: &Case) -> Result<(), Vec<String>> {
                 .ok_or_else(|| vec![format!("  action {action:?} is not RESOURCE:ACTION")])?;
             let ex = explain(policy, &user, event, case.resource.as_ref());
             if let Some(want) = &e.effect {
-                diff(&mut fails, "effect", &Value::String(want.clone()), &Value::String(ex.effect.into()));
+                diff(
+                    &mut fails,
+                    "effect",
+                    &Value::String(want.clone()),
+                    &Value::String(ex.effect.into()),
+                );
             }
             if let Some(want) = &e.filter {
-                diff(&mut fails, "filter", want, &ex.filter.clone().unwrap_or(Value::Null));
+                diff(
+                    &mut fails,
+                    "filter",
+                    want,
+                    &ex.filter.clone().unwrap_or(Value::Null),
+                );
             }
             if let Some(want) = &e.metadata {
-                diff(&mut fails, "metadata", want, &ex.metadata.clone().map(Value::Object).unwrap_or(Value::Null));
+                diff(
+                    &mut fails,
+                    "metadata",
+                    want,
+                    &ex.metadata
+                        .clone()
+                        .map(Value::Object)
+                        .unwrap_or(Value::Null),
+                );
             }
             if let Some(want) = &e.handler {
-                diff(&mut fails, "handler", &Value::String(want.clone()), &ex.handler.clone().map(Value::String).unwrap_or(Value::Null));
+                diff(
+                    &mut fails,
+                    "handler",
+                    &Value::String(want.clone()),
+                    &ex.handler.clone().map(Value::String).unwrap_or(Value::Null),
+                );
             }
             if !fails.is_empty() {
                 fails.push(format!("  explain: {}", ex.words.join(" ")));
             }
         }
         (None, Some(req)) => {
-            let got = run_request(policy, &user, req, &case.resources).map_err(|m| vec![format!("  {m}")])?;
+            let got = run_request(policy, &user, req, &case.resources)
+                .map_err(|m| vec![format!("  {m}")])?;
             let (effect, status, detail, md) = match &got {
                 Outcome::Forward(f) => {
                     let md = f
@@ -157,19 +181,44 @@ pub fn run_case(policy: &Policy, case: &Case) -> Result<(), Vec<String>> {
                     ("allow", None, None, md)
                 }
                 Outcome::Reply(r) => ("allow", Some(r.status.as_u16()), None, None),
-                Outcome::Refuse(e) => ("deny", Some(e.status.as_u16()), Some(e.detail.clone()), None),
+                Outcome::Refuse(e) => (
+                    "deny",
+                    Some(e.status.as_u16()),
+                    Some(e.detail.clone()),
+                    None,
+                ),
             };
             if let Some(want) = &e.effect {
-                diff(&mut fails, "effect", &Value::String(want.clone()), &Value::String(effect.into()));
+                diff(
+                    &mut fails,
+                    "effect",
+                    &Value::String(want.clone()),
+                    &Value::String(effect.into()),
+                );
             }
             if let Some(want) = e.status {
-                diff(&mut fails, "status", &Value::from(want), &status.map(Value::from).unwrap_or(Value::Null));
+                diff(
+                    &mut fails,
+                    "status",
+                    &Value::from(want),
+                    &status.map(Value::from).unwrap_or(Value::Null),
+                );
             }
             if let Some(want) = &e.detail {
-                diff(&mut fails, "detail", &Value::String(want.clone()), &detail.map(Value::String).unwrap_or(Value::Null));
+                diff(
+                    &mut fails,
+                    "detail",
+                    &Value::String(want.clone()),
+                    &detail.map(Value::String).unwrap_or(Value::Null),
+                );
             }
             if let Some(want) = &e.metadata {
-                diff(&mut fails, "forwarded metadata", want, &md.unwrap_or(Value::Null));
+                diff(
+                    &mut fails,
+                    "forwarded metadata",
+                    want,
+                    &md.unwrap_or(Value::Null),
+                );
             }
             if e.filter.is_some() || e.handler.is_some() {
                 fails.push("  filter/handler expectations apply to action cases only".into());
@@ -184,8 +233,14 @@ pub fn run_case(policy: &Policy, case: &Case) -> Result<(), Vec<String>> {
     }
 }
 
-fn run_request(policy: &Policy, user: &User, req: &CaseRequest, resources: &HashMap<String, Value>) -> Result<Outcome, String> {
-    let method = http::Method::from_bytes(req.method.as_bytes()).map_err(|_| format!("bad method {:?}", req.method))?;
+fn run_request(
+    policy: &Policy,
+    user: &User,
+    req: &CaseRequest,
+    resources: &HashMap<String, Value>,
+) -> Result<Outcome, String> {
+    let method = http::Method::from_bytes(req.method.as_bytes())
+        .map_err(|_| format!("bad method {:?}", req.method))?;
     let (path, query) = match req.path.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (req.path.as_str(), None),
@@ -209,7 +264,11 @@ fn run_request(policy: &Policy, user: &User, req: &CaseRequest, resources: &Hash
         Ok(b) => b,
         Err(e) => return Ok(refused(e)),
     };
-    let input = Input { route: &m, query, body: &body };
+    let input = Input {
+        route: &m,
+        query,
+        body: &body,
+    };
     let mut facts = Facts::default();
     for _ in 0..64 {
         match decide(policy, user, &input, &facts) {
@@ -256,7 +315,8 @@ mod tests {
             let name = p.file_name().unwrap().to_string_lossy().to_string();
             if let Some(set) = name.strip_suffix(".tests.yaml") {
                 let policy = Policy::load_dir(&root.join(set)).unwrap();
-                let file: TestFile = serde_yaml_ng::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+                let file: TestFile =
+                    serde_yaml_ng::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
                 let (passed, failures) = run_file(&policy, &file);
                 assert!(failures.is_empty(), "{name}:\n{}", failures.join("\n"));
                 assert!(passed > 0);
@@ -268,7 +328,9 @@ mod tests {
 
     #[test]
     fn a_wrong_expectation_fails_with_a_diff() {
-        let policy = crate::policy::tests::policy("handlers:\n  \"*\": {filter: {owner: \"{user.identity}\"}}\n");
+        let policy = crate::policy::tests::policy(
+            "handlers:\n  \"*\": {filter: {owner: \"{user.identity}\"}}\n",
+        );
         let case: Case = serde_yaml_ng::from_str(
             "name: x\nuser: {identity: bob}\naction: threads:read\nresource: {owner: alice}\nexpect: {effect: allow}\n",
         )

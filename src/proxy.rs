@@ -75,6 +75,8 @@ pub struct Gateway {
     pub upstream_ok_at: AtomicU64,
     /// Set when shutdown starts.
     pub draining: AtomicBool,
+    /// A candidate policy evaluated beside the enforced one, never enforced.
+    pub shadow: arc_swap::ArcSwapOption<Policy>,
 }
 
 impl Gateway {
@@ -92,6 +94,7 @@ impl Gateway {
             metrics,
             upstream_ok_at: AtomicU64::new(0),
             draining: AtomicBool::new(false),
+            shadow: arc_swap::ArcSwapOption::empty(),
         }
     }
 }
@@ -348,10 +351,14 @@ impl Gateway {
                 }
             }
         };
-        drop(parsed);
         self.metrics
             .decision_seconds
             .observe(decide_started.elapsed().as_secs_f64());
+        if let Some(shadow) = self.shadow.load_full() {
+            self.shadow_compare(&shadow, policy, &user, &input, facts, &decision)
+                .await;
+        }
+        drop(parsed);
         let outcome = decision.outcome.clone();
         let done = |e: GatewayError| (e, Some(user.clone()), Some(decision.clone()));
         match outcome {
@@ -363,7 +370,9 @@ impl Gateway {
             )),
             Outcome::Forward(fwd) => {
                 let invalidate = fwd.invalidate.clone();
-                let r = self.forward(policy, parts, raw, fwd, Some(&user), peer).await;
+                let r = self
+                    .forward(policy, parts, raw, fwd, Some(&user), peer)
+                    .await;
                 // Whether or not the forward succeeded, the write may have reached the upstream.
                 for t in &invalidate {
                     self.upstream.invalidate(t);
@@ -371,6 +380,61 @@ impl Gateway {
                 let r = r.map_err(done)?;
                 Ok((r, Some(user.clone()), Some(decision)))
             }
+        }
+    }
+
+    /// Evaluate the shadow policy on the same request and facts (looking up only what the
+    /// enforced decision did not already fetch); log and count any disagreement.
+    async fn shadow_compare(
+        &self,
+        shadow: &Policy,
+        enforced: &Policy,
+        user: &User,
+        input: &Input<'_>,
+        mut facts: Facts,
+        decision: &Decision,
+    ) {
+        let shadowed = loop {
+            match decide::decide(shadow, user, input, &facts) {
+                Next::Done(d) => break d,
+                Next::Need(t) => match self.upstream.lookup(&t).await {
+                    Ok(f) => facts.insert(t, f),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "shadow evaluation could not look up a resource");
+                        return;
+                    }
+                },
+            }
+        };
+        let summary = |d: &Decision| -> String {
+            match &d.outcome {
+                Outcome::Forward(f) => format!(
+                    "allow body={} query={} plan={:?}",
+                    f.body
+                        .as_deref()
+                        .map(String::from_utf8_lossy)
+                        .unwrap_or_default(),
+                    f.query.as_deref().unwrap_or(""),
+                    f.response
+                ),
+                Outcome::Reply(r) => format!("reply {}", r.status.as_u16()),
+                Outcome::Refuse(e) => format!("deny {} {}", e.status.as_u16(), e.detail),
+            }
+        };
+        let (live, cand) = (summary(decision), summary(&shadowed));
+        if live != cand {
+            self.metrics.shadow_disagreements.inc();
+            tracing::warn!(
+                target: "graphguard::shadow",
+                user = %user.identity,
+                enforced_version = %enforced.version,
+                shadow_version = %shadow.version,
+                enforced = %live,
+                shadow = %cand,
+                enforced_steps = ?decision.steps,
+                shadow_steps = ?shadowed.steps,
+                "shadow policy disagrees"
+            );
         }
     }
 

@@ -32,6 +32,7 @@ pub struct ReloadStatus {
 /// Reloads the policy directory into the gateway's snapshot.
 pub struct Reloader {
     dir: PathBuf,
+    shadow: bool,
     gateway: Arc<Gateway>,
     metrics: Arc<Metrics>,
     status: Mutex<ReloadStatus>,
@@ -59,9 +60,25 @@ impl Reloader {
         metrics.set_version(&gateway.policy.load().version);
         Reloader {
             dir,
+            shadow: false,
             gateway,
             metrics,
             status: Mutex::new(status),
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// A reloader for the shadow policy directory (its snapshot is `gateway.shadow`).
+    pub fn for_shadow(dir: PathBuf, gateway: Arc<Gateway>, metrics: Arc<Metrics>) -> Reloader {
+        Reloader {
+            dir,
+            shadow: true,
+            gateway,
+            metrics,
+            status: Mutex::new(ReloadStatus {
+                loaded_at: Some(SystemTime::now()),
+                ..ReloadStatus::default()
+            }),
             lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -88,15 +105,28 @@ impl Reloader {
                     .join("\n"),
             ),
             Ok(Ok(p)) => {
-                let current = self.gateway.policy.load();
-                if p.version == current.version {
+                let current = if self.shadow {
+                    self.gateway
+                        .shadow
+                        .load()
+                        .as_ref()
+                        .map(|p| p.version.clone())
+                        .unwrap_or_default()
+                } else {
+                    self.gateway.policy.load().version.clone()
+                };
+                if p.version == current {
                     ReloadResult::Unchanged(p.version)
                 } else {
                     let v = p.version.clone();
                     for w in &p.warnings {
                         tracing::warn!("{w}");
                     }
-                    self.gateway.policy.store(Arc::new(p));
+                    if self.shadow {
+                        self.gateway.shadow.store(Some(Arc::new(p)));
+                    } else {
+                        self.gateway.policy.store(Arc::new(p));
+                    }
                     ReloadResult::Swapped(v)
                 }
             }
@@ -114,14 +144,20 @@ impl Reloader {
         }
         match &result {
             ReloadResult::Swapped(v) => {
-                tracing::info!(version = %v, trigger = why, "policy reloaded");
+                tracing::info!(version = %v, trigger = why, shadow = self.shadow, "policy reloaded");
                 self.metrics
                     .reloads
                     .get_or_create(&ReasonLabel {
-                        reason: "ok".into(),
+                        reason: if self.shadow {
+                            "shadow_ok".into()
+                        } else {
+                            "ok".into()
+                        },
                     })
                     .inc();
-                self.metrics.set_version(v);
+                if !self.shadow {
+                    self.metrics.set_version(v);
+                }
             }
             ReloadResult::Unchanged(_) => {}
             ReloadResult::Failed(e) => {
