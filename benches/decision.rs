@@ -1,3 +1,4 @@
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 //! The decision path: route classification, handler resolution, filters, access policies at
 //! 10 to 10,000 policies, and the whole decision for typical requests.
 

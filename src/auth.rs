@@ -56,7 +56,12 @@ impl Authenticator {
     /// it is configured with `forward_credentials: true`). API keys are left as they are.
     pub fn strip_credentials(&self, headers: &mut HeaderMap) {
         match self {
-            Authenticator::ApiKey(_) | Authenticator::Anonymous(_) => {}
+            Authenticator::ApiKey(k) => {
+                if !k.forward_credentials {
+                    headers.remove(&k.header);
+                }
+            }
+            Authenticator::Anonymous(_) => {}
             Authenticator::Jwt(j) => j.strip_credentials(headers),
             Authenticator::Forward(f) => f.strip_credentials(headers),
         }
@@ -101,6 +106,8 @@ pub async fn authenticate(
 pub struct ApiKeys {
     header: http::HeaderName,
     bearer: bool,
+    /// Whether the key header is forwarded upstream.
+    pub forward_credentials: bool,
     keys: Vec<([u8; 32], Arc<User>)>,
 }
 
@@ -144,8 +151,7 @@ impl ApiKeys {
         Ok(ApiKeys {
             header,
             bearer,
-            keys,
-        })
+            keys, forward_credentials: false })
     }
 
     /// Number of keys.

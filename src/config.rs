@@ -316,6 +316,9 @@ pub struct ApiKeyConfig {
     /// A YAML or JSON file holding a list of keys (relative paths are relative to the policy
     /// file), e.g. mounted from a Kubernetes Secret.
     pub keys_file: Option<PathBuf>,
+    /// Forward the key header to the agent server (default false: it is stripped).
+    #[serde(default)]
+    pub forward_credentials: bool,
 }
 
 /// One API key.

@@ -309,7 +309,10 @@ impl Policy {
                         )),
                     }
                 }
-                match ApiKeys::new(c.header.as_deref(), &entries) {
+                match ApiKeys::new(c.header.as_deref(), &entries).map(|mut k| {
+                    k.forward_credentials = c.forward_credentials;
+                    k
+                }) {
                     Ok(k) => authenticators.push(Authenticator::ApiKey(k)),
                     Err(m) => errors.push(ConfigError::at_key(
                         path,

@@ -192,11 +192,11 @@ impl Gateway {
                 (r, u, d, label)
             }
             Err((e, u, d)) => {
-                if e.status == StatusCode::UNAUTHORIZED {
+                if e.status == StatusCode::UNAUTHORIZED && u.is_none() {
                     self.metrics
                         .auth_failures
                         .get_or_create(&ReasonLabel {
-                            reason: e.detail.clone(),
+                            reason: auth_failure_reason(&e.detail).into(),
                         })
                         .inc();
                 }
@@ -807,6 +807,28 @@ impl Gateway {
             }
         }
         Ok(true)
+    }
+}
+
+/// A bounded label for an authentication failure (details may come from an external service).
+fn auth_failure_reason(detail: &str) -> &'static str {
+    let d = detail.to_ascii_lowercase();
+    if d.contains("missing") {
+        "missing"
+    } else if d.contains("expired") {
+        "expired"
+    } else if d.contains("api key") {
+        "invalid_api_key"
+    } else if d.contains("issuer") {
+        "wrong_issuer"
+    } else if d.contains("audience") {
+        "wrong_audience"
+    } else if d.contains("signature") {
+        "bad_signature"
+    } else if d.contains("token") {
+        "invalid_token"
+    } else {
+        "other"
     }
 }
 

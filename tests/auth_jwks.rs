@@ -807,3 +807,60 @@ async fn forward_credentials_true_keeps_the_token_upstream() {
         .assert_status(200);
     assert_eq!(up.one_forwarded().header("authorization"), Some(t));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_provider_does_not_block_another_issuers_tokens() {
+    let a_key = Signer::es256("a");
+    let b_key = Signer::eddsa("b");
+    let down = JwksServer::start(vec![a_key.jwk.clone()]).await;
+    down.set_status(503);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("keys")).unwrap();
+    std::fs::write(
+        dir.path().join("keys/b.jwks"),
+        json!({"keys": [b_key.jwk]}).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        format!(
+            "authenticators:\n  - jwt: {{jwks_url: {}, issuer: https://a.test/}}\n  - jwt: {{jwks_file: keys/b.jwks, issuer: https://b.test/}}\n",
+            down.jwks_url()
+        ),
+    )
+    .unwrap();
+    let p = Policy::load_dir(dir.path()).unwrap();
+    assert_eq!(
+        run_auth(
+            &p,
+            &format!("Bearer {}", b_key.token("bob", "https://b.test/"))
+        )
+        .await
+        .unwrap(),
+        "bob"
+    );
+    assert_eq!(down.jwks_hits(), 0, "a foreign token does not make A fetch");
+    let e = run_auth(
+        &p,
+        &format!("Bearer {}", a_key.token("alice", "https://a.test/")),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        (e.status, e.detail.as_str()),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Token signing keys unavailable"
+        )
+    );
+    assert_eq!(down.jwks_hits(), 1);
+    assert_eq!(
+        run_auth(
+            &p,
+            &format!("Bearer {}", b_key.token("bob", "https://b.test/"))
+        )
+        .await
+        .unwrap(),
+        "bob"
+    );
+}

@@ -105,7 +105,7 @@ async fn metrics_scrape_counts_a_known_sequence() {
         1.0
     );
     assert_eq!(
-        line(r#"graphguard_auth_failures_total{reason="Invalid API key"}"#),
+        line(r#"graphguard_auth_failures_total{reason="invalid_api_key"}"#),
         1.0
     );
     assert_eq!(line("graphguard_lookup_cache_misses_total"), 1.0);
