@@ -244,6 +244,10 @@ pub struct Step {
     pub rule: Option<usize>,
     /// Whether the handler allowed (a filter may still hide the resource).
     pub allowed: bool,
+    /// The filter the handler returned (non-empty only).
+    pub filter: Option<ResolvedFilter>,
+    /// The metadata keys the handler stamps.
+    pub stamped: Vec<String>,
 }
 
 /// A decision with the steps that led to it.
@@ -413,16 +417,7 @@ impl<'a> Cx<'a> {
     /// A create: the handler stamps first, then access policies read the stamped metadata.
     fn grant_create(&mut self, event: Event) -> R<Grant> {
         let r = self.policy.evaluate(event, self.user);
-        let (handler, rule) = match &r {
-            Ok(g) => (g.handler.clone(), g.rule),
-            Err(_) => (self.policy.handler_for(event).map(|h| h.key.clone()), None),
-        };
-        self.steps.push(Step {
-            event,
-            handler,
-            rule,
-            allowed: r.is_ok(),
-        });
+        self.record(event, &r);
         let g = r?;
         if self.policy.access.is_enabled() {
             let mut tags = match self.input.body {
@@ -450,6 +445,29 @@ impl<'a> Cx<'a> {
         Ok(g)
     }
 
+    /// Record a handler call.
+    fn record(&mut self, event: Event, r: &Result<Grant, GatewayError>) {
+        let step = match r {
+            Ok(g) => Step {
+                event,
+                handler: g.handler.clone(),
+                rule: g.rule,
+                allowed: true,
+                filter: g.active_filter().cloned(),
+                stamped: g.metadata.as_ref().map(|m| m.keys().cloned().collect()).unwrap_or_default(),
+            },
+            Err(_) => Step {
+                event,
+                handler: self.policy.handler_for(event).map(|h| h.key.clone()),
+                rule: None,
+                allowed: false,
+                filter: None,
+                stamped: Vec::new(),
+            },
+        };
+        self.steps.push(step);
+    }
+
     /// Set where access policies read tags from.
     fn on(&mut self, s: Subject) {
         self.subject = s;
@@ -468,21 +486,14 @@ impl<'a> Cx<'a> {
                     handler: None,
                     rule: None,
                     allowed: false,
+                    filter: None,
+                    stamped: Vec::new(),
                 });
             }
             return Err(e);
         }
         let r = self.policy.evaluate(event, self.user);
-        let (handler, rule) = match &r {
-            Ok(g) => (g.handler.clone(), g.rule),
-            Err(_) => (self.policy.handler_for(event).map(|h| h.key.clone()), None),
-        };
-        self.steps.push(Step {
-            event,
-            handler,
-            rule,
-            allowed: r.is_ok(),
-        });
+        self.record(event, &r);
         Ok(r?)
     }
 

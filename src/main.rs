@@ -98,6 +98,9 @@ struct ServeArgs {
     /// Log format: json (default), pretty or compact.
     #[arg(long, env = "GRAPHGUARD_LOG_FORMAT", default_value = "json")]
     log_format: String,
+    /// Fraction of allowed decisions written to the audit log (0.0 to 1.0; denials always are).
+    #[arg(long, env = "GRAPHGUARD_AUDIT_SAMPLE_ALLOWED", default_value_t = 1.0)]
+    audit_sample_allowed: f64,
     /// Do not send x-graphguard-policy-version on responses.
     #[arg(long, env = "GRAPHGUARD_NO_POLICY_VERSION_HEADER")]
     no_policy_version_header: bool,
@@ -333,6 +336,7 @@ async fn serve(a: ServeArgs) -> ExitCode {
             max_body: a.max_body_bytes,
             idle_timeout: Duration::from_secs(a.idle_timeout_secs),
             policy_version_header: !a.no_policy_version_header,
+            audit_sample_allowed: a.audit_sample_allowed,
             ..ProxyConfig::default()
         },
         metrics.clone(),

@@ -47,6 +47,8 @@ pub struct ProxyConfig {
     pub body_timeout: Duration,
     /// Send `x-graphguard-policy-version` on every response.
     pub policy_version_header: bool,
+    /// Fraction of allowed decisions written to the audit log (denials always are).
+    pub audit_sample_allowed: f64,
 }
 
 impl Default for ProxyConfig {
@@ -57,6 +59,7 @@ impl Default for ProxyConfig {
             idle_timeout: Duration::from_secs(300),
             body_timeout: Duration::from_secs(60),
             policy_version_header: true,
+            audit_sample_allowed: 1.0,
         }
     }
 }
@@ -77,6 +80,7 @@ pub struct Gateway {
     pub draining: AtomicBool,
     /// A candidate policy evaluated beside the enforced one, never enforced.
     pub shadow: arc_swap::ArcSwapOption<Policy>,
+    audit_seq: AtomicU64,
 }
 
 impl Gateway {
@@ -95,6 +99,7 @@ impl Gateway {
             upstream_ok_at: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             shadow: arc_swap::ArcSwapOption::empty(),
+            audit_seq: AtomicU64::new(1),
         }
     }
 }
@@ -239,22 +244,71 @@ impl Gateway {
             .inc();
         self.metrics.request_seconds.observe(elapsed.as_secs_f64());
         self.metrics.in_flight.dec();
-        let steps: Vec<String> = decision
-            .as_ref()
-            .map(|d| {
-                d.steps
-                    .iter()
-                    .map(|s| {
-                        format!(
-                            "{}={}{}",
-                            s.event,
-                            s.handler.as_deref().unwrap_or("-"),
-                            if s.allowed { "" } else { "!" }
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        if label != "allow" && label != "public" || self.sample_allowed() {
+            self.audit(&request_id, &method, &path, &resp, label, user.as_deref(), decision.as_ref(), &policy, elapsed);
+        }
+        resp
+    }
+
+    /// Whether to log this allowed decision (`audit_sample_allowed`; denials always log).
+    fn sample_allowed(&self) -> bool {
+        let rate = self.config.audit_sample_allowed;
+        if rate >= 1.0 {
+            return true;
+        }
+        if rate <= 0.0 {
+            return false;
+        }
+        let n = self.audit_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as f64;
+        (n * rate).floor() != ((n - 1.0) * rate).floor()
+    }
+
+    /// One structured audit event per decision: who, what, which handlers and access
+    /// policies decided, the filter and stamping applied, the outcome. Never credentials.
+    #[allow(clippy::too_many_arguments)]
+    fn audit(
+        &self,
+        request_id: &str,
+        method: &Method,
+        path: &str,
+        resp: &Response<RespBody>,
+        label: &str,
+        user: Option<&User>,
+        decision: Option<&Decision>,
+        policy: &Policy,
+        elapsed: Duration,
+    ) {
+        let mut handlers = Vec::new();
+        let mut filters = Vec::new();
+        let mut stamped = Vec::new();
+        let mut access = Vec::new();
+        if let Some(d) = decision {
+            for s in &d.steps {
+                handlers.push(format!(
+                    "{}={}{}",
+                    s.event,
+                    s.handler.as_deref().unwrap_or("-"),
+                    if s.allowed { "" } else { "!" }
+                ));
+                if let Some(f) = &s.filter {
+                    filters.push(format!("{}:{}", s.event, crate::explain::filter_json(f)));
+                }
+                if !s.stamped.is_empty() {
+                    stamped.push(format!("{}:{}", s.event, s.stamped.join("+")));
+                }
+            }
+            for a in &d.access {
+                let matched: Vec<&str> = a.groups.iter().filter(|g| g.matched).map(|g| g.policy.as_str()).collect();
+                access.push(format!(
+                    "{}={}:{:?}{}{}",
+                    a.permission,
+                    if a.allowed { "allow" } else { "deny" },
+                    a.reason,
+                    a.rbac.as_ref().and_then(|r| r.via_role.as_deref()).map(|r| format!(" role={r}")).unwrap_or_default(),
+                    if matched.is_empty() { String::new() } else { format!(" policies={}", matched.join("|")) },
+                ));
+            }
+        }
         tracing::info!(
             target: "graphguard::audit",
             request_id = %request_id,
@@ -262,13 +316,15 @@ impl Gateway {
             %path,
             status = resp.status().as_u16(),
             decision = label,
-            user = user.as_deref().map(|u| u.identity.as_str()).unwrap_or("-"),
-            steps = %steps.join(","),
+            user = user.map(|u| u.identity.as_str()).unwrap_or("-"),
+            handlers = %handlers.join(","),
+            access = %access.join(","),
+            filters = %filters.join(","),
+            stamped = %stamped.join(","),
             policy = %policy.version,
             elapsed_us = elapsed.as_micros() as u64,
             "decision"
         );
-        resp
     }
 
     #[allow(clippy::type_complexity)]
