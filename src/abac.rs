@@ -227,6 +227,30 @@ impl Condition {
         })
     }
 
+    /// Whether the condition holds, without building an explanation (no allocation for string
+    /// tags under the case-sensitive and glob operators, nor for ASCII under the others).
+    fn holds(&self, tags: &Map<String, Value>) -> bool {
+        let Some(v) = tags.get(&self.key) else {
+            return self.if_exists;
+        };
+        let actual = tag_text(v);
+        let ci_eq = |a: &str| {
+            if a.is_ascii() && self.value.is_ascii() {
+                a.eq_ignore_ascii_case(&self.value)
+            } else {
+                a.to_lowercase() == self.value_lower
+            }
+        };
+        match self.cmp {
+            Cmp::Equals => *actual == *self.value,
+            Cmp::NotEquals => *actual != *self.value,
+            Cmp::EqualsIgnoreCase => ci_eq(&actual),
+            Cmp::NotEqualsIgnoreCase => !ci_eq(&actual),
+            Cmp::Matches => self.glob.as_ref().is_some_and(|g| g.is_match(actual.as_ref())),
+            Cmp::NotMatches => !self.glob.as_ref().is_some_and(|g| g.is_match(actual.as_ref())),
+        }
+    }
+
     fn eval(&self, tags: &Map<String, Value>) -> Result<(), ConditionFailure> {
         let Some(v) = tags.get(&self.key) else {
             return if self.if_exists {
@@ -535,6 +559,38 @@ impl AccessControl {
             permitted: via.is_some(),
             via_role: via.cloned(),
         })
+    }
+
+    /// The same answer as [`AccessControl::decide`], without the explanation: the per-item
+    /// fast path of searches.
+    pub fn allows(&self, user: &User, event: Event, tags: &Map<String, Value>) -> bool {
+        if !self.is_enabled() {
+            return true;
+        }
+        let (mut allow, mut deny) = (false, false);
+        if let Some(gs) = self.index.get(&event) {
+            for g in gs.iter().filter(|g| self.applies(g, user)) {
+                if g.conditions.iter().all(|c| c.holds(tags)) {
+                    match self.policies.get(g.policy).map(|m| m.effect) {
+                        Some(Effect::Allow) => allow = true,
+                        Some(Effect::Deny) => deny = true,
+                        None => {}
+                    }
+                }
+            }
+        }
+        if deny {
+            return false;
+        }
+        if allow {
+            return true;
+        }
+        match &self.roles {
+            None => true,
+            Some(roles) => user.roles.iter().any(|r| {
+                roles.0.get(r.as_str()).is_some_and(|ps| ps.iter().any(|p| permission_matches(p, event)))
+            }),
+        }
     }
 
     /// Decide one permission on a resource with these tags (`None`: tags unknown, e.g. a
@@ -875,6 +931,117 @@ mod tests {
             d.groups[0].failed,
             Some(ConditionFailure::KeyAbsent { key: "Env".into() })
         );
+    }
+
+    /// A small deterministic generator (no extra dependency): xorshift64*.
+    struct Gen(u64);
+    impl Gen {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
+            &xs[(self.next() % xs.len() as u64) as usize]
+        }
+    }
+    const KEYS: [&str; 3] = ["Team", "Env", "Client"];
+    const VALUES: [&str; 5] = ["a", "A", "b", "a*", "?"];
+    const OPS: [&str; 12] = [
+        "equals", "not_equals", "equals_ignore_case", "not_equals_ignore_case", "matches", "not_matches",
+        "equals_if_exists", "not_equals_if_exists", "equals_ignore_case_if_exists",
+        "not_equals_ignore_case_if_exists", "matches_if_exists", "not_matches_if_exists",
+    ];
+    const ROLES: [&str; 3] = ["r0", "r1", "r2"];
+
+    fn random_policy(g: &mut Gen, i: usize, effect: &str) -> AccessPolicyConfig {
+        let groups: Vec<Value> = (0..1 + g.next() % 2)
+            .map(|_| {
+                let conds: Vec<Value> = (0..1 + g.next() % 2)
+                    .map(|_| json!({"attribute_name": "resource_tag_key", "attribute_key": g.pick(&KEYS), "operator": g.pick(&OPS), "attribute_value": g.pick(&VALUES)}))
+                    .collect();
+                json!({"permission": "threads:read", "resource_type": "thread", "conditions": conds})
+            })
+            .collect();
+        let roles: Vec<&str> = if g.next() % 3 == 0 { vec![] } else { vec![*g.pick(&ROLES)] };
+        serde_json::from_value(json!({"name": format!("p{i}"), "effect": effect, "condition_groups": groups, "role_ids": roles})).unwrap()
+    }
+
+    fn random_tags(g: &mut Gen) -> Map<String, Value> {
+        let mut m = Map::new();
+        for k in KEYS {
+            match g.next() % 4 {
+                0 => {}
+                1 => {
+                    m.insert(k.into(), json!(true));
+                }
+                _ => {
+                    m.insert(k.into(), json!(g.pick(&VALUES)));
+                }
+            }
+        }
+        m
+    }
+
+    fn world(g: &mut Gen) -> (HashMap<String, Vec<String>>, Vec<AccessPolicyConfig>, User, Map<String, Value>) {
+        let mut roles = HashMap::new();
+        for r in ROLES {
+            roles.insert(r.to_string(), if g.next() % 2 == 0 { vec!["threads:read".into()] } else { vec![] });
+        }
+        let n = g.next() % 5;
+        let policies = (0..n as usize)
+            .map(|i| {
+                let eff = if g.next() % 2 == 0 { "allow" } else { "deny" };
+                random_policy(g, i, eff)
+            })
+            .collect();
+        let r: &str = *g.pick(&ROLES[..]);
+        let u = user(&[r]);
+        (roles, policies, u, random_tags(g))
+    }
+
+    #[test]
+    fn property_fast_path_agrees_with_the_explained_decision() {
+        let mut g = Gen(0x9E37_79B9_7F4A_7C15);
+        for _ in 0..1000 {
+            let (roles, policies, u, tags) = world(&mut g);
+            let ac = AccessControl::compile(Some(&roles), &policies).unwrap();
+            let d = ac.decide(&u, READ, &tags);
+            assert_eq!(ac.allows(&u, READ, &tags), d.allowed, "{policies:?} {tags:?}");
+            // The explanation is consistent with the outcome.
+            let deny = d.groups.iter().any(|x| x.matched && x.effect == Effect::Deny);
+            let allow = d.groups.iter().any(|x| x.matched && x.effect == Effect::Allow);
+            assert_eq!(d.reason == Reason::DenyWins, deny);
+            if !deny && allow {
+                assert_eq!(d.reason, Reason::AllowGrants);
+            }
+            assert_eq!(d.groups.iter().all(|x| x.matched == x.failed.is_none()), true);
+        }
+    }
+
+    #[test]
+    fn property_adding_a_deny_never_grants_access() {
+        let mut g = Gen(0xD1B5_4A32_D192_ED03);
+        for i in 0..1000 {
+            let (roles, mut policies, u, tags) = world(&mut g);
+            let before = AccessControl::compile(Some(&roles), &policies).unwrap().allows(&u, READ, &tags);
+            policies.push(random_policy(&mut g, 100 + i, "deny"));
+            let after = AccessControl::compile(Some(&roles), &policies).unwrap().allows(&u, READ, &tags);
+            assert!(!after || before, "a deny granted access: {policies:?} {tags:?}");
+        }
+    }
+
+    #[test]
+    fn property_adding_an_allow_never_removes_access() {
+        let mut g = Gen(0x94D0_49BB_1331_11EB);
+        for i in 0..1000 {
+            let (roles, mut policies, u, tags) = world(&mut g);
+            let before = AccessControl::compile(Some(&roles), &policies).unwrap().allows(&u, READ, &tags);
+            policies.push(random_policy(&mut g, 100 + i, "allow"));
+            let after = AccessControl::compile(Some(&roles), &policies).unwrap().allows(&u, READ, &tags);
+            assert!(!before || after, "an allow removed access: {policies:?} {tags:?}");
+        }
     }
 
     #[test]

@@ -657,7 +657,7 @@ impl Gateway {
                         && user.is_none_or(|u| {
                             access
                                 .iter()
-                                .all(|e| policy.access.decide(u, *e, value).allowed)
+                                .all(|e| policy.access.allows(u, *e, value))
                         })
                 };
                 self.filtered(resp, keep, None).await
@@ -842,7 +842,7 @@ impl Gateway {
             if !plan
                 .access
                 .iter()
-                .all(|e| policy.access.decide(u, *e, &md).allowed)
+                .all(|e| policy.access.allows(u, *e, &md))
             {
                 return Ok(false);
             }
