@@ -113,6 +113,16 @@ struct ServeArgs {
     reload_poll_secs: u64,
 }
 
+/// Print to stdout; a closed pipe (`graphguard explain ... | head`) is not an error.
+macro_rules! say {
+    () => {{
+        let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), b"\n");
+    }};
+    ($($arg:tt)*) => {{
+        let _ = std::io::Write::write_fmt(&mut std::io::stdout().lock(), format_args!("{}\n", format_args!($($arg)*)));
+    }};
+}
+
 fn init_logs(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GRAPHGUARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -156,19 +166,6 @@ fn main() -> ExitCode {
     }
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UserArg {
-    identity: String,
-    display_name: Option<String>,
-    #[serde(default)]
-    permissions: Vec<String>,
-    #[serde(default)]
-    roles: Vec<String>,
-    #[serde(default)]
-    attributes: serde_json::Map<String, serde_json::Value>,
-}
-
 fn explain(dir: &std::path::Path, user: &str, action: &str, resource: Option<&str>) -> ExitCode {
     let policy = match Policy::load_dir(dir) {
         Ok(p) => p,
@@ -179,19 +176,12 @@ fn explain(dir: &std::path::Path, user: &str, action: &str, resource: Option<&st
             return ExitCode::FAILURE;
         }
     };
-    let u: UserArg = match serde_json::from_str(user) {
-        Ok(u) => u,
+    let user = match serde_json::from_str::<graphguard::policytest::CaseUser>(user) {
+        Ok(u) => u.to_user(),
         Err(e) => {
             eprintln!("graphguard: --user is not a user object: {e}");
             return ExitCode::FAILURE;
         }
-    };
-    let user = graphguard::user::User {
-        display_name: u.display_name.unwrap_or_else(|| u.identity.clone()),
-        identity: u.identity,
-        permissions: u.permissions,
-        roles: u.roles,
-        attributes: u.attributes,
     };
     let event = match action.split_once(':').and_then(|(r, a)| {
         Some(graphguard::event::Event::new(
@@ -217,10 +207,10 @@ fn explain(dir: &std::path::Path, user: &str, action: &str, resource: Option<&st
     };
     let ex = graphguard::explain::explain(&policy, &user, event, md.as_ref());
     for w in &ex.words {
-        println!("{w}");
+        say!("{w}");
     }
-    println!();
-    println!("{}", serde_json::to_string_pretty(&ex).unwrap_or_default());
+    say!();
+    say!("{}", serde_json::to_string_pretty(&ex).unwrap_or_default());
     ExitCode::SUCCESS
 }
 
@@ -229,7 +219,7 @@ fn policy_test(dir: &std::path::Path, files: &[PathBuf]) -> ExitCode {
         Ok(p) => p,
         Err(errors) => {
             for e in errors {
-                println!("{e}");
+                say!("{e}");
             }
             return ExitCode::FAILURE;
         }
@@ -242,7 +232,7 @@ fn policy_test(dir: &std::path::Path, files: &[PathBuf]) -> ExitCode {
         {
             Ok(file) => file,
             Err(e) => {
-                println!("{}: {e}", f.display());
+                say!("{}: {e}", f.display());
                 return ExitCode::FAILURE;
             }
         };
@@ -250,10 +240,10 @@ fn policy_test(dir: &std::path::Path, files: &[PathBuf]) -> ExitCode {
         passed += p;
         failed += failures.len();
         for fl in failures {
-            println!("{}: {fl}", f.display());
+            say!("{}: {fl}", f.display());
         }
     }
-    println!("{passed} passed, {failed} failed");
+    say!("{passed} passed, {failed} failed");
     if failed == 0 {
         ExitCode::SUCCESS
     } else {
@@ -265,9 +255,9 @@ fn check(dir: &std::path::Path) -> ExitCode {
     match Policy::load_dir(dir) {
         Ok(p) => {
             for w in &p.warnings {
-                println!("warning: {w}");
+                say!("warning: {w}");
             }
-            println!(
+            say!(
                 "ok: policy version {} ({} authenticators)",
                 p.version,
                 p.authenticators.len()
@@ -276,7 +266,7 @@ fn check(dir: &std::path::Path) -> ExitCode {
         }
         Err(errors) => {
             for e in errors {
-                println!("{e}");
+                say!("{e}");
             }
             ExitCode::FAILURE
         }

@@ -99,13 +99,16 @@ pub struct Case {
     pub expect: Expect,
 }
 
-fn user_of(u: &CaseUser) -> User {
-    User {
-        identity: u.identity.clone(),
-        display_name: u.display_name.clone().unwrap_or_else(|| u.identity.clone()),
-        permissions: u.permissions.clone(),
-        roles: u.roles.clone(),
-        attributes: u.attributes.clone(),
+impl CaseUser {
+    /// The user this describes (display name defaults to the identity).
+    pub fn to_user(&self) -> User {
+        User {
+            identity: self.identity.clone(),
+            display_name: self.display_name.clone().unwrap_or_else(|| self.identity.clone()),
+            permissions: self.permissions.clone(),
+            roles: self.roles.clone(),
+            attributes: self.attributes.clone(),
+        }
     }
 }
 
@@ -117,7 +120,7 @@ fn diff(out: &mut Vec<String>, what: &str, want: &Value, got: &Value) {
 
 /// Run one case; `Err` holds the failure lines.
 pub fn run_case(policy: &Policy, case: &Case) -> Result<(), Vec<String>> {
-    let user = user_of(&case.user);
+    let user = case.user.to_user();
     let mut fails = Vec::new();
     let e = &case.expect;
     match (&case.action, &case.request) {

@@ -52,6 +52,16 @@ def pytest_sessionfinish(session, exitstatus):
         shutil.rmtree(_LOG_DIR, ignore_errors=True)
 
 
+def pytest_generate_tests(metafunc):
+    """Parametrize the shared scenario tests (scenario_tests.py) by the module's HANDLER_SET."""
+    from scenarios import gateway_only_for, scenarios_for
+
+    handler_set = getattr(metafunc.module, "HANDLER_SET", None)
+    for name, source in (("scenario", scenarios_for), ("gateway_only_scenario", gateway_only_for)):
+        if name in metafunc.fixturenames and handler_set is not None:
+            metafunc.parametrize(name, source(handler_set), ids=lambda s: s.name)
+
+
 @pytest.fixture(scope="module")
 def handler_set(request) -> str:
     name = getattr(request.module, "HANDLER_SET", None)

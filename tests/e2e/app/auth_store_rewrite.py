@@ -1,25 +1,19 @@
 """H4 (store-rewrite): per-user store by namespace rewriting, owner isolation elsewhere.
 Mirrors policies/store-rewrite/handlers.yaml."""
 
-import importlib.util
 import sys
 from pathlib import Path
 
 from langgraph_sdk import Auth
 
 
-def _demo_users():
-    name = "graphguard_e2e_demo_users"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("demo_users.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+# langgraph loads this file by path, not as a package: make its directory importable.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from demo_users import authenticate  # noqa: E402
 
 
 auth = Auth()
-auth.authenticate(_demo_users().authenticate)
+auth.authenticate(authenticate)
 
 
 @auth.on
