@@ -332,6 +332,16 @@ struct PolicyMeta {
     roles: Vec<String>,
 }
 
+/// The condition groups of one permission, split by who they apply to, so evaluation never
+/// visits the groups of other permissions or of roles the user does not have.
+#[derive(Debug, Clone, Default)]
+struct EventGroups {
+    /// Groups of policies without `role_ids`.
+    everyone: Vec<Group>,
+    /// Groups of policies with `role_ids`, under each role.
+    by_role: HashMap<String, Vec<Group>>,
+}
+
 /// Permissions granted by a role (`*`, `threads:*`, `*:read` wildcards).
 #[derive(Debug, Clone, Default)]
 pub struct Roles(HashMap<String, Vec<String>>);
@@ -380,7 +390,7 @@ fn validate_granted(p: &str) -> Result<(), String> {
 pub struct AccessControl {
     roles: Option<Roles>,
     policies: Vec<PolicyMeta>,
-    index: HashMap<Event, Vec<Group>>,
+    index: HashMap<Event, EventGroups>,
     enabled_abac: bool,
 }
 
@@ -457,7 +467,7 @@ impl AccessControl {
             Roles(r.clone())
         });
         let mut metas = Vec::new();
-        let mut index: HashMap<Event, Vec<Group>> = HashMap::new();
+        let mut index: HashMap<Event, EventGroups> = HashMap::new();
         for (pi, p) in policies.iter().enumerate() {
             if metas.iter().any(|m: &PolicyMeta| m.name == p.name) {
                 errors.push(format!(
@@ -504,11 +514,16 @@ impl AccessControl {
                         Err(e) => errors.push(format!("{at}.conditions[{ci}]: {e}")),
                     }
                 }
-                index.entry(event).or_default().push(Group {
-                    policy: pi,
-                    index: gi,
-                    conditions,
-                });
+                let group = Group { policy: pi, index: gi, conditions };
+                let slot = index.entry(event).or_default();
+                match p.role_ids.as_deref() {
+                    None | Some([]) => slot.everyone.push(group),
+                    Some(roles) => {
+                        for r in roles {
+                            slot.by_role.entry(r.clone()).or_default().push(group.clone());
+                        }
+                    }
+                }
             }
             metas.push(PolicyMeta {
                 name: p.name.clone(),
@@ -535,15 +550,18 @@ impl AccessControl {
     /// Whether any policy could depend on the resource's tags for this event (if not, the
     /// decision needs no lookup).
     pub fn needs_tags(&self, user: &User, event: Event) -> bool {
-        self.index
-            .get(&event)
-            .is_some_and(|gs| gs.iter().any(|g| self.applies(g, user)))
+        self.applicable(user, event).next().is_some()
     }
 
-    fn applies(&self, g: &Group, user: &User) -> bool {
-        self.policies
-            .get(g.policy)
-            .is_some_and(|p| p.roles.is_empty() || p.roles.iter().any(|r| user.has_role(r)))
+    /// The groups of `event` that apply to `user` (a group may repeat when the user has two
+    /// of its policy's roles; that changes no outcome).
+    fn applicable<'a>(&'a self, user: &'a User, event: Event) -> impl Iterator<Item = &'a Group> + 'a {
+        let eg = self.index.get(&event);
+        eg.into_iter().flat_map(move |eg| {
+            eg.everyone
+                .iter()
+                .chain(user.roles.iter().flat_map(move |r| eg.by_role.get(r).into_iter().flatten()))
+        })
     }
 
     /// RBAC's answer for an event (None when roles are not configured).
@@ -568,14 +586,12 @@ impl AccessControl {
             return true;
         }
         let (mut allow, mut deny) = (false, false);
-        if let Some(gs) = self.index.get(&event) {
-            for g in gs.iter().filter(|g| self.applies(g, user)) {
-                if g.conditions.iter().all(|c| c.holds(tags)) {
-                    match self.policies.get(g.policy).map(|m| m.effect) {
-                        Some(Effect::Allow) => allow = true,
-                        Some(Effect::Deny) => deny = true,
-                        None => {}
-                    }
+        for g in self.applicable(user, event) {
+            if g.conditions.iter().all(|c| c.holds(tags)) {
+                match self.policies.get(g.policy).map(|m| m.effect) {
+                    Some(Effect::Allow) => allow = true,
+                    Some(Effect::Deny) => deny = true,
+                    None => {}
                 }
             }
         }
@@ -609,11 +625,14 @@ impl AccessControl {
         let rbac = self.rbac(user, event);
         let mut groups = Vec::new();
         let (mut allow, mut deny) = (false, false);
-        if let Some(gs) = self.index.get(&event) {
-            for g in gs.iter().filter(|g| self.applies(g, user)) {
+        {
+            for g in self.applicable(user, event) {
                 let Some(meta) = self.policies.get(g.policy) else {
                     continue;
                 };
+                if groups.iter().any(|t: &GroupTrace| t.policy == meta.name && t.group == g.index) {
+                    continue;
+                }
                 let failed = g.conditions.iter().find_map(|c| c.eval(tags).err());
                 let matched = failed.is_none();
                 if matched {
