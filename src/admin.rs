@@ -89,11 +89,16 @@ impl Admin {
                     body.to_string(),
                 )
             }
-            (Method::GET, "/metrics") => resp(
-                StatusCode::OK,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                self.gateway.metrics.encode(),
-            ),
+            (Method::GET, "/metrics") => {
+                self.gateway
+                    .metrics
+                    .observe_authenticators(&policy.authenticators);
+                resp(
+                    StatusCode::OK,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    self.gateway.metrics.encode(),
+                )
+            }
             (Method::POST, "/reload") => match &self.reloader {
                 None => resp(
                     StatusCode::NOT_FOUND,

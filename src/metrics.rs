@@ -66,6 +66,14 @@ pub struct Metrics {
     pub open_connections: Gauge,
     /// Requests on which the shadow policy decided differently.
     pub shadow_disagreements: Counter,
+    /// Token signature verifications (verified-token cache misses) since the policy loaded.
+    pub jwt_verifications: Gauge,
+    /// JWKS and discovery fetches since the policy loaded.
+    pub jwks_fetches: Gauge,
+    /// Failed JWKS and discovery fetches since the policy loaded.
+    pub jwks_fetch_failures: Gauge,
+    /// Calls to external authenticate endpoints (answer-cache misses) since the policy loaded.
+    pub forward_auth_calls: Gauge,
 }
 
 impl Default for Metrics {
@@ -92,6 +100,30 @@ impl Metrics {
         let in_flight = Gauge::default();
         let open_connections = Gauge::default();
         let shadow_disagreements = Counter::default();
+        let jwt_verifications = Gauge::default();
+        let jwks_fetches = Gauge::default();
+        let jwks_fetch_failures = Gauge::default();
+        let forward_auth_calls = Gauge::default();
+        registry.register(
+            "jwt_signature_verifications",
+            "Token signature verifications (verified-token cache misses) since the policy loaded",
+            jwt_verifications.clone(),
+        );
+        registry.register(
+            "jwks_fetches",
+            "JWKS and discovery fetches since the policy loaded",
+            jwks_fetches.clone(),
+        );
+        registry.register(
+            "jwks_fetch_failures",
+            "Failed JWKS and discovery fetches since the policy loaded",
+            jwks_fetch_failures.clone(),
+        );
+        registry.register(
+            "forward_auth_calls",
+            "Calls to external authenticate endpoints (answer-cache misses) since the policy loaded",
+            forward_auth_calls.clone(),
+        );
         registry.register(
             "requests",
             "Requests by resource, action, decision and status",
@@ -172,6 +204,10 @@ impl Metrics {
             in_flight,
             open_connections,
             shadow_disagreements,
+            jwt_verifications,
+            jwks_fetches,
+            jwks_fetch_failures,
+            forward_auth_calls,
         }
     }
 
@@ -182,6 +218,30 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+
+    /// Read the authenticators' own counters into gauges (called at scrape time).
+    pub fn observe_authenticators(&self, authenticators: &[crate::auth::Authenticator]) {
+        use crate::auth::Authenticator;
+        let (mut ver, mut fetches, mut failures, mut calls) = (0u64, 0u64, 0u64, 0u64);
+        for a in authenticators {
+            match a {
+                Authenticator::Jwt(j) => {
+                    ver += j.verification_count();
+                    if let crate::jwks::KeySource::Remote(r) = j.key_source_ref() {
+                        fetches += r.fetch_count();
+                        failures += r.failure_count();
+                    }
+                }
+                Authenticator::Forward(f) => calls += f.call_count(),
+                _ => {}
+            }
+        }
+        let g = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
+        self.jwt_verifications.set(g(ver));
+        self.jwks_fetches.set(g(fetches));
+        self.jwks_fetch_failures.set(g(failures));
+        self.forward_auth_calls.set(g(calls));
     }
 
     /// Record a loaded policy version.
