@@ -329,7 +329,6 @@ struct Group {
 struct PolicyMeta {
     name: String,
     effect: Effect,
-    roles: Vec<String>,
 }
 
 /// The condition groups of one permission, split by who they apply to, so evaluation never
@@ -528,7 +527,6 @@ impl AccessControl {
             metas.push(PolicyMeta {
                 name: p.name.clone(),
                 effect: p.effect,
-                roles: p.role_ids.clone().unwrap_or_default(),
             });
         }
         if !errors.is_empty() {
