@@ -296,10 +296,16 @@ impl Policy {
                         .map(|d| d.join(kf))
                         .unwrap_or_else(|| kf.clone());
                     match std::fs::read_to_string(&kf) {
-                        Ok(t) => match config::parse_keys_file(&kf, &t) {
-                            Ok(more) => entries.extend(more),
-                            Err(e) => errors.push(e),
-                        },
+                        Ok(t) => {
+                            // The keys are part of the version: rotating a mounted Secret is
+                            // a reload like any policy change.
+                            hasher.update(t.as_bytes());
+                            hasher.update([0]);
+                            match config::parse_keys_file(&kf, &t) {
+                                Ok(more) => entries.extend(more),
+                                Err(e) => errors.push(e),
+                            }
+                        }
                         Err(e) => errors.push(ConfigError::at_key(
                             path,
                             text,

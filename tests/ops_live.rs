@@ -277,3 +277,21 @@ async fn a_broken_policy_keeps_the_last_good_set_and_a_fix_recovers() {
     assert!(reloader.status().last_error.is_none());
     assert_ne!(gw.gw.policy.load().version, good);
 }
+
+#[tokio::test]
+async fn rotating_a_keys_file_outside_the_policy_directory_is_a_new_version() {
+    let root = tempfile::tempdir().unwrap();
+    let policies = root.path().join("policies");
+    let keys = root.path().join("keys");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::write(policies.join("auth.yaml"), "authenticators:\n  - api_key:\n      keys_file: ../keys/api-keys.yaml\nhandlers:\n  threads: {allow: true}\n").unwrap();
+    let entry = |id: &str, digest: &str| format!("- {{identity: {id}, sha256: {digest}}}\n");
+    let alice = "0572c17ed012b3efdf9df98db1718f225887132739b8da945d81ac5a7d1fea45";
+    let bob = "3a1f6bae21de4f036f2aba80fce463677f1070f8bf81f0f475604cccd8e2d7f3";
+    std::fs::write(keys.join("api-keys.yaml"), entry("alice", alice)).unwrap();
+    let v1 = Policy::load_dir(&policies).unwrap().version;
+    std::fs::write(keys.join("api-keys.yaml"), entry("alice", alice) + &entry("bob", bob)).unwrap();
+    let v2 = Policy::load_dir(&policies).unwrap().version;
+    assert_ne!(v1, v2);
+}
