@@ -106,7 +106,7 @@ pub enum Body<'a> {
     /// A JSON object.
     Object(ObjectBody<'a>),
     /// A JSON array (run batch).
-    Array(Vec<Value>),
+    Array(Vec<ObjectBody<'a>>),
 }
 
 /// Parse a body for a route. Errors are the 4xx the client gets.
@@ -124,16 +124,24 @@ pub fn parse_body<'a>(route: &RouteMatch, raw: &'a [u8]) -> Result<Body<'a>, Gat
                 .map_err(body_error)
         }
         BodyKind::Array => {
-            crate::rewrite::ObjectBody::parse(b"{}", 1).map_err(body_error)?;
-            let v: Value = serde_json::from_slice(raw).map_err(|e| {
-                GatewayError::unprocessable(format!("Invalid JSON in request body: {e}"))
-            })?;
-            match v {
-                Value::Array(items) => Ok(Body::Array(items)),
-                _ => Err(GatewayError::unprocessable(
-                    "Request body must be a JSON array",
-                )),
-            }
+            // Each element is spliced like an object body, so numbers and every other byte
+            // the client sent reach the server unchanged.
+            let items: Vec<&'a serde_json::value::RawValue> =
+                serde_json::from_slice(raw).map_err(|_| {
+                    GatewayError::unprocessable("Request body must be a JSON array of objects")
+                })?;
+            let items = items
+                .into_iter()
+                .map(|item| {
+                    ObjectBody::parse(item.get().as_bytes(), MAX_JSON_DEPTH).map_err(|e| match e {
+                        BodyError::NotAnObject => {
+                            GatewayError::unprocessable("Each batch item must be a JSON object")
+                        }
+                        other => body_error(other),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Body::Array(items))
         }
     }
 }
@@ -454,7 +462,11 @@ impl<'a> Cx<'a> {
                 rule: g.rule,
                 allowed: true,
                 filter: g.active_filter().cloned(),
-                stamped: g.metadata.as_ref().map(|m| m.keys().cloned().collect()).unwrap_or_default(),
+                stamped: g
+                    .metadata
+                    .as_ref()
+                    .map(|m| m.keys().cloned().collect())
+                    .unwrap_or_default(),
             },
             Err(_) => Step {
                 event,
@@ -1079,51 +1091,53 @@ impl<'a> Cx<'a> {
             return Err(GatewayError::internal("route body kind mismatch").into());
         };
         let miss = GatewayError::not_found("Thread or assistant not found.");
-        let mut out = Vec::with_capacity(items.len());
-        let mut changed = false;
+        let mut out: Vec<Option<Vec<u8>>> = Vec::with_capacity(items.len());
         for item in items {
-            let Value::Object(obj) = item else {
-                return Err(
-                    GatewayError::unprocessable("Each batch item must be a JSON object").into(),
-                );
+            let aid = match item.get::<Value>("assistant_id").map_err(body_error)? {
+                Some(Value::String(aid)) => Some(aid),
+                None | Some(Value::Null) => None,
+                Some(_) => {
+                    return Err(GatewayError::unprocessable("assistant_id must be a string").into())
+                }
             };
-            if let Some(Value::String(aid)) = obj.get("assistant_id") {
-                if is_uuid(aid) && self.fact(Target::Assistant(aid.clone()))?.is_none() {
+            if let Some(aid) = aid.as_deref().filter(|a| is_uuid(a)) {
+                if self.fact(Target::Assistant(aid.to_string()))?.is_none() {
                     return Err(miss.clone().into());
                 }
             }
             let g = self.grant(T, Action::CreateRun)?;
-            match obj.get("assistant_id") {
-                Some(Value::String(aid)) => self.assistant_read_check(aid, miss.clone())?,
-                None | Some(Value::Null) => {}
-                Some(_) => {
-                    return Err(GatewayError::unprocessable("assistant_id must be a string").into())
-                }
+            if let Some(aid) = &aid {
+                self.assistant_read_check(aid, miss.clone())?;
             }
-            let mut obj = obj.clone();
-            if let Some(md) = g.metadata.as_ref().filter(|m| !m.is_empty()) {
-                let target = obj
-                    .entry("metadata")
-                    .or_insert_with(|| Value::Object(Map::new()));
-                if target.is_null() {
-                    *target = Value::Object(Map::new());
+            let stamped = match g.metadata.as_ref().filter(|m| !m.is_empty()) {
+                Some(md) => {
+                    let merged =
+                        merge_object_raw(item.get_raw("metadata"), md).map_err(|e| match e {
+                            BodyError::NotAnObject => {
+                                GatewayError::unprocessable("metadata must be an object")
+                            }
+                            other => body_error(other),
+                        })?;
+                    Some(item.splice(&[("metadata", Some(&merged))]))
                 }
-                let Value::Object(m) = target else {
-                    return Err(GatewayError::unprocessable("metadata must be an object").into());
-                };
-                for (k, v) in md {
-                    m.insert(k.clone(), v.clone());
-                }
-                changed = true;
-            }
-            out.push(Value::Object(obj));
+                None => None,
+            };
+            out.push(stamped);
         }
         let mut f = forward();
-        if changed {
-            f.body = Some(
-                serde_json::to_vec(&Value::Array(out))
-                    .map_err(|e| GatewayError::internal(e.to_string()))?,
-            );
+        if out.iter().any(Option::is_some) {
+            let mut body = b"[".to_vec();
+            for (i, (item, stamped)) in items.iter().zip(&out).enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                match stamped {
+                    Some(b) => body.extend_from_slice(b),
+                    None => body.extend_from_slice(&item.splice(&[])),
+                }
+            }
+            body.push(b']');
+            f.body = Some(body);
         }
         Ok(f)
     }

@@ -1402,10 +1402,21 @@ fn batch_body_must_be_an_array_of_objects() {
     .unwrap_err();
     assert_eq!(
         (e.status.as_u16(), e.detail.as_str()),
-        (422, "Request body must be a JSON array")
+        (422, "Request body must be a JSON array of objects")
     );
-    post(&h1(), &user("alice"), "/runs/batch", "[1]")
-        .assert_refused(422, "Each batch item must be a JSON object");
+    let e = try_run(
+        &h1(),
+        &user("alice"),
+        Method::POST,
+        "/runs/batch",
+        "[1]",
+        &world(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        (e.status.as_u16(), e.detail.as_str()),
+        (422, "Each batch item must be a JSON object")
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

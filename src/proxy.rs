@@ -117,7 +117,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 /// Client headers that claim an identity or a network position; the gateway sets its own.
-const SPOOFABLE: [&str; 7] = [
+const SPOOFABLE: [&str; 9] = [
     "forwarded",
     "x-forwarded-for",
     "x-forwarded-proto",
@@ -125,6 +125,8 @@ const SPOOFABLE: [&str; 7] = [
     "x-forwarded-port",
     "x-real-ip",
     "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
 ];
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
@@ -190,7 +192,18 @@ impl Gateway {
         let path = req.uri().path().to_string();
         let request_id = request_id(&mut req);
         let policy = self.policy.load_full();
-        let result = self.handle_inner(req, peer, &policy).await;
+        // An HTTP/1 refusal may leave the request body unread; then the connection cannot be
+        // reused, and the client must be told so rather than lose its next request.
+        let h1_with_body = req.version() < http::Version::HTTP_2
+            && (req.headers().contains_key(header::TRANSFER_ENCODING)
+                || req
+                    .headers()
+                    .get(header::CONTENT_LENGTH)
+                    .is_some_and(|v| v.as_bytes() != b"0"));
+        let result = match host_check(&req) {
+            Ok(()) => self.handle_inner(req, peer, &policy).await,
+            Err(e) => Err((e, None, None)),
+        };
         let (mut resp, user, decision, label) = match result {
             Ok((r, u, d)) => {
                 let label = if u.is_some() { "allow" } else { "public" };
@@ -213,6 +226,10 @@ impl Gateway {
                 (error_response(&e), u, d, label)
             }
         };
+        if h1_with_body && label != "allow" && label != "public" {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if self.config.policy_version_header {
             if let Ok(v) = HeaderValue::from_str(&policy.version) {
                 resp.headers_mut()
@@ -245,7 +262,17 @@ impl Gateway {
         self.metrics.request_seconds.observe(elapsed.as_secs_f64());
         self.metrics.in_flight.dec();
         if label != "allow" && label != "public" || self.sample_allowed() {
-            self.audit(&request_id, &method, &path, &resp, label, user.as_deref(), decision.as_ref(), &policy, elapsed);
+            self.audit(
+                &request_id,
+                &method,
+                &path,
+                &resp,
+                label,
+                user.as_deref(),
+                decision.as_ref(),
+                &policy,
+                elapsed,
+            );
         }
         resp
     }
@@ -259,7 +286,9 @@ impl Gateway {
         if rate <= 0.0 {
             return false;
         }
-        let n = self.audit_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as f64;
+        let n = self
+            .audit_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed) as f64;
         (n * rate).floor() != ((n - 1.0) * rate).floor()
     }
 
@@ -298,14 +327,27 @@ impl Gateway {
                 }
             }
             for a in &d.access {
-                let matched: Vec<&str> = a.groups.iter().filter(|g| g.matched).map(|g| g.policy.as_str()).collect();
+                let matched: Vec<&str> = a
+                    .groups
+                    .iter()
+                    .filter(|g| g.matched)
+                    .map(|g| g.policy.as_str())
+                    .collect();
                 access.push(format!(
                     "{}={}:{:?}{}{}",
                     a.permission,
                     if a.allowed { "allow" } else { "deny" },
                     a.reason,
-                    a.rbac.as_ref().and_then(|r| r.via_role.as_deref()).map(|r| format!(" role={r}")).unwrap_or_default(),
-                    if matched.is_empty() { String::new() } else { format!(" policies={}", matched.join("|")) },
+                    a.rbac
+                        .as_ref()
+                        .and_then(|r| r.via_role.as_deref())
+                        .map(|r| format!(" role={r}"))
+                        .unwrap_or_default(),
+                    if matched.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" policies={}", matched.join("|"))
+                    },
                 ));
             }
         }
@@ -546,11 +588,25 @@ impl Gateway {
         peer: SocketAddr,
     ) -> Result<Request<UpBody>, GatewayError> {
         let mut headers = parts.headers.clone();
+        // The request id survives a client naming it in `Connection`.
+        let request_id = headers.get("x-request-id").cloned();
         strip_hop_by_hop(&mut headers);
+        if let Some(id) = request_id {
+            headers.insert(HeaderName::from_static("x-request-id"), id);
+        }
         for n in SPOOFABLE {
             headers.remove(n);
         }
         for n in &policy.user_headers.strip {
+            headers.remove(n);
+        }
+        // Nothing a client sends under the gateway's own prefix reaches the graph.
+        let ours: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| n.as_str().starts_with("x-graphguard-"))
+            .cloned()
+            .collect();
+        for n in ours {
             headers.remove(n);
         }
         for a in &policy.authenticators {
@@ -579,12 +635,12 @@ impl Gateway {
                 &serde_json::to_string(&u.roles).unwrap_or_default(),
             );
         }
-        let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
+        // The target's authority (absolute form, h2 `:authority`) wins over Host (RFC 9112 3.2.2).
+        let client_host = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .or_else(|| parts.headers.get(header::HOST).cloned());
         if let Ok(v) = HeaderValue::from_str(&peer.ip().to_string()) {
             headers.insert("x-forwarded-for", v);
         }
@@ -655,9 +711,7 @@ impl Gateway {
                         .unwrap_or(&empty);
                     filter.as_ref().is_none_or(|f| f.matches(value))
                         && user.is_none_or(|u| {
-                            access
-                                .iter()
-                                .all(|e| policy.access.allows(u, *e, value))
+                            access.iter().all(|e| policy.access.allows(u, *e, value))
                         })
                 };
                 self.filtered(resp, keep, None).await
@@ -678,6 +732,7 @@ impl Gateway {
         resp: Response<Incoming>,
     ) -> Result<(http::response::Parts, Bytes), GatewayError> {
         let (parts, body) = resp.into_parts();
+        let body = crate::idle::IdleTimeout::new(body, self.config.idle_timeout);
         let bytes = Limited::new(body, self.config.max_filtered_response)
             .collect()
             .await
@@ -839,11 +894,7 @@ impl Gateway {
             }
         }
         if let Some(u) = user {
-            if !plan
-                .access
-                .iter()
-                .all(|e| policy.access.allows(u, *e, &md))
-            {
+            if !plan.access.iter().all(|e| policy.access.allows(u, *e, &md)) {
                 return Ok(false);
             }
         }
@@ -863,6 +914,18 @@ impl Gateway {
             }
         }
         Ok(true)
+    }
+}
+
+/// HTTP/1.1 requires exactly one Host (RFC 9112 3.2); HTTP/2 carries `:authority` instead.
+fn host_check(req: &Request<Incoming>) -> Result<(), GatewayError> {
+    if req.version() != http::Version::HTTP_11 {
+        return Ok(());
+    }
+    match req.headers().get_all(header::HOST).iter().count() {
+        1 => Ok(()),
+        0 => Err(GatewayError::bad_request("Missing Host header")),
+        _ => Err(GatewayError::bad_request("More than one Host header")),
     }
 }
 

@@ -47,9 +47,12 @@ pub async fn serve(
         .header_read_timeout(cfg.header_read_timeout)
         .max_buf_size(cfg.max_header_bytes.max(8192))
         .keep_alive(true);
+    // An h2 connection is pinged when idle; a peer that does not answer is closed.
     builder
         .http2()
         .timer(TokioTimer::new())
+        .keep_alive_interval(Some(cfg.header_read_timeout))
+        .keep_alive_timeout(cfg.header_read_timeout)
         .max_header_list_size(cfg.max_header_bytes as u32);
     let builder = Arc::new(builder);
     let (drain_tx, drain_rx) = watch::channel(false);
@@ -70,7 +73,14 @@ pub async fn serve(
                 let gw = gw.clone();
                 let builder = builder.clone();
                 let mut drain_rx = drain_rx.clone();
+                let first_byte = cfg.header_read_timeout;
                 tasks.spawn(async move {
+                    // A connection that never sends a byte is closed after the header timeout
+                    // (hyper's own timer starts with the first byte).
+                    let mut probe = [0u8; 1];
+                    if !matches!(tokio::time::timeout(first_byte, stream.peek(&mut probe)).await, Ok(Ok(n)) if n > 0) {
+                        return;
+                    }
                     gw.metrics.open_connections.inc();
                     let conns = gw.clone();
                     let svc = service_fn(move |req| {

@@ -1095,3 +1095,87 @@ pub fn object_keys(raw: &[u8]) -> Vec<(String, Value)> {
         .unwrap_or_else(|e| panic!("not a JSON object ({e}): {}", String::from_utf8_lossy(raw)))
         .0
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hardening helpers (tests/hardening_*.rs)
+// ---------------------------------------------------------------------------------------------
+
+/// Assert a raw response is a JSON `{"detail": ...}` error with this status; return the detail.
+#[track_caller]
+pub fn raw_json_error(r: &RawResp, status: u16) -> String {
+    assert_eq!(r.status, status, "unexpected status; body: {:?}", r.body);
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/json"),
+        "refusal is not JSON: {r:?}"
+    );
+    let v: Value = serde_json::from_str(&r.body)
+        .unwrap_or_else(|e| panic!("refusal body is not JSON ({e}): {:?}", r.body));
+    v["detail"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no detail in {v}"))
+        .to_string()
+}
+
+/// Assert a parsed response is a JSON `{"detail": ...}` error with this status; return the detail.
+#[track_caller]
+pub fn json_error(r: &Resp, status: u16) -> String {
+    r.assert_status(status);
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/json"),
+        "refusal is not JSON: {} {}",
+        r.status,
+        r.text()
+    );
+    r.detail()
+}
+
+/// One raw HTTP/1.1 request with `Connection: close` and the given extra header lines
+/// (each ending in `\r\n`).
+pub fn raw_request(method: &str, target: &str, headers: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "{method} {target} HTTP/1.1\r\nHost: gw.test\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// Send raw bytes and read until the peer closes; `None` if the gateway closed without
+/// answering (or reset), else the status line's code and the whole text.
+pub async fn raw_answer(gw: &TestGateway, request: &[u8]) -> (Option<u16>, String) {
+    let mut c = RawConn::connect(gw).await;
+    c.write(request).await;
+    let all = c.read_to_end().await;
+    let status = all
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|s| s.get(..3))
+        .and_then(|s| s.parse().ok());
+    (status, all)
+}
+
+/// The gateway with the owner policy and these proxy limits.
+pub async fn gateway_with(up: &MockUpstream, proxy: ProxyConfig) -> TestGateway {
+    start_gateway(
+        &up.url(),
+        GatewayOptions {
+            proxy,
+            ..GatewayOptions::default()
+        },
+    )
+    .await
+}
+
+/// The gateway with a YAML policy (the demo authenticators are prepended).
+pub async fn gateway_with_yaml(up: &MockUpstream, handlers_yaml: &str) -> TestGateway {
+    start_gateway(
+        &up.url(),
+        GatewayOptions {
+            policy: PolicySource::Yaml(format!("{}\n{handlers_yaml}", demo_authenticators())),
+            ..GatewayOptions::default()
+        },
+    )
+    .await
+}

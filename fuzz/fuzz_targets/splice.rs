@@ -1,0 +1,4 @@
+//! libFuzzer entry point; the property lives in `graphguard_fuzz::splice`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| graphguard_fuzz::splice(data));
