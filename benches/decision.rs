@@ -18,11 +18,16 @@ use serde_json::json;
 const TID: &str = "6f1d1a52-3d6a-4a4e-9a57-2b1e1b1e1b1e";
 
 fn owner_policy() -> Policy {
-    Policy::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/owner")).unwrap_or_else(|e| panic!("{e:?}"))
+    Policy::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/owner"))
+        .unwrap_or_else(|e| panic!("{e:?}"))
 }
 
 fn alice() -> User {
-    User { identity: "alice".into(), display_name: "Alice".into(), ..User::default() }
+    User {
+        identity: "alice".into(),
+        display_name: "Alice".into(),
+        ..User::default()
+    }
 }
 
 fn routes(c: &mut Criterion) {
@@ -34,12 +39,16 @@ fn routes(c: &mut Criterion) {
         (Method::POST, format!("/threads/{TID}/runs/stream")),
         (Method::POST, "/store/namespaces".to_string()),
     ] {
-        g.bench_with_input(BenchmarkId::from_parameter(format!("{m} {p}")), &(m, p), |b, (m, p)| {
-            b.iter(|| {
-                check_path(black_box(p)).ok();
-                classify(black_box(m), black_box(p)).ok()
-            })
-        });
+        g.bench_with_input(
+            BenchmarkId::from_parameter(format!("{m} {p}")),
+            &(m, p),
+            |b, (m, p)| {
+                b.iter(|| {
+                    check_path(black_box(p)).ok();
+                    classify(black_box(m), black_box(p)).ok()
+                })
+            },
+        );
     }
     g.finish();
 }
@@ -48,10 +57,21 @@ fn handlers(c: &mut Criterion) {
     let p = owner_policy();
     let u = alice();
     let ev = Event::new(Resource::Threads, Action::Read);
-    c.bench_function("handler/evaluate owner filter", |b| b.iter(|| p.evaluate(black_box(ev), black_box(&u)).ok()));
-    let g = p.evaluate(ev, &u).ok().and_then(|g| g.filter).unwrap_or_else(|| panic!("filter"));
-    let md = json!({"owner": "alice", "topic": "x", "n": 3}).as_object().cloned().unwrap_or_default();
-    c.bench_function("filter/match owner", |b| b.iter(|| g.matches(black_box(&md))));
+    c.bench_function("handler/evaluate owner filter", |b| {
+        b.iter(|| p.evaluate(black_box(ev), black_box(&u)).ok())
+    });
+    let g = p
+        .evaluate(ev, &u)
+        .ok()
+        .and_then(|g| g.filter)
+        .unwrap_or_else(|| panic!("filter"));
+    let md = json!({"owner": "alice", "topic": "x", "n": 3})
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    c.bench_function("filter/match owner", |b| {
+        b.iter(|| g.matches(black_box(&md)))
+    });
 }
 
 fn abac(c: &mut Criterion) {
@@ -87,12 +107,24 @@ fn abac(c: &mut Criterion) {
         for r in 0..5 {
             roles.insert(format!("role{r}"), vec!["threads:search".to_string()]);
         }
-        let ac = AccessControl::compile(Some(&roles), &policies).unwrap_or_else(|e| panic!("{e:?}"));
-        let u = User { identity: "u".into(), roles: vec!["role1".into()], ..User::default() };
-        let md = json!({"Team": "team-42x", "Env": "prod"}).as_object().cloned().unwrap_or_default();
+        let ac =
+            AccessControl::compile(Some(&roles), &policies).unwrap_or_else(|e| panic!("{e:?}"));
+        let u = User {
+            identity: "u".into(),
+            roles: vec!["role1".into()],
+            ..User::default()
+        };
+        let md = json!({"Team": "team-42x", "Env": "prod"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
         let ev = Event::new(Resource::Threads, Action::Read);
-        g.bench_with_input(BenchmarkId::new("explained", n), &n, |b, _| b.iter(|| ac.decide(black_box(&u), ev, black_box(&md))));
-        g.bench_with_input(BenchmarkId::new("fast", n), &n, |b, _| b.iter(|| ac.allows(black_box(&u), ev, black_box(&md))));
+        g.bench_with_input(BenchmarkId::new("explained", n), &n, |b, _| {
+            b.iter(|| ac.decide(black_box(&u), ev, black_box(&md)))
+        });
+        g.bench_with_input(BenchmarkId::new("fast", n), &n, |b, _| {
+            b.iter(|| ac.allows(black_box(&u), ev, black_box(&md)))
+        });
     }
     g.finish();
 }
@@ -112,7 +144,11 @@ fn whole(c: &mut Criterion) {
             b.iter(|| {
                 let rm = classify(&m, &path).unwrap_or_else(|e| panic!("{e}"));
                 let parsed = parse_body(&rm, body).unwrap_or_else(|e| panic!("{e}"));
-                let input = Input { route: &rm, query: None, body: &parsed };
+                let input = Input {
+                    route: &rm,
+                    query: None,
+                    body: &parsed,
+                };
                 let mut facts = Facts::default();
                 loop {
                     match decide(&p, &u, &input, &facts) {

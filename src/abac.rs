@@ -246,8 +246,14 @@ impl Condition {
             Cmp::NotEquals => *actual != *self.value,
             Cmp::EqualsIgnoreCase => ci_eq(&actual),
             Cmp::NotEqualsIgnoreCase => !ci_eq(&actual),
-            Cmp::Matches => self.glob.as_ref().is_some_and(|g| g.is_match(actual.as_ref())),
-            Cmp::NotMatches => !self.glob.as_ref().is_some_and(|g| g.is_match(actual.as_ref())),
+            Cmp::Matches => self
+                .glob
+                .as_ref()
+                .is_some_and(|g| g.is_match(actual.as_ref())),
+            Cmp::NotMatches => !self
+                .glob
+                .as_ref()
+                .is_some_and(|g| g.is_match(actual.as_ref())),
         }
     }
 
@@ -513,13 +519,20 @@ impl AccessControl {
                         Err(e) => errors.push(format!("{at}.conditions[{ci}]: {e}")),
                     }
                 }
-                let group = Group { policy: pi, index: gi, conditions };
+                let group = Group {
+                    policy: pi,
+                    index: gi,
+                    conditions,
+                };
                 let slot = index.entry(event).or_default();
                 match p.role_ids.as_deref() {
                     None | Some([]) => slot.everyone.push(group),
                     Some(roles) => {
                         for r in roles {
-                            slot.by_role.entry(r.clone()).or_default().push(group.clone());
+                            slot.by_role
+                                .entry(r.clone())
+                                .or_default()
+                                .push(group.clone());
                         }
                     }
                 }
@@ -553,12 +566,18 @@ impl AccessControl {
 
     /// The groups of `event` that apply to `user` (a group may repeat when the user has two
     /// of its policy's roles; that changes no outcome).
-    fn applicable<'a>(&'a self, user: &'a User, event: Event) -> impl Iterator<Item = &'a Group> + 'a {
+    fn applicable<'a>(
+        &'a self,
+        user: &'a User,
+        event: Event,
+    ) -> impl Iterator<Item = &'a Group> + 'a {
         let eg = self.index.get(&event);
         eg.into_iter().flat_map(move |eg| {
-            eg.everyone
-                .iter()
-                .chain(user.roles.iter().flat_map(move |r| eg.by_role.get(r).into_iter().flatten()))
+            eg.everyone.iter().chain(
+                user.roles
+                    .iter()
+                    .flat_map(move |r| eg.by_role.get(r).into_iter().flatten()),
+            )
         })
     }
 
@@ -602,7 +621,10 @@ impl AccessControl {
         match &self.roles {
             None => true,
             Some(roles) => user.roles.iter().any(|r| {
-                roles.0.get(r.as_str()).is_some_and(|ps| ps.iter().any(|p| permission_matches(p, event)))
+                roles
+                    .0
+                    .get(r.as_str())
+                    .is_some_and(|ps| ps.iter().any(|p| permission_matches(p, event)))
             }),
         }
     }
@@ -628,7 +650,10 @@ impl AccessControl {
                 let Some(meta) = self.policies.get(g.policy) else {
                     continue;
                 };
-                if groups.iter().any(|t: &GroupTrace| t.policy == meta.name && t.group == g.index) {
+                if groups
+                    .iter()
+                    .any(|t: &GroupTrace| t.policy == meta.name && t.group == g.index)
+                {
                     continue;
                 }
                 let failed = g.conditions.iter().find_map(|c| c.eval(tags).err());
@@ -966,9 +991,18 @@ mod tests {
     const KEYS: [&str; 3] = ["Team", "Env", "Client"];
     const VALUES: [&str; 5] = ["a", "A", "b", "a*", "?"];
     const OPS: [&str; 12] = [
-        "equals", "not_equals", "equals_ignore_case", "not_equals_ignore_case", "matches", "not_matches",
-        "equals_if_exists", "not_equals_if_exists", "equals_ignore_case_if_exists",
-        "not_equals_ignore_case_if_exists", "matches_if_exists", "not_matches_if_exists",
+        "equals",
+        "not_equals",
+        "equals_ignore_case",
+        "not_equals_ignore_case",
+        "matches",
+        "not_matches",
+        "equals_if_exists",
+        "not_equals_if_exists",
+        "equals_ignore_case_if_exists",
+        "not_equals_ignore_case_if_exists",
+        "matches_if_exists",
+        "not_matches_if_exists",
     ];
     const ROLES: [&str; 3] = ["r0", "r1", "r2"];
 
@@ -981,7 +1015,11 @@ mod tests {
                 json!({"permission": "threads:read", "resource_type": "thread", "conditions": conds})
             })
             .collect();
-        let roles: Vec<&str> = if g.next() % 3 == 0 { vec![] } else { vec![*g.pick(&ROLES)] };
+        let roles: Vec<&str> = if g.next() % 3 == 0 {
+            vec![]
+        } else {
+            vec![*g.pick(&ROLES)]
+        };
         serde_json::from_value(json!({"name": format!("p{i}"), "effect": effect, "condition_groups": groups, "role_ids": roles})).unwrap()
     }
 
@@ -1001,10 +1039,24 @@ mod tests {
         m
     }
 
-    fn world(g: &mut Gen) -> (HashMap<String, Vec<String>>, Vec<AccessPolicyConfig>, User, Map<String, Value>) {
+    fn world(
+        g: &mut Gen,
+    ) -> (
+        HashMap<String, Vec<String>>,
+        Vec<AccessPolicyConfig>,
+        User,
+        Map<String, Value>,
+    ) {
         let mut roles = HashMap::new();
         for r in ROLES {
-            roles.insert(r.to_string(), if g.next() % 2 == 0 { vec!["threads:read".into()] } else { vec![] });
+            roles.insert(
+                r.to_string(),
+                if g.next() % 2 == 0 {
+                    vec!["threads:read".into()]
+                } else {
+                    vec![]
+                },
+            );
         }
         let n = g.next() % 5;
         let policies = (0..n as usize)
@@ -1025,15 +1077,28 @@ mod tests {
             let (roles, policies, u, tags) = world(&mut g);
             let ac = AccessControl::compile(Some(&roles), &policies).unwrap();
             let d = ac.decide(&u, READ, &tags);
-            assert_eq!(ac.allows(&u, READ, &tags), d.allowed, "{policies:?} {tags:?}");
+            assert_eq!(
+                ac.allows(&u, READ, &tags),
+                d.allowed,
+                "{policies:?} {tags:?}"
+            );
             // The explanation is consistent with the outcome.
-            let deny = d.groups.iter().any(|x| x.matched && x.effect == Effect::Deny);
-            let allow = d.groups.iter().any(|x| x.matched && x.effect == Effect::Allow);
+            let deny = d
+                .groups
+                .iter()
+                .any(|x| x.matched && x.effect == Effect::Deny);
+            let allow = d
+                .groups
+                .iter()
+                .any(|x| x.matched && x.effect == Effect::Allow);
             assert_eq!(d.reason == Reason::DenyWins, deny);
             if !deny && allow {
                 assert_eq!(d.reason, Reason::AllowGrants);
             }
-            assert_eq!(d.groups.iter().all(|x| x.matched == x.failed.is_none()), true);
+            assert_eq!(
+                d.groups.iter().all(|x| x.matched == x.failed.is_none()),
+                true
+            );
         }
     }
 
@@ -1042,10 +1107,17 @@ mod tests {
         let mut g = Gen(0xD1B5_4A32_D192_ED03);
         for i in 0..1000 {
             let (roles, mut policies, u, tags) = world(&mut g);
-            let before = AccessControl::compile(Some(&roles), &policies).unwrap().allows(&u, READ, &tags);
+            let before = AccessControl::compile(Some(&roles), &policies)
+                .unwrap()
+                .allows(&u, READ, &tags);
             policies.push(random_policy(&mut g, 100 + i, "deny"));
-            let after = AccessControl::compile(Some(&roles), &policies).unwrap().allows(&u, READ, &tags);
-            assert!(!after || before, "a deny granted access: {policies:?} {tags:?}");
+            let after = AccessControl::compile(Some(&roles), &policies)
+                .unwrap()
+                .allows(&u, READ, &tags);
+            assert!(
+                !after || before,
+                "a deny granted access: {policies:?} {tags:?}"
+            );
         }
     }
 
@@ -1054,10 +1126,17 @@ mod tests {
         let mut g = Gen(0x94D0_49BB_1331_11EB);
         for i in 0..1000 {
             let (roles, mut policies, u, tags) = world(&mut g);
-            let before = AccessControl::compile(Some(&roles), &policies).unwrap().allows(&u, READ, &tags);
+            let before = AccessControl::compile(Some(&roles), &policies)
+                .unwrap()
+                .allows(&u, READ, &tags);
             policies.push(random_policy(&mut g, 100 + i, "allow"));
-            let after = AccessControl::compile(Some(&roles), &policies).unwrap().allows(&u, READ, &tags);
-            assert!(!before || after, "an allow removed access: {policies:?} {tags:?}");
+            let after = AccessControl::compile(Some(&roles), &policies)
+                .unwrap()
+                .allows(&u, READ, &tags);
+            assert!(
+                !before || after,
+                "an allow removed access: {policies:?} {tags:?}"
+            );
         }
     }
 

@@ -151,7 +151,9 @@ impl ApiKeys {
         Ok(ApiKeys {
             header,
             bearer,
-            keys, forward_credentials: false })
+            keys,
+            forward_credentials: false,
+        })
     }
 
     /// Number of keys.

@@ -192,10 +192,16 @@ mod tests {
     use serde_json::json;
 
     fn policy() -> Policy {
-        Policy::load_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/abac")).unwrap()
+        Policy::load_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/abac"))
+            .unwrap()
     }
     fn user(id: &str, role: &str) -> User {
-        User { identity: id.into(), display_name: id.into(), roles: vec![role.into()], ..User::default() }
+        User {
+            identity: id.into(),
+            display_name: id.into(),
+            roles: vec![role.into()],
+            ..User::default()
+        }
     }
     const READ: Event = Event::new(Resource::Threads, Action::Read);
     fn read(u: &User, tags: Value) -> Explain {
@@ -205,37 +211,71 @@ mod tests {
     #[test]
     fn scenario_1_annotators_see_only_their_team() {
         let alice = user("alice", "annotator-team-a");
-        assert_eq!(read(&alice, json!({"Annotation-Team": "Team-A"})).effect, "allow");
+        assert_eq!(
+            read(&alice, json!({"Annotation-Team": "Team-A"})).effect,
+            "allow"
+        );
         let e = read(&alice, json!({"Annotation-Team": "Team-B"}));
         assert_eq!(e.effect, "deny");
-        assert!(e.words.iter().any(|w| w.contains("RBAC decides (fallback), and does not permit")), "{:?}", e.words);
+        assert!(
+            e.words
+                .iter()
+                .any(|w| w.contains("RBAC decides (fallback), and does not permit")),
+            "{:?}",
+            e.words
+        );
     }
 
     #[test]
     fn scenario_2_pii_deny_beats_allow_and_rbac() {
         let alice = user("alice", "annotator-team-a");
-        let e = read(&alice, json!({"Annotation-Team": "Team-A", "Contains-PII": "true"}));
+        let e = read(
+            &alice,
+            json!({"Annotation-Team": "Team-A", "Contains-PII": "true"}),
+        );
         assert_eq!(e.effect, "deny");
         assert_eq!(e.access.reason, crate::abac::Reason::DenyWins);
         let admin = user("admin", "admin");
         assert_eq!(read(&admin, json!({"Contains-PII": "true"})).effect, "deny");
-        assert_eq!(read(&admin, json!({"Contains-PII": "false"})).effect, "allow");
+        assert_eq!(
+            read(&admin, json!({"Contains-PII": "false"})).effect,
+            "allow"
+        );
     }
 
     #[test]
     fn scenario_3_glob_matches_the_chatbot_family() {
         let bob = user("bob", "engineer");
-        assert_eq!(read(&bob, json!({"Application": "chatbot-support"})).effect, "allow");
+        assert_eq!(
+            read(&bob, json!({"Application": "chatbot-support"})).effect,
+            "allow"
+        );
         let e = read(&bob, json!({"Application": "search"}));
         assert_eq!(e.effect, "deny");
-        assert!(e.words.iter().any(|w| w.contains("fails matches \"chatbot-*\"")), "{:?}", e.words);
+        assert!(
+            e.words
+                .iter()
+                .any(|w| w.contains("fails matches \"chatbot-*\"")),
+            "{:?}",
+            e.words
+        );
     }
 
     #[test]
     fn scenario_4_both_conditions_must_hold() {
         let dave = user("dave", "trainer");
-        assert_eq!(read(&dave, json!({"Purpose": "Training", "Client": "Acme-Corp"})).effect, "allow");
-        assert_eq!(read(&dave, json!({"Purpose": "Training", "Client": "Other-Corp"})).effect, "deny");
+        assert_eq!(
+            read(&dave, json!({"Purpose": "Training", "Client": "Acme-Corp"})).effect,
+            "allow"
+        );
+        assert_eq!(
+            read(
+                &dave,
+                json!({"Purpose": "Training", "Client": "Other-Corp"})
+            )
+            .effect,
+            "deny"
+        );
         assert_eq!(read(&dave, json!({"Client": "Acme-Corp"})).effect, "deny");
     }
 
@@ -251,17 +291,37 @@ mod tests {
     fn explain_reports_case_mismatch_and_rbac_role() {
         let alice = user("alice", "annotator-team-a");
         let e = read(&alice, json!({"Annotation-Team": "team-a"}));
-        assert!(e.words.iter().any(|w| w.contains("only by case")), "{:?}", e.words);
+        assert!(
+            e.words.iter().any(|w| w.contains("only by case")),
+            "{:?}",
+            e.words
+        );
         let admin = user("admin", "admin");
         let e = read(&admin, json!({}));
-        assert!(e.words.iter().any(|w| w.contains("RBAC permits threads:read through role \"admin\"")), "{:?}", e.words);
+        assert!(
+            e.words
+                .iter()
+                .any(|w| w.contains("RBAC permits threads:read through role \"admin\"")),
+            "{:?}",
+            e.words
+        );
     }
 
     #[test]
     fn explain_reports_the_handler_filter_and_its_match() {
-        let p = crate::policy::tests::policy("handlers:\n  \"*\": {filter: {owner: \"{user.identity}\"}}\n");
-        let u = User { identity: "bob".into(), ..User::default() };
-        let e = explain(&p, &u, READ, Some(json!({"owner": "alice"}).as_object().unwrap()));
+        let p = crate::policy::tests::policy(
+            "handlers:\n  \"*\": {filter: {owner: \"{user.identity}\"}}\n",
+        );
+        let u = User {
+            identity: "bob".into(),
+            ..User::default()
+        };
+        let e = explain(
+            &p,
+            &u,
+            READ,
+            Some(json!({"owner": "alice"}).as_object().unwrap()),
+        );
         assert_eq!(e.effect, "deny");
         assert_eq!(e.filter, Some(json!({"owner": "bob"})));
         assert_eq!(e.filter_matches, Some(false));

@@ -104,7 +104,10 @@ impl CaseUser {
     pub fn to_user(&self) -> User {
         User {
             identity: self.identity.clone(),
-            display_name: self.display_name.clone().unwrap_or_else(|| self.identity.clone()),
+            display_name: self
+                .display_name
+                .clone()
+                .unwrap_or_else(|| self.identity.clone()),
             permissions: self.permissions.clone(),
             roles: self.roles.clone(),
             attributes: self.attributes.clone(),

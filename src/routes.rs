@@ -1120,7 +1120,10 @@ mod tests {
         let e = validate_params(&m).unwrap_err();
         assert_eq!(e.detail, "Invalid assistant ID: must be a UUID");
         let m = classify(&Method::GET, "/assistants/agent/graph").unwrap();
-        assert!(validate_params(&m).is_ok(), "the graph route takes graph names");
+        assert!(
+            validate_params(&m).is_ok(),
+            "the graph route takes graph names"
+        );
         assert!(
             validate_params(&m).is_ok(),
             "assistant ids may be graph names"

@@ -122,7 +122,11 @@ impl Upstream {
             )),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "upstream request failed");
-                let detail = if e.is_connect() { "Upstream unavailable" } else { "Upstream connection failed" };
+                let detail = if e.is_connect() {
+                    "Upstream unavailable"
+                } else {
+                    "Upstream connection failed"
+                };
                 Err(GatewayError::upstream(StatusCode::BAD_GATEWAY, detail))
             }
             Ok(Ok(r)) => Ok(r),
@@ -177,7 +181,10 @@ impl Upstream {
 
     /// Look a resource up, through the cache (coalesced: concurrent lookups of one resource
     /// make one upstream call). Returns the resource and whether it came from the cache.
-    pub async fn lookup_traced(self: &Arc<Self>, t: &Target) -> Result<(Fetched, bool), GatewayError> {
+    pub async fn lookup_traced(
+        self: &Arc<Self>,
+        t: &Target,
+    ) -> Result<(Fetched, bool), GatewayError> {
         if self.ttl.is_zero() {
             return self.fetch(t).await.map(|f| (f, false));
         }
@@ -207,7 +214,9 @@ impl Upstream {
             }
         };
         let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        if inflight.get(&key).is_some_and(|g| Arc::ptr_eq(g, &gate)) && Arc::strong_count(&gate) <= 2 {
+        if inflight.get(&key).is_some_and(|g| Arc::ptr_eq(g, &gate))
+            && Arc::strong_count(&gate) <= 2
+        {
             inflight.remove(&key);
         }
         result

@@ -291,7 +291,11 @@ async fn rotating_a_keys_file_outside_the_policy_directory_is_a_new_version() {
     let bob = "3a1f6bae21de4f036f2aba80fce463677f1070f8bf81f0f475604cccd8e2d7f3";
     std::fs::write(keys.join("api-keys.yaml"), entry("alice", alice)).unwrap();
     let v1 = Policy::load_dir(&policies).unwrap().version;
-    std::fs::write(keys.join("api-keys.yaml"), entry("alice", alice) + &entry("bob", bob)).unwrap();
+    std::fs::write(
+        keys.join("api-keys.yaml"),
+        entry("alice", alice) + &entry("bob", bob),
+    )
+    .unwrap();
     let v2 = Policy::load_dir(&policies).unwrap().version;
     assert_ne!(v1, v2);
 }
