@@ -372,7 +372,8 @@ fn forward() -> Forward {
     }
 }
 
-fn metadata_of(v: &Value) -> Map<String, Value> {
+/// A resource's `metadata` object (empty when absent or not an object).
+pub fn metadata_of(v: &Value) -> Map<String, Value> {
     v.get("metadata")
         .and_then(Value::as_object)
         .cloned()

@@ -20,7 +20,8 @@ use serde_json::Value;
 
 use crate::auth;
 use crate::decide::{
-    self, Decision, Facts, Forward, Input, Next, Outcome, Reply, ResponsePlan, SearchPlan, Target,
+    self, metadata_of, Decision, Facts, Forward, Input, Next, Outcome, Reply, ResponsePlan,
+    SearchPlan, Target,
 };
 use crate::error::{Delivery, GatewayError, Side};
 use crate::metrics::{Metrics, ReasonLabel, RequestLabels};
@@ -457,7 +458,17 @@ impl Gateway {
                 .await;
         }
         drop(parsed);
-        let outcome = decision.outcome.clone();
+        // The outcome (with a rewritten body, possibly megabytes) moves out of the decision
+        // rather than being copied; what the audit log reads (steps, access) stays.
+        let mut decision = decision;
+        let outcome = std::mem::replace(
+            &mut decision.outcome,
+            Outcome::Reply(Reply {
+                status: StatusCode::OK,
+                body: Vec::new(),
+                headers: Vec::new(),
+            }),
+        );
         let done = |e: GatewayError| (e, Some(user.clone()), Some(decision.clone()));
         match outcome {
             Outcome::Refuse(e) => Err(done(e)),
@@ -466,8 +477,8 @@ impl Gateway {
                 Some(user.clone()),
                 Some(decision.clone()),
             )),
-            Outcome::Forward(fwd) => {
-                let invalidate = fwd.invalidate.clone();
+            Outcome::Forward(mut fwd) => {
+                let invalidate = std::mem::take(&mut fwd.invalidate);
                 let r = self
                     .forward(policy, parts, raw, fwd, Some(&user), peer)
                     .await;
@@ -968,11 +979,4 @@ fn request_id(req: &mut Request<Incoming>) -> String {
             .insert(HeaderName::from_static("x-request-id"), v);
     }
     id
-}
-
-fn metadata_of(v: &Value) -> serde_json::Map<String, Value> {
-    v.get("metadata")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default()
 }
