@@ -21,7 +21,9 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use serde::de::{Deserialize, DeserializeOwned, IgnoredAny};
+use serde::de::DeserializeOwned;
+
+mod scan;
 
 /// The top-level key whose object value is also checked for duplicate keys.
 const METADATA: &str = "metadata";
@@ -72,8 +74,6 @@ struct Member<'a> {
     key: Cow<'a, str>,
     /// Offset of the key's opening quote.
     key_start: usize,
-    /// Offset one past the key's closing quote.
-    key_end: usize,
     /// Offset of the first byte of the value (after `:` and whitespace).
     value_start: usize,
     /// Offset one past the last byte of the value.
@@ -243,57 +243,56 @@ pub fn merge_object_raw(
 
 /// Shared implementation of [`ObjectBody::parse`]; `inner_checked` names a
 /// top-level key whose object value is also checked for duplicate keys.
+///
+/// One pass validates and indexes (see [`scan`]); UTF-8 is checked once for
+/// the whole text before it.
 fn parse_object<'a>(
     src: &'a [u8],
     max_depth: usize,
     inner_checked: Option<&str>,
 ) -> Result<ObjectBody<'a>, BodyError> {
-    let open = skip_ws(src, 0);
-    if src.get(open) != Some(&b'{') {
-        // Only the depth matters here; the scan is iterative, so pathological
-        // nesting cannot overflow the stack before serde_json sees it.
-        if let Err(ScanError::TooDeep) = skip_value(src, open, 0, max_depth) {
-            return Err(BodyError::TooDeep);
-        }
-        validate(src)?;
-        return Err(BodyError::NotAnObject);
-    }
-
-    // Index first (it also enforces max_depth), then let serde_json decide
-    // validity. The scanner never panics on malformed input; its result is
-    // only trusted once serde_json accepted the bytes.
-    let scanned = index_object(src, open, 1, max_depth);
-    if let Err(ScanError::TooDeep) = scanned {
-        return Err(BodyError::TooDeep);
-    }
-    validate(src)?;
-    let mut members = scanned.map_err(|_| internal_error())?;
-    fill_keys(src, &mut members)?;
+    let (open, spans) = scan_object(src, max_depth)?;
+    let mut members = members_of(src, &spans)?;
     check_duplicates(&members)?;
 
     if let Some(name) = inner_checked {
         if let Some(m) = members.iter().find(|m| m.key == name) {
             if src.get(m.value_start) == Some(&b'{') {
-                let mut inner = index_object(src, m.value_start, 1, usize::MAX)
-                    .map_err(|_| internal_error())?;
-                fill_keys(src, &mut inner)?;
-                check_duplicates(&inner)?;
+                // Already validated as part of the body; indexed again on its own.
+                let inner_src = src.get(m.value_start..m.value_end).unwrap_or_default();
+                let (_, inner) = scan_object(inner_src, usize::MAX)?;
+                check_duplicates(&members_of(inner_src, &inner)?)?;
             }
         }
     }
-
+    members.shrink_to_fit();
     Ok(ObjectBody { src, open, members })
 }
 
-/// Full syntax check without building a tree (UTF-8, grammar, no trailing data).
-fn validate(src: &[u8]) -> Result<(), BodyError> {
-    // serde_json skips ignored strings without checking their UTF-8, so check
-    // the whole input first (fast, and non-ASCII outside strings is a syntax
-    // error anyway).
-    let text = std::str::from_utf8(src).map_err(|e| BodyError::InvalidJson(e.to_string()))?;
-    let mut de = serde_json::Deserializer::from_str(text);
-    IgnoredAny::deserialize(&mut de).map_err(json_error)?;
-    de.end().map_err(json_error)
+/// Validate `src` (UTF-8, then grammar and depth) and index it if it is an object.
+fn scan_object(src: &[u8], max_depth: usize) -> Result<(usize, Vec<scan::Span>), BodyError> {
+    std::str::from_utf8(src).map_err(|e| BodyError::InvalidJson(e.to_string()))?;
+    match scan::scan(src, max_depth) {
+        Ok(scan::Scanned::Object { open, members }) => Ok((open, members)),
+        Ok(scan::Scanned::Other) => Err(BodyError::NotAnObject),
+        Err(scan::ScanError::TooDeep) => Err(BodyError::TooDeep),
+        Err(e) => Err(BodyError::InvalidJson(e.describe(src))),
+    }
+}
+
+/// Members with unescaped keys for the spans of a validated object.
+fn members_of<'a>(src: &'a [u8], spans: &[scan::Span]) -> Result<Vec<Member<'a>>, BodyError> {
+    spans
+        .iter()
+        .map(|s| {
+            Ok(Member {
+                key: unescape_key(src, s.key_start, s.key_end)?,
+                key_start: s.key_start,
+                value_start: s.value_start,
+                value_end: s.value_end,
+            })
+        })
+        .collect()
 }
 
 /// Map a serde_json error; its own recursion limit counts as "too deep".
@@ -304,19 +303,6 @@ fn json_error(e: serde_json::Error) -> BodyError {
     } else {
         BodyError::InvalidJson(msg)
     }
-}
-
-/// The scanner disagreed with serde_json (a bug, reported rather than panicking).
-fn internal_error() -> BodyError {
-    BodyError::InvalidJson("internal error: scanner rejected JSON accepted by the parser".into())
-}
-
-/// Unescape the keys of members found by [`index_object`] (input already validated).
-fn fill_keys<'a>(src: &'a [u8], members: &mut [Member<'a>]) -> Result<(), BodyError> {
-    for m in members {
-        m.key = unescape_key(src, m.key_start, m.key_end)?;
-    }
-    Ok(())
 }
 
 /// Unescaped key text for the string token at `start..end` (quotes included).
@@ -439,13 +425,6 @@ fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
-fn skip_ws(src: &[u8], mut i: usize) -> usize {
-    while src.get(i).copied().is_some_and(is_ws) {
-        i += 1;
-    }
-    i
-}
-
 fn trim_ws(mut s: &[u8]) -> &[u8] {
     while let [first, rest @ ..] = s {
         if !is_ws(*first) {
@@ -460,145 +439,6 @@ fn trim_ws(mut s: &[u8]) -> &[u8] {
         s = rest;
     }
     s
-}
-
-/// Why the lenient byte scanner stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ScanError {
-    /// Nesting exceeded the limit.
-    TooDeep,
-    /// The bytes are not shaped like JSON (serde_json gives the real message).
-    Malformed,
-}
-
-/// Scan the members of the object whose `{` is at `open`; `depth` is that
-/// object's nesting depth. Iterative: never recurses.
-fn index_object(
-    src: &[u8],
-    open: usize,
-    depth: usize,
-    max_depth: usize,
-) -> Result<Vec<Member<'_>>, ScanError> {
-    if depth > max_depth {
-        return Err(ScanError::TooDeep);
-    }
-    let mut members = Vec::with_capacity(8);
-    let mut i = skip_ws(src, open + 1);
-    if src.get(i) == Some(&b'}') {
-        return Ok(members);
-    }
-    loop {
-        if src.get(i) != Some(&b'"') {
-            return Err(ScanError::Malformed);
-        }
-        let key_start = i;
-        let key_end = skip_string(src, i)?;
-        i = skip_ws(src, key_end);
-        if src.get(i) != Some(&b':') {
-            return Err(ScanError::Malformed);
-        }
-        let value_start = skip_ws(src, i + 1);
-        let value_end = skip_value(src, value_start, depth, max_depth)?;
-        members.push(Member {
-            key: Cow::Borrowed(""),
-            key_start,
-            key_end,
-            value_start,
-            value_end,
-        });
-        i = skip_ws(src, value_end);
-        match src.get(i) {
-            Some(b',') => i = skip_ws(src, i + 1),
-            Some(b'}') => return Ok(members),
-            _ => return Err(ScanError::Malformed),
-        }
-    }
-}
-
-/// End offset of the value starting at `i`, inside a container at `parent_depth`.
-fn skip_value(
-    src: &[u8],
-    i: usize,
-    parent_depth: usize,
-    max_depth: usize,
-) -> Result<usize, ScanError> {
-    match src.get(i) {
-        Some(b'"') => skip_string(src, i),
-        Some(b'{' | b'[') => skip_container(src, i, parent_depth.saturating_add(1), max_depth),
-        Some(_) => {
-            let rest = src.get(i..).ok_or(ScanError::Malformed)?;
-            let len = rest
-                .iter()
-                .position(|&b| matches!(b, b',' | b'}' | b']') || is_ws(b))
-                .unwrap_or(rest.len());
-            if len == 0 {
-                Err(ScanError::Malformed)
-            } else {
-                Ok(i + len)
-            }
-        }
-        None => Err(ScanError::Malformed),
-    }
-}
-
-/// End offset of the string whose opening quote is at `i`.
-fn skip_string(src: &[u8], i: usize) -> Result<usize, ScanError> {
-    let mut j = i + 1;
-    loop {
-        let rest = src.get(j..).ok_or(ScanError::Malformed)?;
-        let off = rest
-            .iter()
-            .position(|&b| b == b'"' || b == b'\\')
-            .ok_or(ScanError::Malformed)?;
-        j += off;
-        if src.get(j) == Some(&b'"') {
-            return Ok(j + 1);
-        }
-        // Backslash: skip it and the escaped byte (for \uXXXX the hex digits
-        // contain no quote or backslash, so the search handles them).
-        j += 2;
-    }
-}
-
-/// End offset of the object/array opening at `i`, which sits at `depth`.
-/// Bracket kinds are not matched here; serde_json validates that.
-fn skip_container(
-    src: &[u8],
-    i: usize,
-    depth: usize,
-    max_depth: usize,
-) -> Result<usize, ScanError> {
-    if depth > max_depth {
-        return Err(ScanError::TooDeep);
-    }
-    let mut open = 1usize;
-    let mut j = i + 1;
-    loop {
-        let rest = src.get(j..).ok_or(ScanError::Malformed)?;
-        let off = rest
-            .iter()
-            .position(|&b| matches!(b, b'"' | b'{' | b'[' | b'}' | b']'))
-            .ok_or(ScanError::Malformed)?;
-        j += off;
-        match src.get(j) {
-            Some(b'"') => j = skip_string(src, j)?,
-            Some(b'{' | b'[') => {
-                open += 1;
-                if depth.saturating_add(open - 1) > max_depth {
-                    return Err(ScanError::TooDeep);
-                }
-                j += 1;
-            }
-            Some(_) => {
-                open -= 1;
-                j += 1;
-                if open == 0 {
-                    return Ok(j);
-                }
-            }
-            None => return Err(ScanError::Malformed),
-        }
-    }
 }
 
 #[cfg(test)]

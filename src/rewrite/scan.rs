@@ -1,0 +1,452 @@
+//! One validating pass over a JSON text that also records the byte spans of the top-level
+//! object's members.
+//!
+//! The grammar is RFC 8259's, as serde_json accepts it: whitespace is space, tab, CR and LF;
+//! strings reject unescaped control characters and accept `\uXXXX` escapes without pairing
+//! surrogates (as serde_json does when it skips a value); numbers have no range limit. The
+//! input must already be valid UTF-8 (the caller checks the whole text once, which is
+//! cheaper than checking per string). Nothing here recurses: nesting is an explicit stack, so
+//! `max_depth` is exact and deep input cannot overflow the thread's stack.
+//!
+//! String interiors, the bulk of a typical body, are scanned eight bytes at a time for a
+//! quote, a backslash or a control character (a SWAR test), the rest byte by byte.
+
+/// Byte spans of one member of the top-level object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Span {
+    /// Offset of the key's opening quote.
+    pub key_start: usize,
+    /// Offset one past the key's closing quote.
+    pub key_end: usize,
+    /// Offset of the first byte of the value.
+    pub value_start: usize,
+    /// Offset one past the last byte of the value.
+    pub value_end: usize,
+}
+
+/// What the text is, once known to be valid.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Scanned {
+    /// An object: the offset of its `{` and its members in source order.
+    Object { open: usize, members: Vec<Span> },
+    /// Any other JSON value.
+    Other,
+}
+
+/// Why the text is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum ScanError {
+    /// Objects and arrays nest deeper than allowed.
+    TooDeep,
+    /// Not JSON: what was wrong and the byte offset where it was found.
+    Syntax(&'static str, usize),
+}
+
+impl ScanError {
+    /// The message with a 1-based line and column, as JSON parsers report them.
+    pub(super) fn describe(&self, src: &[u8]) -> String {
+        match self {
+            ScanError::TooDeep => "nesting too deep".to_owned(),
+            ScanError::Syntax(what, at) => {
+                let before = src.get(..*at).unwrap_or(src);
+                let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+                let column = at
+                    - before
+                        .iter()
+                        .rposition(|&b| b == b'\n')
+                        .map_or(0, |p| p + 1)
+                    + 1;
+                format!("{what} at line {line} column {column}")
+            }
+        }
+    }
+}
+
+const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+
+/// Validate `src` as exactly one JSON value (surrounding whitespace allowed) with containers
+/// nested at most `max_depth` deep, and index the members if it is an object.
+pub(super) fn scan(src: &[u8], max_depth: usize) -> Result<Scanned, ScanError> {
+    let mut i = skip_ws(src, 0);
+    let open = i;
+    let top_object = src.get(i) == Some(&b'{');
+    let mut members = Vec::new();
+    // Open containers, innermost last: true for an object, false for an array.
+    let mut stack: Vec<bool> = Vec::new();
+    // Key span and value start of the top-level member whose value is being scanned.
+    let mut pending: Option<(usize, usize, usize)> = None;
+    'value: loop {
+        // A value starts at `i`.
+        let mut end = match src.get(i) {
+            Some(b'"') => string(src, i)?,
+            Some(&open_byte @ (b'{' | b'[')) => {
+                if stack.len() >= max_depth {
+                    return Err(ScanError::TooDeep);
+                }
+                let is_object = open_byte == b'{';
+                stack.push(is_object);
+                i = skip_ws(src, i + 1);
+                let close = if is_object { b'}' } else { b']' };
+                if src.get(i) == Some(&close) {
+                    stack.pop();
+                    i + 1
+                } else {
+                    if is_object {
+                        i = member_key(src, i, stack.len() == 1 && top_object, &mut pending)?;
+                    }
+                    continue 'value;
+                }
+            }
+            Some(b't') => literal(src, i, b"true")?,
+            Some(b'f') => literal(src, i, b"false")?,
+            Some(b'n') => literal(src, i, b"null")?,
+            Some(b'-' | b'0'..=b'9') => number(src, i)?,
+            Some(_) => return Err(ScanError::Syntax("expected value", i)),
+            None => return Err(ScanError::Syntax("EOF while parsing a value", i)),
+        };
+        // A value ended at `end`: close containers until one continues.
+        loop {
+            if stack.len() == 1 && top_object {
+                if let Some((key_start, key_end, value_start)) = pending.take() {
+                    members.push(Span {
+                        key_start,
+                        key_end,
+                        value_start,
+                        value_end: end,
+                    });
+                }
+            }
+            i = skip_ws(src, end);
+            let Some(&in_object) = stack.last() else {
+                if i != src.len() {
+                    return Err(ScanError::Syntax("trailing characters", i));
+                }
+                return Ok(if top_object {
+                    Scanned::Object { open, members }
+                } else {
+                    Scanned::Other
+                });
+            };
+            match (src.get(i), in_object) {
+                (Some(b','), _) => {
+                    i = skip_ws(src, i + 1);
+                    if in_object {
+                        i = member_key(src, i, stack.len() == 1 && top_object, &mut pending)?;
+                    }
+                    continue 'value;
+                }
+                (Some(b'}'), true) | (Some(b']'), false) => {
+                    stack.pop();
+                    end = i + 1;
+                }
+                (None, _) => return Err(ScanError::Syntax("EOF while parsing", i)),
+                (_, true) => return Err(ScanError::Syntax("expected `,` or `}`", i)),
+                (_, false) => return Err(ScanError::Syntax("expected `,` or `]`", i)),
+            }
+        }
+    }
+}
+
+/// A member's key and colon at `i`; returns where its value starts. Records the spans in
+/// `pending` when `top` (a member of the top-level object).
+fn member_key(
+    src: &[u8],
+    i: usize,
+    top: bool,
+    pending: &mut Option<(usize, usize, usize)>,
+) -> Result<usize, ScanError> {
+    if src.get(i) != Some(&b'"') {
+        return Err(ScanError::Syntax("key must be a string", i));
+    }
+    let key_end = string(src, i)?;
+    let colon = skip_ws(src, key_end);
+    if src.get(colon) != Some(&b':') {
+        return Err(ScanError::Syntax("expected `:`", colon));
+    }
+    let value_start = skip_ws(src, colon + 1);
+    if top {
+        *pending = Some((i, key_end, value_start));
+    }
+    Ok(value_start)
+}
+
+/// The end of the string whose opening quote is at `i`.
+fn string(src: &[u8], i: usize) -> Result<usize, ScanError> {
+    let mut j = i + 1;
+    loop {
+        // Eight bytes at a time while none is a quote, a backslash or below 0x20.
+        while let Some(chunk) = src.get(j..j + 8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            let w = u64::from_le_bytes(word);
+            let quote = w ^ (ONES * u64::from(b'"'));
+            let backslash = w ^ (ONES * u64::from(b'\\'));
+            let found = (w.wrapping_sub(ONES * 0x20) & !w
+                | quote.wrapping_sub(ONES) & !quote
+                | backslash.wrapping_sub(ONES) & !backslash)
+                & HIGH;
+            if found != 0 {
+                // The lowest flagged byte is exact (borrows only run upwards).
+                j += (found.trailing_zeros() / 8) as usize;
+                break;
+            }
+            j += 8;
+        }
+        match src.get(j) {
+            Some(b'"') => return Ok(j + 1),
+            Some(b'\\') => {
+                j = escape(src, j)?;
+            }
+            Some(&b) if b < 0x20 => {
+                return Err(ScanError::Syntax(
+                    "control character (\\u0000-\\u001F) found while parsing a string",
+                    j,
+                ))
+            }
+            Some(_) => j += 1,
+            None => return Err(ScanError::Syntax("EOF while parsing a string", j)),
+        }
+    }
+}
+
+/// The end of the escape sequence whose backslash is at `i`.
+fn escape(src: &[u8], i: usize) -> Result<usize, ScanError> {
+    match src.get(i + 1) {
+        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(i + 2),
+        Some(b'u') => {
+            let hex = src.get(i + 2..i + 6);
+            if hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                Ok(i + 6)
+            } else {
+                Err(ScanError::Syntax("invalid \\u escape", i))
+            }
+        }
+        Some(_) => Err(ScanError::Syntax("invalid escape", i)),
+        None => Err(ScanError::Syntax("EOF while parsing a string", i + 1)),
+    }
+}
+
+fn literal(src: &[u8], i: usize, word: &'static [u8]) -> Result<usize, ScanError> {
+    if src.get(i..i + word.len()) == Some(word) {
+        Ok(i + word.len())
+    } else {
+        Err(ScanError::Syntax("expected value", i))
+    }
+}
+
+/// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?` at `i`; no range limit.
+fn number(src: &[u8], mut i: usize) -> Result<usize, ScanError> {
+    let digits = |mut j: usize| {
+        while src.get(j).is_some_and(u8::is_ascii_digit) {
+            j += 1;
+        }
+        j
+    };
+    if src.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    i = match src.get(i) {
+        Some(b'0') => i + 1,
+        Some(b'1'..=b'9') => digits(i + 1),
+        _ => return Err(ScanError::Syntax("invalid number", i)),
+    };
+    if src.get(i) == Some(&b'.') {
+        let after = digits(i + 1);
+        if after == i + 1 {
+            return Err(ScanError::Syntax("invalid number", after));
+        }
+        i = after;
+    }
+    if matches!(src.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(src.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let after = digits(i);
+        if after == i {
+            return Err(ScanError::Syntax("invalid number", after));
+        }
+        i = after;
+    }
+    Ok(i)
+}
+
+fn skip_ws(src: &[u8], mut i: usize) -> usize {
+    while matches!(src.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::de::{Deserialize, IgnoredAny};
+
+    fn serde_accepts(src: &[u8]) -> bool {
+        let Ok(text) = std::str::from_utf8(src) else {
+            return false;
+        };
+        let mut de = serde_json::Deserializer::from_str(text);
+        IgnoredAny::deserialize(&mut de).is_ok() && de.end().is_ok()
+    }
+
+    fn accepts(src: &[u8]) -> bool {
+        std::str::from_utf8(src).is_ok() && scan(src, 100).is_ok()
+    }
+
+    #[test]
+    fn grammar_agrees_with_serde_json_on_edge_cases() {
+        let cases: &[&str] = &[
+            "{}",
+            "[]",
+            " {} ",
+            "{\"a\":1}",
+            "{\"a\" : [1, 2.5, -0, 1e5, 1E+5, 1e-5, -1.0e10]}",
+            "0",
+            "-0",
+            "01",
+            "1.",
+            ".5",
+            "-",
+            "1e",
+            "1e+",
+            "+1",
+            "1.5e3x",
+            "--1",
+            "-a",
+            "true",
+            "tru",
+            "truex",
+            "nul",
+            "null",
+            "false",
+            "[true,false,null]",
+            "\"\"",
+            "\"a\\\"b\"",
+            "\"\\u00e9\"",
+            "\"\\u00g9\"",
+            "\"\\ud800\"",
+            "\"\\x\"",
+            "\"\\",
+            "\"a\u{1}b\"",
+            "\"tab\there\"",
+            "\"é\"",
+            "{\"a\":1,}",
+            "[1,]",
+            "[,1]",
+            "{,}",
+            "{\"a\" 1}",
+            "{\"a\":}",
+            "{1:1}",
+            "{\"a\":1 \"b\":2}",
+            "[1 2]",
+            "[1}",
+            "{\"a\":1]",
+            "{} {}",
+            "{}x",
+            "",
+            " ",
+            "[[[]]]",
+            "[{\"a\":[{}]}]",
+            "{\"a\":\"\\/\\b\\f\\n\\r\\t\"}",
+            "\u{c}{}",
+            "{\"a\":1}\u{a0}",
+            "123456789012345678901234567890e999999",
+            "[1.0e+00000000000]",
+            "\"abcdefgh\\\"ijklmnop\"",
+            "\"abcdefghijklmnop",
+            "\"abcdefghijklmnop\u{1f}q\"",
+            "{\"k\":\"v\"}\n\r\t ",
+        ];
+        for c in cases {
+            assert_eq!(accepts(c.as_bytes()), serde_accepts(c.as_bytes()), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn spans_of_top_level_members() {
+        let src = b" { \"a\" : 1 , \"b\":{\"x\":[1,{}]},\"c\" :\"s\\\"}\" } ";
+        let Ok(Scanned::Object { open, members }) = scan(src, 10) else {
+            panic!("not an object");
+        };
+        assert_eq!(open, 1);
+        let text = |a: usize, b: usize| std::str::from_utf8(&src[a..b]).unwrap_or_default();
+        let got: Vec<(&str, &str)> = members
+            .iter()
+            .map(|m| {
+                (
+                    text(m.key_start, m.key_end),
+                    text(m.value_start, m.value_end),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("\"a\"", "1"),
+                ("\"b\"", "{\"x\":[1,{}]}"),
+                ("\"c\"", "\"s\\\"}\"")
+            ]
+        );
+    }
+
+    #[test]
+    fn depth_is_exact() {
+        assert!(scan(b"[[[]]]", 3).is_ok());
+        assert_eq!(scan(b"[[[[]]]]", 3), Err(ScanError::TooDeep));
+        assert!(scan(b"{\"a\":{\"b\":1}}", 2).is_ok());
+        assert_eq!(scan(b"{\"a\":{\"b\":[]}}", 2), Err(ScanError::TooDeep));
+        assert_eq!(scan(b"1", 0), Ok(Scanned::Other));
+    }
+
+    #[test]
+    fn error_positions_are_lines_and_columns() {
+        let src = b"{\n  \"a\": tru\n}";
+        let Err(e) = scan(src, 10) else {
+            panic!("accepted");
+        };
+        assert_eq!(e.describe(src), "expected value at line 2 column 8");
+    }
+
+    /// Mutations of valid documents (byte flips, deletions, insertions of JSON's special
+    /// bytes): the scanner accepts exactly what serde_json accepts.
+    #[test]
+    fn property_mutations_agree_with_serde_json() {
+        let seeds: &[&[u8]] = &[
+            b"{\"metadata\":{\"owner\":\"a\\u00e9\",\"n\":[1,-2.5e3,true,null]},\"x\":\"\\\"\"}",
+            b"[{\"a\":{}},[],\"\",0,-0.1E-2,false]",
+            b"{\"long\":\"abcdefghijklmnopqrstuvwxyz0123456789\\n\\t\\\\ end\",\"k\":{\"k\":{}}}",
+        ];
+        let specials = b"{}[]\",:\\ 0-.eE+tfnu\x01\x7f";
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..200_000 {
+            let seed = seeds[(next() % seeds.len() as u64) as usize];
+            let mut doc = seed.to_vec();
+            for _ in 0..=(next() % 3) {
+                let at = (next() % (doc.len() as u64 + 1)) as usize;
+                let byte = specials[(next() % specials.len() as u64) as usize];
+                match next() % 3 {
+                    0 if at < doc.len() => doc[at] = byte,
+                    1 if at < doc.len() => {
+                        doc.remove(at);
+                    }
+                    _ => doc.insert(at, byte),
+                }
+            }
+            assert_eq!(
+                accepts(&doc),
+                serde_accepts(&doc),
+                "{:?}",
+                String::from_utf8_lossy(&doc)
+            );
+        }
+    }
+}
