@@ -291,11 +291,27 @@ pub struct Input<'a> {
 
 /// Decide a request (see the module doc).
 pub fn decide(policy: &Policy, user: &User, input: &Input<'_>, facts: &Facts) -> Next {
+    decide_with_cache(policy, user, input, facts, &|_| None)
+}
+
+/// [`decide`], reading facts missing from `facts` from `cached` first (a look into the
+/// lookup cache, no I/O) and asking for a lookup only when that has nothing. A warm cache
+/// then decides in one pass instead of one per fact. Each fact is read from the cache at most
+/// once per call, so one decision sees one version of each resource.
+pub fn decide_with_cache(
+    policy: &Policy,
+    user: &User,
+    input: &Input<'_>,
+    facts: &Facts,
+    cached: &dyn Fn(&Target) -> Option<Fetched>,
+) -> Next {
     let mut cx = Cx {
         policy,
         user,
         input,
         facts,
+        cached,
+        peeked: std::cell::RefCell::new(Vec::new()),
         steps: Vec::new(),
         access: Vec::new(),
         subject: Subject::None,
@@ -331,6 +347,10 @@ struct Cx<'a> {
     user: &'a User,
     input: &'a Input<'a>,
     facts: &'a Facts,
+    /// Facts found in the lookup cache (see [`decide_with_cache`]).
+    cached: &'a dyn Fn(&Target) -> Option<Fetched>,
+    /// The facts read from `cached` so far.
+    peeked: std::cell::RefCell<Vec<(Target, Fetched)>>,
     steps: Vec<Step>,
     access: Vec<crate::abac::AccessDecision>,
     /// What access policies read tags from for the next events.
@@ -374,10 +394,15 @@ fn forward() -> Forward {
 
 /// A resource's `metadata` object (empty when absent or not an object).
 pub fn metadata_of(v: &Value) -> Map<String, Value> {
+    metadata_ref(v).clone()
+}
+
+/// A resource's `metadata` object, borrowed (empty when absent or not an object).
+pub fn metadata_ref(v: &Value) -> &Map<String, Value> {
+    static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
     v.get("metadata")
         .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default()
+        .unwrap_or(&EMPTY)
 }
 
 impl<'a> Cx<'a> {
@@ -512,8 +537,18 @@ impl<'a> Cx<'a> {
 
     /// A looked-up fact, or stop and ask for it.
     fn fact(&self, t: Target) -> R<Option<Arc<Value>>> {
-        match self.facts.get(&t) {
-            Some(f) => Ok(f.clone()),
+        if let Some(f) = self.facts.get(&t) {
+            return Ok(f.clone());
+        }
+        let mut peeked = self.peeked.borrow_mut();
+        if let Some((_, f)) = peeked.iter().find(|(k, _)| *k == t) {
+            return Ok(f.clone());
+        }
+        match (self.cached)(&t) {
+            Some(f) => {
+                peeked.push((t, f.clone()));
+                Ok(f)
+            }
             None => Err(Stop::Need(t)),
         }
     }
@@ -522,7 +557,7 @@ impl<'a> Cx<'a> {
     fn check(&self, g: &Grant, t: Target, miss: Miss, id: &str) -> R<()> {
         if let Some(f) = g.active_filter() {
             match self.fact(t)? {
-                Some(v) if f.matches(&metadata_of(&v)) => {}
+                Some(v) if f.matches(metadata_ref(&v)) => {}
                 _ => return Err(miss.error(id).into()),
             }
         }
@@ -733,7 +768,7 @@ impl<'a> Cx<'a> {
                         };
                         if let Some(v) = self.fact(Target::Assistant(aid.clone()))? {
                             if g.active_filter()
-                                .is_some_and(|f| !f.matches(&metadata_of(&v)))
+                                .is_some_and(|f| !f.matches(metadata_ref(&v)))
                             {
                                 return Err(miss(&aid).into());
                             }
@@ -941,7 +976,7 @@ impl<'a> Cx<'a> {
         if let (Some(tid), Some(filter)) = (&tid, g.active_filter()) {
             if is_uuid(tid) {
                 if let Some(v) = self.fact(Target::Thread(tid.clone()))? {
-                    if !filter.matches(&metadata_of(&v)) {
+                    if !filter.matches(metadata_ref(&v)) {
                         return Err(GatewayError::conflict(format!(
                             "Thread with ID {tid} already exists"
                         ))
@@ -988,7 +1023,7 @@ impl<'a> Cx<'a> {
                     return Err(none().into());
                 }
                 match self.fact(Target::Thread(id.clone()))? {
-                    Some(v) if filter.matches(&metadata_of(&v)) => {}
+                    Some(v) if filter.matches(metadata_ref(&v)) => {}
                     _ => return Err(none().into()),
                 }
             }
@@ -1010,7 +1045,7 @@ impl<'a> Cx<'a> {
         let Some(v) = self.fact(Target::Assistant(aid.to_string()))? else {
             return Err(miss.into());
         };
-        let md = metadata_of(&v);
+        let md = metadata_ref(&v);
         let is_system = v
             .get("graph_id")
             .and_then(Value::as_str)
@@ -1030,7 +1065,7 @@ impl<'a> Cx<'a> {
         let g = self.grant(A, Action::Read);
         self.subject = saved;
         let g = g?;
-        if g.active_filter().is_some_and(|f| !f.matches(&md)) {
+        if g.active_filter().is_some_and(|f| !f.matches(md)) {
             return Err(miss.into());
         }
         Ok(())
@@ -1073,7 +1108,7 @@ impl<'a> Cx<'a> {
             let tid = self.param(&self.input.route.params.thread_id)?;
             if let Some(filter) = g.active_filter() {
                 match self.fact(Target::Thread(tid.clone()))? {
-                    Some(v) if filter.matches(&metadata_of(&v)) => {}
+                    Some(v) if filter.matches(metadata_ref(&v)) => {}
                     Some(_) => return Err(miss.into()),
                     None => {
                         if self.str_field("if_not_exists")?.as_deref() != Some("create") {
@@ -1255,7 +1290,7 @@ impl<'a> Cx<'a> {
                         && match self.fact(Target::Thread(tid.clone()))? {
                             Some(v) => read
                                 .active_filter()
-                                .is_some_and(|f| f.matches(&metadata_of(&v))),
+                                .is_some_and(|f| f.matches(metadata_ref(&v))),
                             None => false,
                         };
                     if !visible {

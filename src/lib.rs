@@ -15,6 +15,7 @@ pub mod forward_auth;
 pub mod idle;
 pub mod jwks;
 pub mod jwt;
+pub mod logwriter;
 pub mod metrics;
 pub mod policy;
 pub mod policytest;

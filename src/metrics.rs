@@ -13,9 +13,9 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// First event's resource, or `none` (public, refused before classification).
-    pub resource: String,
+    pub resource: &'static str,
     /// First event's action, or `none`.
-    pub action: String,
+    pub action: &'static str,
     /// `allow`, `deny`, `public` or `error`.
     pub decision: &'static str,
     /// HTTP status.

@@ -99,6 +99,8 @@ impl Grant {
 pub struct Policy {
     /// Content hash of the loaded files (short hex).
     pub version: String,
+    /// The version as a response header value (sent on every response).
+    pub version_header: http::HeaderValue,
     /// Decision for uncovered events.
     pub default: DefaultDecision,
     /// Public paths.
@@ -453,6 +455,8 @@ impl Policy {
             .to_string();
         let cache = settings.lookup_cache.clone();
         Ok(Policy {
+            version_header: http::HeaderValue::from_str(&version)
+                .unwrap_or_else(|_| http::HeaderValue::from_static("unknown")),
             version,
             default,
             public_paths: settings

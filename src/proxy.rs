@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use crate::auth;
 use crate::decide::{
-    self, metadata_of, Decision, Facts, Forward, Input, Next, Outcome, Reply, ResponsePlan,
+    self, metadata_ref, Decision, Facts, Forward, Input, Next, Outcome, Reply, ResponsePlan,
     SearchPlan, Target,
 };
 use crate::error::{Delivery, GatewayError, Side};
@@ -117,32 +117,101 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 /// Client headers that claim an identity or a network position; the gateway sets its own.
-const SPOOFABLE: [&str; 9] = [
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "x-real-ip",
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
+const SPOOFABLE: [HeaderName; 9] = [
+    header::FORWARDED,
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
 ];
 
-fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // Headers named in Connection are hop-by-hop too.
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
+/// The peer's address as a header value, formatted without a heap string.
+fn ip_header(ip: std::net::IpAddr) -> HeaderValue {
+    use std::io::Write as _;
+    let mut buf = [0u8; 48];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let n = match write!(cursor, "{ip}") {
+        Ok(()) => cursor.position() as usize,
+        Err(_) => 0,
+    };
+    HeaderValue::from_bytes(buf.get(..n).unwrap_or_default())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Whether a header belongs to one connection: the standard ones and `Proxy-Connection`.
+fn is_hop_by_hop(n: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(n) || *n == PROXY_CONNECTION
+}
+
+/// The header names listed in `Connection` (hop-by-hop too); no allocation when none is.
+fn connection_named(h: &HeaderMap) -> Vec<HeaderName> {
+    h.get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect()
+}
+
+/// Remove hop-by-hop headers (a response's): one pass over the names, removals only for
+/// those present.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named = connection_named(h);
+    let doomed: Vec<HeaderName> = h
+        .keys()
+        .filter(|n| is_hop_by_hop(n) || named.contains(n))
+        .cloned()
         .collect();
-    for n in named.iter().chain(HOP_BY_HOP.iter()) {
+    for n in doomed {
         h.remove(n);
     }
-    h.remove("proxy-connection");
+}
+
+/// The client's headers that may reach the upstream, in one pass: no hop-by-hop header
+/// (RFC 9110 7.6.1, including those named in `Connection`), no identity or position claim,
+/// no configured identity header, nothing under the gateway's own `x-graphguard-` prefix,
+/// no `Host`, `Expect` or `Content-Length` (the gateway sets them), at most one request id.
+fn forwardable_headers(policy: &Policy, headers: HeaderMap) -> HeaderMap {
+    let named = connection_named(&headers);
+    let request_id = headers.get(X_REQUEST_ID).cloned();
+    let keep = |n: &HeaderName| {
+        !(is_hop_by_hop(n)
+            || SPOOFABLE.contains(n)
+            || *n == header::HOST
+            || *n == header::EXPECT
+            || *n == header::CONTENT_LENGTH
+            || *n == X_REQUEST_ID
+            || named.contains(n)
+            || policy.user_headers.strip.contains(n)
+            || n.as_str().starts_with("x-graphguard-"))
+    };
+    let mut out = HeaderMap::with_capacity(headers.len() + 8);
+    let mut current: Option<(HeaderName, bool)> = None;
+    for (name, value) in headers {
+        if let Some(n) = name {
+            let kept = keep(&n);
+            current = Some((n, kept));
+        }
+        if let Some((n, true)) = &current {
+            out.append(n.clone(), value);
+        }
+    }
+    // The request id survives a client naming it in `Connection`.
+    if let Some(id) = request_id {
+        out.insert(X_REQUEST_ID, id);
+    }
+    out
 }
 
 fn full(bytes: impl Into<Bytes>) -> RespBody {
@@ -190,7 +259,7 @@ impl Gateway {
         let started = std::time::Instant::now();
         self.metrics.in_flight.inc();
         let method = req.method().clone();
-        let path = req.uri().path().to_string();
+        let uri = req.uri().clone();
         let request_id = request_id(&mut req);
         let policy = self.policy.load_full();
         // An HTTP/1 refusal may leave the request body unread; then the connection cannot be
@@ -232,15 +301,12 @@ impl Gateway {
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if self.config.policy_version_header {
-            if let Ok(v) = HeaderValue::from_str(&policy.version) {
-                resp.headers_mut()
-                    .insert(HeaderName::from_static("x-graphguard-policy-version"), v);
-            }
+            resp.headers_mut().insert(
+                HeaderName::from_static("x-graphguard-policy-version"),
+                policy.version_header.clone(),
+            );
         }
-        if let Ok(v) = HeaderValue::from_str(&request_id) {
-            resp.headers_mut()
-                .insert(HeaderName::from_static("x-request-id"), v);
-        }
+        resp.headers_mut().insert(X_REQUEST_ID, request_id.clone());
         let first = decision
             .as_ref()
             .and_then(|d| d.steps.first().map(|s| s.event));
@@ -248,25 +314,20 @@ impl Gateway {
         self.metrics
             .requests
             .get_or_create(&RequestLabels {
-                resource: first
-                    .map(|e| e.resource.as_str())
-                    .unwrap_or("none")
-                    .to_string(),
-                action: first
-                    .map(|e| e.action.as_str())
-                    .unwrap_or("none")
-                    .to_string(),
+                resource: first.map_or("none", |e| e.resource.as_str()),
+                action: first.map_or("none", |e| e.action.as_str()),
                 decision: label,
                 status: resp.status().as_u16(),
             })
             .inc();
         self.metrics.request_seconds.observe(elapsed.as_secs_f64());
         self.metrics.in_flight.dec();
-        if label != "allow" && label != "public" || self.sample_allowed() {
+        let audited = label != "allow" && label != "public" || self.sample_allowed();
+        if audited && tracing::enabled!(target: "graphguard::audit", tracing::Level::INFO) {
             self.audit(
-                &request_id,
+                request_id.to_str().unwrap_or("-"),
                 &method,
-                &path,
+                uri.path(),
                 &resp,
                 label,
                 user.as_deref(),
@@ -436,8 +497,15 @@ impl Gateway {
         };
         let mut facts = Facts::default();
         let decide_started = std::time::Instant::now();
+        let cached = |t: &Target| {
+            let hit = self.upstream.cached(t);
+            if hit.is_some() {
+                self.metrics.lookup_hits.inc();
+            }
+            hit
+        };
         let decision = loop {
-            match decide::decide(policy, &user, &input, &facts) {
+            match decide::decide_with_cache(policy, &user, &input, &facts, &cached) {
                 Next::Done(d) => break d,
                 Next::Need(t) => {
                     let (f, hit) = self.upstream.lookup_traced(&t).await.map_err(with_user)?;
@@ -588,44 +656,34 @@ impl Gateway {
         }
     }
 
+    /// The request to send upstream: the client's method, the authorized path (and the
+    /// rewritten query, if any), the client's headers minus hop-by-hop, spoofable, credential
+    /// and gateway-owned ones, plus the user and forwarding headers.
     #[allow(clippy::too_many_arguments)]
     fn upstream_request(
         &self,
         policy: &Policy,
-        parts: &http::request::Parts,
-        path_and_query: &str,
+        parts: http::request::Parts,
+        query: Option<&str>,
         body: Bytes,
         user: Option<&User>,
         peer: SocketAddr,
     ) -> Result<Request<UpBody>, GatewayError> {
-        let mut headers = parts.headers.clone();
-        // The request id survives a client naming it in `Connection`.
-        let request_id = headers.get("x-request-id").cloned();
-        strip_hop_by_hop(&mut headers);
-        if let Some(id) = request_id {
-            headers.insert(HeaderName::from_static("x-request-id"), id);
-        }
-        for n in SPOOFABLE {
-            headers.remove(n);
-        }
-        for n in &policy.user_headers.strip {
-            headers.remove(n);
-        }
-        // Nothing a client sends under the gateway's own prefix reaches the graph.
-        let ours: Vec<HeaderName> = headers
-            .keys()
-            .filter(|n| n.as_str().starts_with("x-graphguard-"))
-            .cloned()
-            .collect();
-        for n in ours {
-            headers.remove(n);
-        }
+        let http::request::Parts {
+            method,
+            uri,
+            headers,
+            ..
+        } = parts;
+        // The target's authority (absolute form, h2 `:authority`) wins over Host (RFC 9112 3.2.2).
+        let client_host = uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .or_else(|| headers.get(header::HOST).cloned());
+        let mut headers = forwardable_headers(policy, headers);
         for a in &policy.authenticators {
             a.strip_credentials(&mut headers);
         }
-        headers.remove(header::HOST);
-        headers.remove(header::EXPECT);
-        headers.remove(header::CONTENT_LENGTH);
         if let Some(u) = user {
             let uh = &policy.user_headers;
             let set = |h: &mut HeaderMap, n: &HeaderName, v: &str| {
@@ -646,34 +704,41 @@ impl Gateway {
                 &serde_json::to_string(&u.roles).unwrap_or_default(),
             );
         }
-        // The target's authority (absolute form, h2 `:authority`) wins over Host (RFC 9112 3.2.2).
-        let client_host = parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            .or_else(|| parts.headers.get(header::HOST).cloned());
-        if let Ok(v) = HeaderValue::from_str(&peer.ip().to_string()) {
-            headers.insert("x-forwarded-for", v);
-        }
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        headers.insert(X_FORWARDED_FOR, ip_header(peer.ip()));
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
         if let Some(h) = client_host {
-            headers.insert("x-forwarded-host", h);
+            headers.insert(X_FORWARDED_HOST, h);
         }
-        if !body.is_empty() || parts.method != Method::GET && parts.method != Method::HEAD {
+        if !body.is_empty() || method != Method::GET && method != Method::HEAD {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         }
-        let mut req = Request::builder()
-            .method(parts.method.clone())
-            .uri(self.upstream.uri(path_and_query)?)
-            .body(
-                Full::new(body)
-                    .map_err(|never| match never {})
-                    .boxed_unsync(),
-            )
-            .map_err(|e| GatewayError::internal(e.to_string()))?;
-        if let Ok(h) = HeaderValue::from_str(self.upstream.authority()) {
-            headers.insert(header::HOST, h);
-        }
+        headers.insert(header::HOST, self.upstream.host().clone());
+        // The path is forwarded exactly as authorized; an unchanged query shares its bytes.
+        let path_and_query = match (query, uri.path_and_query()) {
+            (None, Some(pq)) if pq.query() != Some("") => pq.clone(),
+            (None, None) => http::uri::PathAndQuery::from_static("/"),
+            (None, Some(_)) => http::uri::PathAndQuery::from_maybe_shared(Bytes::copy_from_slice(
+                uri.path().as_bytes(),
+            ))
+            .map_err(|e| GatewayError::bad_request(format!("invalid request target: {e}")))?,
+            (Some(q), _) => {
+                let pq = if q.is_empty() {
+                    uri.path().to_owned()
+                } else {
+                    format!("{}?{q}", uri.path())
+                };
+                http::uri::PathAndQuery::from_maybe_shared(Bytes::from(pq)).map_err(|e| {
+                    GatewayError::bad_request(format!("invalid request target: {e}"))
+                })?
+            }
+        };
+        let mut req = Request::new(
+            Full::new(body)
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        );
+        *req.method_mut() = method;
+        *req.uri_mut() = self.upstream.uri_for(path_and_query)?;
         *req.headers_mut() = headers;
         Ok(req)
     }
@@ -687,17 +752,12 @@ impl Gateway {
         user: Option<&User>,
         peer: SocketAddr,
     ) -> Result<Response<RespBody>, GatewayError> {
-        let path = parts.uri.path();
-        let query = fwd.query.as_deref().or(parts.uri.query());
-        let pq = match query {
-            Some(q) if !q.is_empty() => format!("{path}?{q}"),
-            _ => path.to_string(),
-        };
+        let query = fwd.query.as_deref();
         let body = fwd.body.map(Bytes::from).unwrap_or(raw);
         match fwd.response {
             ResponsePlan::Search(plan) => self.search(policy, body, &plan, user).await,
             ResponsePlan::Stream => {
-                let req = self.upstream_request(policy, &parts, &pq, body, user, peer)?;
+                let req = self.upstream_request(policy, parts, query, body, user, peer)?;
                 let t = std::time::Instant::now();
                 let resp = self.upstream.send(req).await?;
                 self.metrics
@@ -706,13 +766,13 @@ impl Gateway {
                 Ok(self.stream_back(resp))
             }
             ResponsePlan::FilterList { filter, empty } => {
-                let req = self.upstream_request(policy, &parts, &pq, body, user, peer)?;
+                let req = self.upstream_request(policy, parts, query, body, user, peer)?;
                 let resp = self.upstream.send(req).await?;
-                self.filtered(resp, |item| filter.matches(&metadata_of(item)), empty)
+                self.filtered(resp, |item| filter.matches(metadata_ref(item)), empty)
                     .await
             }
             ResponsePlan::StoreItems { filter, access } => {
-                let req = self.upstream_request(policy, &parts, &pq, body, user, peer)?;
+                let req = self.upstream_request(policy, parts, query, body, user, peer)?;
                 let resp = self.upstream.send(req).await?;
                 let empty = serde_json::Map::new();
                 let keep = |item: &Value| {
@@ -898,28 +958,26 @@ impl Gateway {
         user: Option<&User>,
         item: &Value,
     ) -> Result<bool, GatewayError> {
-        let md = metadata_of(item);
+        let md = metadata_ref(item);
         if let Some(f) = &plan.filter {
-            if !f.matches(&md) {
+            if !f.matches(md) {
                 return Ok(false);
             }
         }
         if let Some(u) = user {
-            if !plan.access.iter().all(|e| policy.access.allows(u, *e, &md)) {
+            if !plan.access.iter().all(|e| policy.access.allows(u, *e, md)) {
                 return Ok(false);
             }
         }
         if let Some(tf) = &plan.thread_filter {
             if let Some(tid) = item.get("thread_id").and_then(Value::as_str) {
-                let md = match self
+                let thread = self
                     .upstream
                     .lookup(&Target::Thread(tid.to_string()))
-                    .await?
-                {
-                    Some(t) => metadata_of(&t),
-                    None => Default::default(),
-                };
-                if !tf.matches(&md) {
+                    .await?;
+                let md: &serde_json::Map<String, Value> =
+                    thread.as_deref().map_or(&*EMPTY_MAP, metadata_ref);
+                if !tf.matches(md) {
                     return Ok(false);
                 }
             }
@@ -927,6 +985,9 @@ impl Gateway {
         Ok(true)
     }
 }
+
+static EMPTY_MAP: std::sync::LazyLock<serde_json::Map<String, Value>> =
+    std::sync::LazyLock::new(serde_json::Map::new);
 
 /// HTTP/1.1 requires exactly one Host (RFC 9112 3.2); HTTP/2 carries `:authority` instead.
 fn host_check(req: &Request<Incoming>) -> Result<(), GatewayError> {
@@ -964,19 +1025,40 @@ fn auth_failure_reason(detail: &str) -> &'static str {
 
 /// The request id: the client's `x-request-id` if it is sane, else a new one; written back
 /// into the request so the upstream sees the same id.
-fn request_id(req: &mut Request<Incoming>) -> String {
-    let sane = |v: &HeaderValue| {
-        v.len() <= 128
-            && v.to_str()
-                .is_ok_and(|s| s.bytes().all(|b| b.is_ascii_graphic()))
-    };
-    if let Some(v) = req.headers().get("x-request-id").filter(|v| sane(v)) {
-        return v.to_str().unwrap_or_default().to_string();
+fn request_id(req: &mut Request<Incoming>) -> HeaderValue {
+    let sane = |v: &HeaderValue| v.len() <= 128 && v.as_bytes().iter().all(u8::is_ascii_graphic);
+    if let Some(v) = req.headers().get(X_REQUEST_ID).filter(|v| sane(v)) {
+        return v.clone();
     }
-    let id = uuid::Uuid::new_v4().to_string();
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        req.headers_mut()
-            .insert(HeaderName::from_static("x-request-id"), v);
-    }
+    let id = new_request_id();
+    req.headers_mut().insert(X_REQUEST_ID, id.clone());
     id
+}
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A fresh version-4 UUID from a per-thread generator (splitmix64) seeded once per thread by
+/// the operating system: ids must be unique, not secret, and a system call per request for
+/// them costs more than the rest of the id.
+fn new_request_id() -> HeaderValue {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(uuid::Uuid::new_v4().as_u64_pair().0);
+    }
+    fn splitmix(state: &Cell<u64>) -> u64 {
+        let s = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        state.set(s);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    let (hi, lo) = STATE.with(|s| (splitmix(s), splitmix(s)));
+    let mut random = [0u8; 16];
+    random[..8].copy_from_slice(&hi.to_le_bytes());
+    random[8..].copy_from_slice(&lo.to_le_bytes());
+    let id = uuid::Builder::from_random_bytes(random).into_uuid();
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = id.hyphenated().encode_lower(&mut text);
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }

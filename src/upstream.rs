@@ -44,6 +44,10 @@ pub struct Upstream {
     client: Client<HttpConnector, UpBody>,
     cfg: UpstreamConfig,
     authority: String,
+    /// The authority, parsed once (cloning it shares the bytes).
+    parsed_authority: http::uri::Authority,
+    /// The `Host` header for forwarded requests.
+    host: http::HeaderValue,
     cache: MemoryCache<Target, Fetched>,
     inflight: std::sync::Mutex<std::collections::HashMap<Target, Arc<tokio::sync::Mutex<()>>>>,
     writes: AtomicU64,
@@ -86,9 +90,16 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .pool_max_idle_per_host(256)
             .build(conn);
+        let parsed_authority =
+            http::uri::Authority::from_maybe_shared(Bytes::from(authority.clone()))
+                .map_err(|e| format!("upstream URL {}: {e}", cfg.base))?;
+        let host = http::HeaderValue::from_maybe_shared(Bytes::from(authority.clone()))
+            .map_err(|e| format!("upstream URL {}: {e}", cfg.base))?;
         Ok(Upstream {
             client,
             cfg,
+            parsed_authority,
+            host,
             authority,
             cache: MemoryCache::new(cache_capacity.max(16)),
             inflight: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -101,6 +112,21 @@ impl Upstream {
     /// The authority (`host:port`) of the upstream.
     pub fn authority(&self) -> &str {
         &self.authority
+    }
+
+    /// The `Host` header value for requests to the upstream.
+    pub fn host(&self) -> &http::HeaderValue {
+        &self.host
+    }
+
+    /// Absolute URI on the upstream for an already valid path and query (no copy of either).
+    pub fn uri_for(&self, path_and_query: http::uri::PathAndQuery) -> Result<Uri, GatewayError> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(http::uri::Scheme::HTTP);
+        parts.authority = Some(self.parsed_authority.clone());
+        parts.path_and_query = Some(path_and_query);
+        Uri::from_parts(parts)
+            .map_err(|e| GatewayError::bad_request(format!("invalid request target: {e}")))
     }
 
     /// Absolute URI for a path and query on the upstream.
@@ -177,6 +203,17 @@ impl Upstream {
             }
         };
         Ok((parts.status, parts.headers, bytes))
+    }
+
+    /// A cached resource, if the cache holds a live entry (no I/O, never waits).
+    pub fn cached(&self, t: &Target) -> Option<Fetched> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        match self.cache.get(&t.normalized()) {
+            (Some(f), CacheStatus::Hit) => Some(f),
+            _ => None,
+        }
     }
 
     /// Look a resource up, through the cache (coalesced: concurrent lookups of one resource
