@@ -4,6 +4,7 @@
 
 pub mod abac;
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod decide;

@@ -65,7 +65,8 @@ impl<W: Write + Send + 'static> BufferedLog<W> {
         inner.drain()
     }
 
-    fn append(&self, line: &[u8]) -> io::Result<()> {
+    /// Append one line; written out at once if the buffer is full.
+    pub fn append_line(&self, line: &[u8]) -> io::Result<()> {
         let mut inner = self.lock();
         inner.buf.extend_from_slice(line);
         if inner.buf.len() >= self.limit {
@@ -104,7 +105,7 @@ pub struct LineWriter<W: Write + Send + 'static>(Arc<BufferedLog<W>>);
 
 impl<W: Write + Send + 'static> Write for LineWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.append(buf)?;
+        self.0.append_line(buf)?;
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {

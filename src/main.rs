@@ -152,7 +152,7 @@ fn init_logs(format: &str, buffered: bool) -> Option<FlushGuard<std::io::Stderr>
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _logs = match &cli.cmd {
+    let logs = match &cli.cmd {
         Cmd::Serve(a) => init_logs(&a.log_format, true),
         Cmd::Check { .. } | Cmd::Explain { .. } | Cmd::Test { .. } => init_logs("compact", false),
     };
@@ -169,7 +169,14 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
         {
-            Ok(rt) => rt.block_on(serve(args)),
+            Ok(rt) => {
+                // JSON audit lines are written straight into the log sink.
+                let sink = logs
+                    .as_ref()
+                    .map(|g| g.0.clone())
+                    .filter(|_| !matches!(args.log_format.as_str(), "pretty" | "compact"));
+                rt.block_on(serve(args, sink))
+            }
             Err(e) => {
                 eprintln!("graphguard: cannot start the runtime: {e}");
                 ExitCode::FAILURE
@@ -285,7 +292,7 @@ fn check(dir: &std::path::Path) -> ExitCode {
     }
 }
 
-async fn serve(a: ServeArgs) -> ExitCode {
+async fn serve(a: ServeArgs, audit_sink: Option<Arc<BufferedLog<std::io::Stderr>>>) -> ExitCode {
     let policy = match Policy::load_dir(&a.policies) {
         Ok(p) => p,
         Err(errors) => {
@@ -331,7 +338,7 @@ async fn serve(a: ServeArgs) -> ExitCode {
     };
     tracing::info!(listen = %a.listen, upstream = %a.upstream, policy = %policy.version, "graphguard serving");
     let metrics = Arc::new(Metrics::new());
-    let gw = Arc::new(Gateway::new(
+    let mut gateway = Gateway::new(
         policy,
         upstream,
         ProxyConfig {
@@ -342,7 +349,11 @@ async fn serve(a: ServeArgs) -> ExitCode {
             ..ProxyConfig::default()
         },
         metrics.clone(),
-    ));
+    );
+    if let Some(sink) = audit_sink {
+        gateway = gateway.with_audit_sink(sink);
+    }
+    let gw = Arc::new(gateway);
     if let Some(dir) = &a.shadow_policies {
         match Policy::load_dir(dir) {
             Ok(p) => {

@@ -18,6 +18,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde_json::Value;
 
+use crate::audit::{AuditLine, LineSink};
 use crate::auth;
 use crate::decide::{
     self, metadata_ref, Decision, Facts, Forward, Input, Next, Outcome, Reply, ResponsePlan,
@@ -82,6 +83,9 @@ pub struct Gateway {
     /// A candidate policy evaluated beside the enforced one, never enforced.
     pub shadow: arc_swap::ArcSwapOption<Policy>,
     audit_seq: AtomicU64,
+    /// Where audit lines are written directly as JSON (the server's log sink); `None`: as a
+    /// `tracing` event.
+    audit_out: Option<Arc<dyn LineSink>>,
 }
 
 impl Gateway {
@@ -101,7 +105,16 @@ impl Gateway {
             draining: AtomicBool::new(false),
             shadow: arc_swap::ArcSwapOption::empty(),
             audit_seq: AtomicU64::new(1),
+            audit_out: None,
         }
+    }
+
+    /// Write audit lines as JSON straight into `sink` (when the log format is JSON) rather
+    /// than through `tracing`'s generic formatter; the `graphguard::audit` log filter still
+    /// decides whether they are written.
+    pub fn with_audit_sink(mut self, sink: Arc<dyn LineSink>) -> Gateway {
+        self.audit_out = Some(sink);
+        self
     }
 }
 
@@ -369,63 +382,42 @@ impl Gateway {
         policy: &Policy,
         elapsed: Duration,
     ) {
-        let mut handlers = Vec::new();
-        let mut filters = Vec::new();
-        let mut stamped = Vec::new();
-        let mut access = Vec::new();
-        if let Some(d) = decision {
-            for s in &d.steps {
-                handlers.push(format!(
-                    "{}={}{}",
-                    s.event,
-                    s.handler.as_deref().unwrap_or("-"),
-                    if s.allowed { "" } else { "!" }
-                ));
-                if let Some(f) = &s.filter {
-                    filters.push(format!("{}:{}", s.event, crate::explain::filter_json(f)));
-                }
-                if !s.stamped.is_empty() {
-                    stamped.push(format!("{}:{}", s.event, s.stamped.join("+")));
-                }
+        let line = AuditLine {
+            request_id,
+            method: method.as_str(),
+            path,
+            status: resp.status().as_u16(),
+            decision: label,
+            user: user.map_or("-", |u| u.identity.as_str()),
+            steps: decision.map_or(&[], |d| d.steps.as_slice()),
+            access: decision.map_or(&[], |d| d.access.as_slice()),
+            policy: &policy.version,
+            elapsed,
+        };
+        if let Some(sink) = &self.audit_out {
+            thread_local! {
+                static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
             }
-            for a in &d.access {
-                let matched: Vec<&str> = a
-                    .groups
-                    .iter()
-                    .filter(|g| g.matched)
-                    .map(|g| g.policy.as_str())
-                    .collect();
-                access.push(format!(
-                    "{}={}:{:?}{}{}",
-                    a.permission,
-                    if a.allowed { "allow" } else { "deny" },
-                    a.reason,
-                    a.rbac
-                        .as_ref()
-                        .and_then(|r| r.via_role.as_deref())
-                        .map(|r| format!(" role={r}"))
-                        .unwrap_or_default(),
-                    if matched.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" policies={}", matched.join("|"))
-                    },
-                ));
-            }
+            LINE.with_borrow_mut(|buf| {
+                buf.clear();
+                line.write_json(std::time::SystemTime::now(), buf);
+                sink.write_line(buf);
+            });
+            return;
         }
         tracing::info!(
             target: "graphguard::audit",
-            request_id = %request_id,
-            %method,
-            %path,
-            status = resp.status().as_u16(),
-            decision = label,
-            user = user.map(|u| u.identity.as_str()).unwrap_or("-"),
-            handlers = %handlers.join(","),
-            access = %access.join(","),
-            filters = %filters.join(","),
-            stamped = %stamped.join(","),
-            policy = %policy.version,
+            request_id = %line.request_id,
+            method = %line.method,
+            path = %line.path,
+            status = line.status,
+            decision = line.decision,
+            user = line.user,
+            handlers = %line.handlers(),
+            access = %line.access(),
+            filters = %line.filters(),
+            stamped = %line.stamped(),
+            policy = %line.policy,
             elapsed_us = elapsed.as_micros() as u64,
             "decision"
         );
