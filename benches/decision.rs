@@ -2,12 +2,13 @@
 //! The decision path: route classification, handler resolution, filters, access policies at
 //! 10 to 10,000 policies, and the whole decision for typical requests.
 
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use graphguard::abac::{AccessControl, AccessPolicyConfig};
-use graphguard::decide::{decide, parse_body, Facts, Input, Next, Target};
+use graphguard::decide::{decide_with_cache, parse_body, Facts, Input, Next, Target};
 use graphguard::event::{Action, Event, Resource};
 use graphguard::policy::Policy;
 use graphguard::routes::{check_path, classify};
@@ -129,9 +130,25 @@ fn abac(c: &mut Criterion) {
     g.finish();
 }
 
+/// API-key authentication (SHA-256 of the key, constant-time comparison with every key);
+/// ready at once, polled without a runtime.
+fn authenticated(p: &Policy, headers: &http::HeaderMap) -> Arc<User> {
+    let fut = graphguard::auth::authenticate(&p.authenticators, headers);
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(Ok(u)) => u,
+        other => panic!("authentication: {other:?}"),
+    }
+}
+
 fn whole(c: &mut Criterion) {
     let p = owner_policy();
-    let u = alice();
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::AUTHORIZATION,
+        http::HeaderValue::from_static("Bearer alice-demo-key"),
+    );
     let thread = Arc::new(json!({"thread_id": TID, "metadata": {"owner": "alice"}}));
     let mut g = c.benchmark_group("decision");
     let cases: Vec<(&str, Method, String, &[u8])> = vec![
@@ -142,6 +159,8 @@ fn whole(c: &mut Criterion) {
     for (name, m, path, body) in cases {
         g.bench_function(name, |b| {
             b.iter(|| {
+                let u = authenticated(&p, &headers);
+                check_path(&path).unwrap_or_else(|e| panic!("{e}"));
                 let rm = classify(&m, &path).unwrap_or_else(|e| panic!("{e}"));
                 let parsed = parse_body(&rm, body).unwrap_or_else(|e| panic!("{e}"));
                 let input = Input {
@@ -150,8 +169,11 @@ fn whole(c: &mut Criterion) {
                     body: &parsed,
                 };
                 let mut facts = Facts::default();
+                // A warm lookup cache: the thread is found without I/O.
+                let cached =
+                    |t: &Target| matches!(t, Target::Thread(_)).then(|| Some(thread.clone()));
                 loop {
-                    match decide(&p, &u, &input, &facts) {
+                    match decide_with_cache(&p, &u, &input, &facts, &cached) {
                         Next::Done(d) => break black_box(d),
                         Next::Need(t) => {
                             let f = matches!(t, Target::Thread(_)).then(|| thread.clone());
@@ -165,5 +187,23 @@ fn whole(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, routes, handlers, abac, whole);
+/// The parts of the whole decision, to see where its time goes.
+fn parts(c: &mut Criterion) {
+    let p = owner_policy();
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::AUTHORIZATION,
+        http::HeaderValue::from_static("Bearer alice-demo-key"),
+    );
+    c.bench_function("part/authenticate api key", |b| {
+        b.iter(|| black_box(authenticated(&p, &headers)))
+    });
+    let body: &[u8] = br#"{"metadata":{"owner":"bob","topic":"weather"},"status":"idle","limit":10,"offset":0,"sort_by":"created_at","sort_order":"desc","select":null,"values":{"k":"v"}}"#;
+    let rm = classify(&Method::POST, "/threads/search").unwrap_or_else(|e| panic!("{e}"));
+    c.bench_function("part/parse search body (300 B)", |b| {
+        b.iter(|| black_box(parse_body(&rm, black_box(body)).is_ok()))
+    });
+}
+
+criterion_group!(benches, routes, handlers, abac, whole, parts);
 criterion_main!(benches);

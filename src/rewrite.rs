@@ -251,8 +251,8 @@ fn parse_object<'a>(
     max_depth: usize,
     inner_checked: Option<&str>,
 ) -> Result<ObjectBody<'a>, BodyError> {
-    let (open, spans) = scan_object(src, max_depth)?;
-    let mut members = members_of(src, &spans)?;
+    let (text, open, spans) = scan_object(src, max_depth)?;
+    let members = members_of(text, &spans)?;
     check_duplicates(&members)?;
 
     if let Some(name) = inner_checked {
@@ -260,20 +260,19 @@ fn parse_object<'a>(
             if src.get(m.value_start) == Some(&b'{') {
                 // Already validated as part of the body; indexed again on its own.
                 let inner_src = src.get(m.value_start..m.value_end).unwrap_or_default();
-                let (_, inner) = scan_object(inner_src, usize::MAX)?;
-                check_duplicates(&members_of(inner_src, &inner)?)?;
+                let (inner_text, _, inner) = scan_object(inner_src, usize::MAX)?;
+                check_duplicates(&members_of(inner_text, &inner)?)?;
             }
         }
     }
-    members.shrink_to_fit();
     Ok(ObjectBody { src, open, members })
 }
 
 /// Validate `src` (UTF-8, then grammar and depth) and index it if it is an object.
-fn scan_object(src: &[u8], max_depth: usize) -> Result<(usize, Vec<scan::Span>), BodyError> {
-    std::str::from_utf8(src).map_err(|e| BodyError::InvalidJson(e.to_string()))?;
+fn scan_object(src: &[u8], max_depth: usize) -> Result<(&str, usize, Vec<scan::Span>), BodyError> {
+    let text = std::str::from_utf8(src).map_err(|e| BodyError::InvalidJson(e.to_string()))?;
     match scan::scan(src, max_depth) {
-        Ok(scan::Scanned::Object { open, members }) => Ok((open, members)),
+        Ok(scan::Scanned::Object { open, members }) => Ok((text, open, members)),
         Ok(scan::Scanned::Other) => Err(BodyError::NotAnObject),
         Err(scan::ScanError::TooDeep) => Err(BodyError::TooDeep),
         Err(e) => Err(BodyError::InvalidJson(e.describe(src))),
@@ -281,12 +280,12 @@ fn scan_object(src: &[u8], max_depth: usize) -> Result<(usize, Vec<scan::Span>),
 }
 
 /// Members with unescaped keys for the spans of a validated object.
-fn members_of<'a>(src: &'a [u8], spans: &[scan::Span]) -> Result<Vec<Member<'a>>, BodyError> {
+fn members_of<'a>(text: &'a str, spans: &[scan::Span]) -> Result<Vec<Member<'a>>, BodyError> {
     spans
         .iter()
         .map(|s| {
             Ok(Member {
-                key: unescape_key(src, s.key_start, s.key_end)?,
+                key: unescape_key(text, s.key_start, s.key_end)?,
                 key_start: s.key_start,
                 value_start: s.value_start,
                 value_end: s.value_end,
@@ -306,21 +305,20 @@ fn json_error(e: serde_json::Error) -> BodyError {
 }
 
 /// Unescaped key text for the string token at `start..end` (quotes included).
-fn unescape_key(src: &[u8], start: usize, end: usize) -> Result<Cow<'_, str>, BodyError> {
-    let token = src
+fn unescape_key(text: &str, start: usize, end: usize) -> Result<Cow<'_, str>, BodyError> {
+    let token = text
         .get(start..end)
         .ok_or_else(|| BodyError::InvalidJson("internal error: key span out of range".into()))?;
-    if token.contains(&b'\\') {
-        serde_json::from_slice::<String>(token)
+    if token.contains('\\') {
+        serde_json::from_str::<String>(token)
             .map(Cow::Owned)
             .map_err(json_error)
     } else {
-        let inner = token
-            .get(1..token.len().saturating_sub(1))
-            .unwrap_or_default();
-        std::str::from_utf8(inner)
-            .map(Cow::Borrowed)
-            .map_err(|e| BodyError::InvalidJson(e.to_string()))
+        Ok(Cow::Borrowed(
+            token
+                .get(1..token.len().saturating_sub(1))
+                .unwrap_or_default(),
+        ))
     }
 }
 

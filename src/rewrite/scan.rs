@@ -71,9 +71,9 @@ pub(super) fn scan(src: &[u8], max_depth: usize) -> Result<Scanned, ScanError> {
     let mut i = skip_ws(src, 0);
     let open = i;
     let top_object = src.get(i) == Some(&b'{');
-    let mut members = Vec::new();
+    let mut members = Vec::with_capacity(16);
     // Open containers, innermost last: true for an object, false for an array.
-    let mut stack: Vec<bool> = Vec::new();
+    let mut stack = Stack::default();
     // Key span and value start of the top-level member whose value is being scanned.
     let mut pending: Option<(usize, usize, usize)> = None;
     'value: loop {
@@ -118,7 +118,7 @@ pub(super) fn scan(src: &[u8], max_depth: usize) -> Result<Scanned, ScanError> {
                 }
             }
             i = skip_ws(src, end);
-            let Some(&in_object) = stack.last() else {
+            let Some(in_object) = stack.last() else {
                 if i != src.len() {
                     return Err(ScanError::Syntax("trailing characters", i));
                 }
@@ -144,6 +144,46 @@ pub(super) fn scan(src: &[u8], max_depth: usize) -> Result<Scanned, ScanError> {
                 (_, true) => return Err(ScanError::Syntax("expected `,` or `}`", i)),
                 (_, false) => return Err(ScanError::Syntax("expected `,` or `]`", i)),
             }
+        }
+    }
+}
+
+/// The open containers (true: object), without a heap allocation up to 128 levels.
+#[derive(Default)]
+struct Stack {
+    len: usize,
+    inline: u128,
+    deeper: Vec<bool>,
+}
+
+impl Stack {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn push(&mut self, is_object: bool) {
+        if self.len < 128 {
+            let bit = 1u128 << self.len;
+            if is_object {
+                self.inline |= bit;
+            } else {
+                self.inline &= !bit;
+            }
+        } else {
+            self.deeper.push(is_object);
+        }
+        self.len += 1;
+    }
+    fn pop(&mut self) {
+        if self.len > 128 {
+            self.deeper.pop();
+        }
+        self.len = self.len.saturating_sub(1);
+    }
+    fn last(&self) -> Option<bool> {
+        match self.len {
+            0 => None,
+            n if n <= 128 => Some(self.inline & (1u128 << (n - 1)) != 0),
+            _ => self.deeper.last().copied(),
         }
     }
 }
