@@ -21,19 +21,25 @@ impl std::fmt::Display for IdleTimedOut {
 impl std::error::Error for IdleTimedOut {}
 
 /// Wraps a body with an idle timeout.
+///
+/// The timer exists only once the body has to wait: a body whose frames are all ready (a
+/// small response read in one go) never touches the timer wheel.
 pub struct IdleTimeout<B> {
     inner: Pin<Box<B>>,
-    sleep: Pin<Box<Sleep>>,
+    sleep: Option<Pin<Box<Sleep>>>,
     idle: Duration,
+    /// A frame arrived since the timer was last (re)started.
+    progressed: bool,
 }
 
 impl<B> IdleTimeout<B> {
-    /// Wrap `inner`; each frame resets the timer.
+    /// Wrap `inner`; the timer restarts whenever the body waits after a frame.
     pub fn new(inner: B, idle: Duration) -> Self {
         IdleTimeout {
             inner: Box::pin(inner),
-            sleep: Box::pin(tokio::time::sleep(idle)),
+            sleep: None,
             idle,
+            progressed: false,
         }
     }
 }
@@ -52,15 +58,27 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(r)) => {
-                let idle = self.idle;
-                self.sleep.as_mut().reset(Instant::now() + idle);
+                self.progressed = true;
                 Poll::Ready(Some(r.map_err(Into::into)))
             }
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => match self.sleep.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(IdleTimedOut)))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                let idle = self.idle;
+                let progressed = std::mem::take(&mut self.progressed);
+                let sleep = match &mut self.sleep {
+                    Some(s) => {
+                        if progressed {
+                            s.as_mut().reset(Instant::now() + idle);
+                        }
+                        s
+                    }
+                    None => self.sleep.insert(Box::pin(tokio::time::sleep(idle))),
+                };
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(IdleTimedOut)))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 

@@ -625,6 +625,11 @@ impl Gateway {
                 return Err(too_large());
             }
         }
+        // Nothing to read (no Content-Length or a zero one, no chunked body, h2 end of stream):
+        // no timer, no collection.
+        if hyper::body::Body::is_end_stream(&body) {
+            return Ok(Bytes::new());
+        }
         match tokio::time::timeout(
             self.config.body_timeout,
             Limited::new(body, self.config.max_body).collect(),
