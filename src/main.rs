@@ -103,6 +103,11 @@ struct ServeArgs {
     /// Fraction of allowed decisions written to the audit log (0.0 to 1.0; denials always are).
     #[arg(long, env = "GRAPHGUARD_AUDIT_SAMPLE_ALLOWED", default_value_t = 1.0)]
     audit_sample_allowed: f64,
+    /// Request-serving threads (0: one per CPU). A sidecar in front of a Python agent server
+    /// needs far less than a core; one thread saves the cross-thread wake-ups a
+    /// work-stealing runtime pays per request at low load (docs/benchmarks.md).
+    #[arg(long, env = "GRAPHGUARD_WORKER_THREADS", default_value_t = 0)]
+    worker_threads: usize,
     /// Do not send x-graphguard-policy-version on responses.
     #[arg(long, env = "GRAPHGUARD_NO_POLICY_VERSION_HEADER")]
     no_policy_version_header: bool,
@@ -165,10 +170,13 @@ fn main() -> ExitCode {
             action,
             resource,
         } => explain(&policies, &user, &action, resource.as_deref()),
-        Cmd::Serve(args) => match tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-        {
+        Cmd::Serve(args) => match {
+            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            if args.worker_threads > 0 {
+                rt.worker_threads(args.worker_threads);
+            }
+            rt.enable_all().build()
+        } {
             Ok(rt) => {
                 // JSON audit lines are written straight into the log sink.
                 let sink = logs

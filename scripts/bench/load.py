@@ -630,6 +630,16 @@ def langgraph_comparison(args: argparse.Namespace, tmp: Path, procs: Procs, bins
     )
     gg_url = f"http://127.0.0.1:{gg_port}"
     wait_ok(gg_url + "/ok", gg.popen, 15, "graphguard", gg_log)
+    # The same with one request-serving thread (--worker-threads 1): no cross-thread wake-ups.
+    gg1_port = free_port()
+    gg1_log = tmp / "graphguard-lg-1t.log"
+    gg1 = procs.start(
+        "graphguard-lg-1t",
+        [str(bins["graphguard"]), "serve", "--listen", f"127.0.0.1:{gg1_port}", "--upstream", b_url, "--policies", str(REPO / "policies/owner"), "--admin-listen", "off", "--worker-threads", "1"],
+        gg1_log,
+    )
+    gg1_url = f"http://127.0.0.1:{gg1_port}"
+    wait_ok(gg1_url + "/ok", gg1.popen, 15, "graphguard (1 thread)", gg1_log)
     hp = None
     if not args.lg_no_hyper:
         hp = procs.start("hyper-proxy-lg", [str(bins["fake"]), "proxy", "127.0.0.1:0", b_url.removeprefix("http://")], tmp / "hyper-proxy-lg.log", stdout_pipe=True)
@@ -637,7 +647,7 @@ def langgraph_comparison(args: argparse.Namespace, tmp: Path, procs: Procs, bins
         if not line.startswith("listening "):
             raise RuntimeError(f"hyper proxy did not start: {line!r}")
         hp_url = "http://" + line.split()[1]
-    for p in (a, b, gg) + ((hp,) if hp else ()):
+    for p in (a, b, gg, gg1) + ((hp,) if hp else ()):
         p.refresh()
     log(f"agent server with in-process auth {a_url} (pids {a.pids}); without auth {b_url} (pids {b.pids}) behind graphguard {gg_url}")
 
@@ -652,6 +662,7 @@ def langgraph_comparison(args: argparse.Namespace, tmp: Path, procs: Procs, bins
     targets = [
         LgTarget("in-process auth", a_url, a_url, a, None),
         LgTarget("graphguard + server without auth", gg_url, b_url, b, gg),
+        LgTarget("graphguard --worker-threads 1 + server without auth", gg1_url, b_url, b, gg1),
     ]
     if hp:
         # The floor of any hyper-based sidecar at this load: forwards, authorizes nothing.
@@ -726,7 +737,7 @@ def langgraph_comparison(args: argparse.Namespace, tmp: Path, procs: Procs, bins
                 rows.setdefault(f"{key}|{t.name}", []).append(m)
                 log(f"langgraph round {r + 1}/{args.lg_rounds} {key:10s} {t.name:34s} {m['rps']:7.0f} req/s p50 {m['p50_ms']:.2f} ms p99 {m['p99_ms']:.2f} ms server {m['server_cpu_us']:.0f} us/req gateway {m['gateway_cpu_us']:.1f} us/req")
                 time.sleep(args.pause)
-    for p in ((hp,) if hp else ()) + (gg, b, a):
+    for p in ((hp,) if hp else ()) + (gg1, gg, b, a):
         p.stop()
     return {"targets": [t.name for t in targets], "scenarios": [[k, title] for k, title, _, _ in scen], "rows": rows, "server_logs": "default (INFO)" if args.lg_default_logs else "LOG_LEVEL=WARNING"}
 
@@ -848,7 +859,8 @@ def report(meta: dict[str, Any], fast: dict[str, Any] | None, lg: dict[str, Any]
         L.append("")
         L.append(f"The real agent server (`langgraph dev`, in-memory runtime, server logs: {lg['server_logs']}); alice's API key; "
                  "(a) the server with `langgraph.owner.json` (auth_owner.py: authenticate + the owner handler), "
-                 "(b) the server with `langgraph.json` (no auth) behind graphguard with policies/owner (default logs); "
+                 "(b) the server with `langgraph.json` (no auth) behind graphguard with policies/owner (default logs), "
+                 "also with `--worker-threads 1` (one request-serving thread); "
                  "(c) for reference, the same server behind the minimal hyper proxy, which authorizes nothing (the floor of any hyper sidecar at this load). "
                  "CPU per request: the server's process tree, plus the gateway's for (b) and (c). "
                  "In-process auth cost = server CPU (a) - server CPU (b); graphguard's cost = gateway CPU (b).")
@@ -869,15 +881,19 @@ def report(meta: dict[str, Any], fast: dict[str, Any] | None, lg: dict[str, Any]
         L.append("|---|---|---|---|---|")
         for key, title in lg["scenarios"]:
             ra = lg["rows"].get(f"{key}|{lg['targets'][0]}", [])
-            rb = lg["rows"].get(f"{key}|{lg['targets'][1]}", [])
-            if not ra or not rb:
-                continue
-            diffs = [x["server_cpu_us"] - y["server_cpu_us"] for x, y in zip(ra, rb)]
-            added = median(diffs)
-            gw = median([y["gateway_cpu_us"] for y in rb])
-            p50 = median([y["p50_ms"] for y in rb]) - median([x["p50_ms"] for x in ra])
-            r = f"{gw / added:.2f}" if added and added > 0 else "n/a (no measurable in-process cost)"
-            L.append(f"| {title} | {added:.0f} ({min(diffs):.0f} to {max(diffs):.0f}) | {gw:.1f} | {r} | {p50:+.2f} |")
+            for gname in [t for t in lg["targets"] if t.startswith("graphguard")]:
+                rb = lg["rows"].get(f"{key}|{gname}", [])
+                if not ra or not rb:
+                    continue
+                # Paired with the default graphguard's rounds (the same server (b) without auth).
+                rbase = lg["rows"].get(f"{key}|{lg['targets'][1]}", rb)
+                diffs = [x["server_cpu_us"] - y["server_cpu_us"] for x, y in zip(ra, rbase)]
+                added = median(diffs)
+                gw = median([y["gateway_cpu_us"] for y in rb])
+                p50 = median([y["p50_ms"] for y in rb]) - median([x["p50_ms"] for x in ra])
+                r = f"{gw / added:.2f}" if added and added > 0 else "n/a (no measurable in-process cost)"
+                label = title if gname == lg["targets"][1] else f"{title} (`--worker-threads 1`)"
+                L.append(f"| {label} | {added:.0f} ({min(diffs):.0f} to {max(diffs):.0f}) | {gw:.1f} | {r} | {p50:+.2f} |")
         L.append("")
     return "\n".join(L)
 
