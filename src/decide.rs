@@ -247,15 +247,15 @@ pub struct Step {
     /// The event.
     pub event: Event,
     /// The handler that ran (None: no handler).
-    pub handler: Option<String>,
+    pub handler: Option<Arc<str>>,
     /// The rule that applied.
     pub rule: Option<usize>,
     /// Whether the handler allowed (a filter may still hide the resource).
     pub allowed: bool,
     /// The filter the handler returned (non-empty only).
-    pub filter: Option<ResolvedFilter>,
+    pub filter: Option<Arc<ResolvedFilter>>,
     /// The metadata keys the handler stamps.
-    pub stamped: Vec<String>,
+    pub stamped: Arc<[String]>,
 }
 
 /// A decision with the steps that led to it.
@@ -487,20 +487,16 @@ impl<'a> Cx<'a> {
                 handler: g.handler.clone(),
                 rule: g.rule,
                 allowed: true,
-                filter: g.active_filter().cloned(),
-                stamped: g
-                    .metadata
-                    .as_ref()
-                    .map(|m| m.keys().cloned().collect())
-                    .unwrap_or_default(),
+                filter: g.filter.clone().filter(|f| !f.is_empty()),
+                stamped: g.stamped.clone(),
             },
             Err(_) => Step {
                 event,
-                handler: self.policy.handler_for(event).map(|h| h.key.clone()),
+                handler: self.policy.handler_for(event).map(|h| h.shared_key.clone()),
                 rule: None,
                 allowed: false,
                 filter: None,
-                stamped: Vec::new(),
+                stamped: Arc::default(),
             },
         };
         self.steps.push(step);
@@ -525,7 +521,7 @@ impl<'a> Cx<'a> {
                     rule: None,
                     allowed: false,
                     filter: None,
-                    stamped: Vec::new(),
+                    stamped: Arc::default(),
                 });
             }
             return Err(e);

@@ -242,7 +242,7 @@ impl Ran {
         self.decision
             .steps
             .iter()
-            .map(|s| s.handler.clone().unwrap_or_else(|| "-".into()))
+            .map(|s| s.handler.as_deref().unwrap_or("-").to_owned())
             .collect()
     }
     /// Assert a JSON refusal with this status and detail.

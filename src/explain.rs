@@ -77,7 +77,7 @@ pub fn explain(
     let grant = policy.evaluate(event, user);
     let (handler, rule, handler_denied, filter, metadata) = match &grant {
         Ok(g) => (
-            g.handler.clone(),
+            g.handler.as_deref().map(str::to_owned),
             g.rule,
             None,
             g.active_filter().map(filter_json),

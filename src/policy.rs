@@ -59,6 +59,8 @@ pub struct Rule {
     deny: Option<String>,
     require: Option<config::RequireConfig>,
     metadata: Option<Vec<(String, ValueTemplate)>>,
+    /// The metadata keys, shared by every grant of this rule.
+    stamped: Arc<[String]>,
     filter: Option<FilterTemplate>,
     namespace: Option<NamespaceRule>,
 }
@@ -68,6 +70,8 @@ pub struct Rule {
 pub struct Handler {
     /// The key it was registered under (`"*"`, `"threads:read"` ...).
     pub key: String,
+    /// The key, shared by every grant and step that names this handler.
+    pub shared_key: Arc<str>,
     /// Rules; the first whose `when` matches applies.
     pub rules: Vec<Rule>,
 }
@@ -76,13 +80,15 @@ pub struct Handler {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Grant {
     /// The handler that decided (None: no handler, default decision).
-    pub handler: Option<String>,
+    pub handler: Option<Arc<str>>,
     /// Index of the rule that applied.
     pub rule: Option<usize>,
     /// Metadata to stamp into create and update bodies.
     pub metadata: Option<Map<String, Value>>,
-    /// The filter (None or empty: no filter).
-    pub filter: Option<ResolvedFilter>,
+    /// The filter (None or empty: no filter), shared with the decision's record.
+    pub filter: Option<Arc<ResolvedFilter>>,
+    /// The metadata keys stamped (the rule's, shared).
+    pub stamped: Arc<[String]>,
     /// Store namespace rule, rendered: (prefix labels, mode, message).
     pub namespace: Option<(Vec<String>, NamespaceMode, String)>,
 }
@@ -90,7 +96,7 @@ pub struct Grant {
 impl Grant {
     /// The filter if it is non-empty.
     pub fn active_filter(&self) -> Option<&ResolvedFilter> {
-        self.filter.as_ref().filter(|f| !f.is_empty())
+        self.filter.as_deref().filter(|f| !f.is_empty())
     }
 }
 
@@ -150,7 +156,7 @@ impl Policy {
             return Err(GatewayError::forbidden("Forbidden"));
         };
         let mut grant = Grant {
-            handler: Some(handler.key.clone()),
+            handler: Some(handler.shared_key.clone()),
             rule: Some(i),
             ..Grant::default()
         };
@@ -182,9 +188,10 @@ impl Policy {
                 m.insert(k.clone(), t.render(user).map_err(render_err)?);
             }
             grant.metadata = Some(m);
+            grant.stamped = rule.stamped.clone();
         }
         if let Some(f) = &rule.filter {
-            grant.filter = Some(f.render(user).map_err(render_err)?);
+            grant.filter = Some(Arc::new(f.render(user).map_err(render_err)?));
         }
         if let Some(ns) = &rule.namespace {
             let mut labels = Vec::with_capacity(ns.prefix.len());
@@ -374,6 +381,7 @@ impl Policy {
                     key.clone(),
                     Handler {
                         key: key.clone(),
+                        shared_key: Arc::from(key.as_str()),
                         rules: compiled,
                     },
                 ));
@@ -644,11 +652,16 @@ fn compile_rule(r: &RuleConfig) -> Result<Rule, String> {
             return Err("when: give at least one of roles, permissions, identity".into());
         }
     }
+    let stamped: Arc<[String]> = metadata
+        .as_ref()
+        .map(|m| m.iter().map(|(k, _)| k.clone()).collect())
+        .unwrap_or_default();
     Ok(Rule {
         when: r.when.clone(),
         allow: r.allow,
         deny: r.deny.clone(),
         require: r.require.clone(),
+        stamped,
         metadata,
         filter,
         namespace,
