@@ -256,7 +256,25 @@ pub fn splice(data: &[u8]) {
             || msg.contains("surrogate")
             || msg.starts_with("unexpected end of hex escape")
         {
-            let _ = ObjectBody::parse(body, max_depth).map(|o| o.splice(&edits));
+            // The scanner must still accept exactly what serde_json's validating skip does.
+            let valid = std::str::from_utf8(body)
+                .is_ok_and(|t| serde_json::from_str::<&serde_json::value::RawValue>(t).is_ok());
+            match ObjectBody::parse(body, max_depth) {
+                Err(BodyError::InvalidJson(msg)) => assert!(
+                    !valid,
+                    "ObjectBody refused JSON serde_json accepts ({msg}): {:?}",
+                    String::from_utf8_lossy(body)
+                ),
+                Ok(o) => {
+                    assert!(
+                        valid,
+                        "ObjectBody accepted invalid JSON: {:?}",
+                        String::from_utf8_lossy(body)
+                    );
+                    let _ = o.splice(&edits);
+                }
+                Err(_) => {}
+            }
             return;
         }
     }
