@@ -310,9 +310,13 @@ fn unescape_key(text: &str, start: usize, end: usize) -> Result<Cow<'_, str>, Bo
         .get(start..end)
         .ok_or_else(|| BodyError::InvalidJson("internal error: key span out of range".into()))?;
     if token.contains('\\') {
+        // The scanner validated the escapes' syntax; what can still fail is an unpaired
+        // surrogate, which has no text to compare (refused, on purpose).
         serde_json::from_str::<String>(token)
             .map(Cow::Owned)
-            .map_err(json_error)
+            .map_err(|e| {
+                BodyError::InvalidJson(format!("key with an unpaired surrogate escape: {e}"))
+            })
     } else {
         Ok(Cow::Borrowed(
             token
@@ -859,6 +863,13 @@ mod tests {
             parse(br#"{"\ud800":1}"#),
             Err(BodyError::InvalidJson(_))
         ));
+        // Also inside `metadata`, whose keys are checked for duplicates (found by the splice
+        // fuzz target: the refusal must say why, the property allows exactly this case).
+        let e = parse(br#"{"meta\u0064ata":{"\uDDDDDDDDDD006fwn!r":"bob"}}"#);
+        assert!(
+            matches!(&e, Err(BodyError::InvalidJson(m)) if m.starts_with("key with an unpaired surrogate")),
+            "{e:?}"
+        );
         Ok(())
     }
 

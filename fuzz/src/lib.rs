@@ -260,8 +260,10 @@ pub fn splice(data: &[u8]) {
             let valid = std::str::from_utf8(body)
                 .is_ok_and(|t| serde_json::from_str::<&serde_json::value::RawValue>(t).is_ok());
             match ObjectBody::parse(body, max_depth) {
+                // A key (top level or in `metadata`) with a lone surrogate escape is refused on
+                // purpose: keys are compared after unescaping, which needs valid text.
                 Err(BodyError::InvalidJson(msg)) => assert!(
-                    !valid,
+                    !valid || msg.starts_with("key with an unpaired surrogate"),
                     "ObjectBody refused JSON serde_json accepts ({msg}): {:?}",
                     String::from_utf8_lossy(body)
                 ),
