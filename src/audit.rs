@@ -135,16 +135,11 @@ impl AuditLine<'_> {
         let _ = write!(out, ",\"status\":{}", self.status);
         field_str(out, "decision", self.decision);
         field_str(out, "user", self.user);
-        if self.steps.is_empty() && self.access.is_empty() {
-            out.extend_from_slice(
-                b",\"handlers\":\"\",\"access\":\"\",\"filters\":\"\",\"stamped\":\"\"",
-            );
-        } else {
-            field_str(out, "handlers", &self.handlers());
-            field_str(out, "access", &self.access());
-            field_str(out, "filters", &self.filters());
-            field_str(out, "stamped", &self.stamped());
-        }
+        // Empty strings when there are no steps (no allocation then).
+        field_str(out, "handlers", &self.handlers());
+        field_str(out, "access", &self.access());
+        field_str(out, "filters", &self.filters());
+        field_str(out, "stamped", &self.stamped());
         field_str(out, "policy", self.policy);
         let _ = write!(
             out,

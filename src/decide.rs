@@ -399,10 +399,15 @@ pub fn metadata_of(v: &Value) -> Map<String, Value> {
 
 /// A resource's `metadata` object, borrowed (empty when absent or not an object).
 pub fn metadata_ref(v: &Value) -> &Map<String, Value> {
-    static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
     v.get("metadata")
         .and_then(Value::as_object)
-        .unwrap_or(&EMPTY)
+        .unwrap_or_else(|| empty_map())
+}
+
+/// An empty JSON object, for borrowed defaults.
+pub fn empty_map() -> &'static Map<String, Value> {
+    static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
+    &EMPTY
 }
 
 impl<'a> Cx<'a> {

@@ -145,9 +145,9 @@ mod tests {
     fn lines_are_batched_until_the_limit_then_written_in_order() {
         let out = Shared::default();
         let log = BufferedLog::start(out.clone(), 30, Duration::from_secs(3600));
-        let mut w = LogSink(log.clone());
+        let w = LogSink(log.clone());
         for i in 0..10 {
-            let mut line = tracing_subscriber::fmt::MakeWriter::make_writer(&mut w);
+            let mut line = tracing_subscriber::fmt::MakeWriter::make_writer(&w);
             line.write_all(format!("line {i}\n").as_bytes()).unwrap();
         }
         let (text, writes) = out.0.lock().unwrap().clone();

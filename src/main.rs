@@ -138,10 +138,9 @@ fn init_logs(format: &str, buffered: bool) -> Option<FlushGuard<std::io::Stderr>
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let sink = buffered
         .then(|| BufferedLog::start(std::io::stderr(), 32 * 1024, Duration::from_millis(50)));
-    let writer = BoxMakeWriter::new(std::io::stderr);
     let writer = match &sink {
         Some(log) => BoxMakeWriter::new(LogSink(log.clone())),
-        None => writer,
+        None => BoxMakeWriter::new(std::io::stderr),
     };
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -170,13 +169,7 @@ fn main() -> ExitCode {
             action,
             resource,
         } => explain(&policies, &user, &action, resource.as_deref()),
-        Cmd::Serve(args) => match {
-            let mut rt = tokio::runtime::Builder::new_multi_thread();
-            if args.worker_threads > 0 {
-                rt.worker_threads(args.worker_threads);
-            }
-            rt.enable_all().build()
-        } {
+        Cmd::Serve(args) => match serve_runtime(args.worker_threads) {
             Ok(rt) => {
                 // JSON audit lines are written straight into the log sink.
                 let sink = logs
@@ -191,6 +184,15 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// The request-serving runtime: `worker_threads` threads (0: one per CPU).
+fn serve_runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if worker_threads > 0 {
+        rt.worker_threads(worker_threads);
+    }
+    rt.enable_all().build()
 }
 
 fn explain(dir: &std::path::Path, user: &str, action: &str, resource: Option<&str>) -> ExitCode {

@@ -21,8 +21,8 @@ use serde_json::Value;
 use crate::audit::{AuditLine, LineSink};
 use crate::auth;
 use crate::decide::{
-    self, metadata_ref, Decision, Facts, Forward, Input, Next, Outcome, Reply, ResponsePlan,
-    SearchPlan, Target,
+    self, empty_map, metadata_ref, Decision, Facts, Forward, Input, Next, Outcome, Reply,
+    ResponsePlan, SearchPlan, Target,
 };
 use crate::error::{Delivery, GatewayError, Side};
 use crate::metrics::{Metrics, ReasonLabel, RequestLabels};
@@ -771,12 +771,11 @@ impl Gateway {
             ResponsePlan::StoreItems { filter, access } => {
                 let req = self.upstream_request(policy, parts, query, body, user, peer)?;
                 let resp = self.upstream.send(req).await?;
-                let empty = serde_json::Map::new();
                 let keep = |item: &Value| {
                     let value = item
                         .get("value")
                         .and_then(Value::as_object)
-                        .unwrap_or(&empty);
+                        .unwrap_or_else(|| empty_map());
                     filter.as_ref().is_none_or(|f| f.matches(value))
                         && user.is_none_or(|u| {
                             access.iter().all(|e| policy.access.allows(u, *e, value))
@@ -972,8 +971,7 @@ impl Gateway {
                     .upstream
                     .lookup(&Target::Thread(tid.to_string()))
                     .await?;
-                let md: &serde_json::Map<String, Value> =
-                    thread.as_deref().map_or(&*EMPTY_MAP, metadata_ref);
+                let md = thread.as_deref().map_or(empty_map(), metadata_ref);
                 if !tf.matches(md) {
                     return Ok(false);
                 }
@@ -982,9 +980,6 @@ impl Gateway {
         Ok(true)
     }
 }
-
-static EMPTY_MAP: std::sync::LazyLock<serde_json::Map<String, Value>> =
-    std::sync::LazyLock::new(serde_json::Map::new);
 
 /// HTTP/1.1 requires exactly one Host (RFC 9112 3.2); HTTP/2 carries `:authority` instead.
 fn host_check(req: &Request<Incoming>) -> Result<(), GatewayError> {

@@ -43,9 +43,8 @@ pub struct UpstreamConfig {
 pub struct Upstream {
     client: Client<HttpConnector, UpBody>,
     cfg: UpstreamConfig,
-    authority: String,
-    /// The authority, parsed once (cloning it shares the bytes).
-    parsed_authority: http::uri::Authority,
+    /// The authority (`host:port`), parsed once; cloning it shares the bytes.
+    authority: http::uri::Authority,
     /// The `Host` header for forwarded requests.
     host: http::HeaderValue,
     cache: MemoryCache<Target, Fetched>,
@@ -74,7 +73,7 @@ impl Upstream {
         let authority = cfg
             .base
             .authority()
-            .map(|a| a.to_string())
+            .cloned()
             .ok_or_else(|| format!("upstream URL {} has no host", cfg.base))?;
         if cfg.base.scheme_str() != Some("http") {
             return Err(format!(
@@ -90,15 +89,11 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .pool_max_idle_per_host(256)
             .build(conn);
-        let parsed_authority =
-            http::uri::Authority::from_maybe_shared(Bytes::from(authority.clone()))
-                .map_err(|e| format!("upstream URL {}: {e}", cfg.base))?;
-        let host = http::HeaderValue::from_maybe_shared(Bytes::from(authority.clone()))
+        let host = http::HeaderValue::from_str(authority.as_str())
             .map_err(|e| format!("upstream URL {}: {e}", cfg.base))?;
         Ok(Upstream {
             client,
             cfg,
-            parsed_authority,
             host,
             authority,
             cache: MemoryCache::new(cache_capacity.max(16)),
@@ -111,7 +106,7 @@ impl Upstream {
 
     /// The authority (`host:port`) of the upstream.
     pub fn authority(&self) -> &str {
-        &self.authority
+        self.authority.as_str()
     }
 
     /// The `Host` header value for requests to the upstream.
@@ -123,7 +118,7 @@ impl Upstream {
     pub fn uri_for(&self, path_and_query: http::uri::PathAndQuery) -> Result<Uri, GatewayError> {
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(http::uri::Scheme::HTTP);
-        parts.authority = Some(self.parsed_authority.clone());
+        parts.authority = Some(self.authority.clone());
         parts.path_and_query = Some(path_and_query);
         Uri::from_parts(parts)
             .map_err(|e| GatewayError::bad_request(format!("invalid request target: {e}")))
@@ -131,12 +126,9 @@ impl Upstream {
 
     /// Absolute URI for a path and query on the upstream.
     pub fn uri(&self, path_and_query: &str) -> Result<Uri, GatewayError> {
-        Uri::builder()
-            .scheme("http")
-            .authority(self.authority.as_str())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|e| GatewayError::bad_request(format!("invalid request target: {e}")))
+        let pq = http::uri::PathAndQuery::try_from(path_and_query)
+            .map_err(|e| GatewayError::bad_request(format!("invalid request target: {e}")))?;
+        self.uri_for(pq)
     }
 
     /// Send a request; waits for the response headers at most the configured time.
@@ -210,7 +202,12 @@ impl Upstream {
         if self.ttl.is_zero() {
             return None;
         }
-        match self.cache.get(&t.normalized()) {
+        self.live(&t.normalized())
+    }
+
+    /// The live cache entry under a normalized key.
+    fn live(&self, key: &Target) -> Option<Fetched> {
+        match self.cache.get(key) {
             (Some(f), CacheStatus::Hit) => Some(f),
             _ => None,
         }
@@ -226,7 +223,7 @@ impl Upstream {
             return self.fetch(t).await.map(|f| (f, false));
         }
         let key = t.normalized();
-        if let (Some(f), CacheStatus::Hit) = self.cache.get(&key) {
+        if let Some(f) = self.live(&key) {
             return Ok((f, true));
         }
         let gate = {
@@ -235,7 +232,7 @@ impl Upstream {
         };
         let result = {
             let _one = gate.lock().await;
-            if let (Some(f), CacheStatus::Hit) = self.cache.get(&key) {
+            if let Some(f) = self.live(&key) {
                 Ok((f, true))
             } else {
                 // Cache the answer only if no write went through the gateway while it was
