@@ -7,6 +7,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod conn_guard;
 pub mod decide;
 pub mod error;
 pub mod event;

@@ -339,9 +339,9 @@ impl Gateway {
         if audited && tracing::enabled!(target: "graphguard::audit", tracing::Level::INFO) {
             self.audit(
                 request_id.to_str().unwrap_or("-"),
-                &method,
+                method.as_str(),
                 uri.path(),
-                &resp,
+                resp.status().as_u16(),
                 label,
                 user.as_deref(),
                 decision.as_ref(),
@@ -350,6 +350,35 @@ impl Gateway {
             );
         }
         resp
+    }
+
+    /// Account for a request hyper refused before it reached the gateway (a malformed or
+    /// oversized HTTP/1 head), answered with `status` by [`crate::conn_guard`]: counted and
+    /// audited as a denial with no method, path or user.
+    pub fn record_unparsed(&self, status: StatusCode, request_id: &HeaderValue) {
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                resource: "none",
+                action: "none",
+                decision: "deny",
+                status: status.as_u16(),
+            })
+            .inc();
+        if tracing::enabled!(target: "graphguard::audit", tracing::Level::INFO) {
+            let policy = self.policy.load();
+            self.audit(
+                request_id.to_str().unwrap_or("-"),
+                "-",
+                "-",
+                status.as_u16(),
+                "deny",
+                None,
+                None,
+                &policy,
+                Duration::ZERO,
+            );
+        }
     }
 
     /// Whether to log this allowed decision (`audit_sample_allowed`; denials always log).
@@ -373,9 +402,9 @@ impl Gateway {
     fn audit(
         &self,
         request_id: &str,
-        method: &Method,
+        method: &str,
         path: &str,
-        resp: &Response<RespBody>,
+        status: u16,
         label: &str,
         user: Option<&User>,
         decision: Option<&Decision>,
@@ -384,9 +413,9 @@ impl Gateway {
     ) {
         let line = AuditLine {
             request_id,
-            method: method.as_str(),
+            method,
             path,
-            status: resp.status().as_u16(),
+            status,
             decision: label,
             user: user.map_or("-", |u| u.identity.as_str()),
             steps: decision.map_or(&[], |d| d.steps.as_slice()),
@@ -1032,7 +1061,7 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// A fresh version-4 UUID from a per-thread generator (splitmix64) seeded once per thread by
 /// the operating system: ids must be unique, not secret, and a system call per request for
 /// them costs more than the rest of the id.
-fn new_request_id() -> HeaderValue {
+pub(crate) fn new_request_id() -> HeaderValue {
     use std::cell::Cell;
     thread_local! {
         static STATE: Cell<u64> = Cell::new(uuid::Uuid::new_v4().as_u64_pair().0);

@@ -10,6 +10,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::conn_guard::{ConnState, GuardedIo, TrackedBody};
 use crate::proxy::Gateway;
 
 /// Connection-level settings.
@@ -74,6 +75,7 @@ pub async fn serve(
                 let builder = builder.clone();
                 let mut drain_rx = drain_rx.clone();
                 let first_byte = cfg.header_read_timeout;
+                let max_head = cfg.max_header_bytes.max(8192);
                 tasks.spawn(async move {
                     // A connection that never sends a byte is closed after the header timeout
                     // (hyper's own timer starts with the first byte).
@@ -83,11 +85,20 @@ pub async fn serve(
                     }
                     gw.metrics.open_connections.inc();
                     let conns = gw.clone();
-                    let svc = service_fn(move |req| {
+                    // hyper's own refusals of malformed HTTP/1 requests become JSON errors.
+                    let state = ConnState::new();
+                    let io = GuardedIo::new(stream, state.clone(), max_head);
+                    let svc_state = state.clone();
+                    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let gw = gw.clone();
-                        async move { Ok::<_, std::convert::Infallible>(gw.handle(req, peer).await) }
+                        let state = svc_state.clone();
+                        state.request_started(req.version());
+                        async move {
+                            let resp = gw.handle(req, peer).await;
+                            Ok::<_, std::convert::Infallible>(resp.map(|b| TrackedBody::new(b, state)))
+                        }
                     });
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    let conn = builder.serve_connection(TokioIo::new(io), svc);
                     tokio::pin!(conn);
                     tokio::select! {
                         r = conn.as_mut() => { if let Err(e) = r { tracing::debug!(error = %e, %peer, "connection ended"); } }
@@ -95,6 +106,9 @@ pub async fn serve(
                             conn.as_mut().graceful_shutdown();
                             let _ = conn.await;
                         }
+                    }
+                    if let Some((status, id)) = state.take_refusal() {
+                        conns.record_unparsed(status, &id);
                     }
                     conns.metrics.open_connections.dec();
                 });

@@ -137,12 +137,8 @@ async fn conflicting_content_lengths_are_refused() {
         "Content-Length: 2 2\r\n".to_string(),
         "Content-Length: 99999999999999999999999\r\n".to_string(),
     ] {
-        let (status, all) = raw_answer(&gw, format!("{}{body}", head(&extra)).as_bytes()).await;
-        assert!(
-            matches!(status, Some(400 | 413)) || status.is_none(),
-            "{extra:?}: {all:?}"
-        );
-        assert!(!all.contains("HTTP/1.1 2"), "{extra:?}: {all:?}");
+        let r = raw_exchange(&gw, format!("{}{body}", head(&extra)).as_bytes()).await;
+        assert_parser_refusal(&r, 400, &extra);
     }
     assert!(up.requests().is_empty(), "{:?}", summary(&up.requests()));
 }
@@ -244,6 +240,20 @@ async fn chunk_size_tricks_are_refused() {
 // Header syntax
 // ---------------------------------------------------------------------------------------------
 
+/// The refusal of a request hyper's parser rejects: a JSON error with its status, a request
+/// id, and the connection closed after it.
+#[track_caller]
+fn assert_parser_refusal(r: &RawResp, status: u16, what: &str) {
+    let detail = raw_json_error(r, status);
+    let expected = match status {
+        431 => "Request header fields too large",
+        _ => "Malformed HTTP request",
+    };
+    assert!(detail.starts_with(expected), "{what}: {detail:?}");
+    assert!(r.header("x-request-id").is_some(), "{what}: {r:?}");
+    assert_eq!(r.header("connection"), Some("close"), "{what}: {r:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn obsolete_line_folding_is_refused() {
     let (up, gw) = owner_setup().await;
@@ -253,23 +263,20 @@ async fn obsolete_line_folding_is_refused() {
         "X-GraphGuard-User-Id: alice\r\n admin\r\n",
         "Transfer-Encoding: identity\r\n chunked\r\n",
     ] {
-        let (status, all) = raw_answer(
+        let r = raw_exchange(
             &gw,
             format!("{}{{}}", head(&format!("{extra}Content-Length: 2\r\n"))).as_bytes(),
         )
         .await;
-        assert!(
-            status == Some(400) || status.is_none(),
-            "{extra:?}: {all:?}"
-        );
+        assert_parser_refusal(&r, 400, extra);
     }
     // A folded Authorization is not a credential.
-    let (status, _) = raw_answer(
+    let r = raw_exchange(
         &gw,
         b"POST /threads HTTP/1.1\r\nHost: gw.test\r\nAuthorization: Bearer\r\n alice-demo-key\r\nContent-Length: 2\r\n\r\n{}",
     )
     .await;
-    assert!(status == Some(400) || status == Some(401) || status.is_none());
+    assert_parser_refusal(&r, 400, "folded Authorization");
     assert!(up.requests().is_empty(), "{:?}", summary(&up.requests()));
 }
 
@@ -297,14 +304,71 @@ async fn invalid_header_names_and_values_are_refused() {
         request.truncate(request.len() - 2);
         request.extend_from_slice(line);
         request.extend_from_slice(b"Content-Length: 2\r\n\r\n{}");
-        let (status, all) = raw_answer(&gw, &request).await;
-        assert!(
-            matches!(status, Some(400 | 401)) || status.is_none(),
-            "{:?}: {all:?}",
-            String::from_utf8_lossy(line)
-        );
+        let r = raw_exchange(&gw, &request).await;
+        assert_parser_refusal(&r, 400, &String::from_utf8_lossy(line));
+    }
+    // A malformed request line too.
+    for line in [
+        &b"POST /threads HTTP/1.1 extra\r\n"[..],
+        b"POST  /threads\r\n",
+        b"POST /thr eads HTTP/1.1\r\n",
+        b"POST /threads HTTP/9.9\r\n",
+        b"PO\x00ST /threads HTTP/1.1\r\n",
+    ] {
+        let mut request = line.to_vec();
+        request.extend_from_slice(b"Host: gw.test\r\nContent-Length: 2\r\n\r\n{}");
+        let r = raw_exchange(&gw, &request).await;
+        assert_parser_refusal(&r, 400, &String::from_utf8_lossy(line));
     }
     assert!(up.requests().is_empty(), "{:?}", summary(&up.requests()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_request_after_good_ones_is_refused_as_json_and_counted() {
+    let (up, gw) = owner_setup().await;
+    let good = format!(
+        "GET /threads/{} HTTP/1.1\r\nHost: gw.test\r\nAuthorization: {ALICE}\r\n\r\n",
+        uuid::Uuid::new_v4()
+    );
+    let bad = "GET /ok HTTP/1.1\r\nHost: gw.test\r\nX-Foo: a\r\n folded\r\n\r\n";
+    // One after the other on a keep-alive connection, then pipelined in one write: the
+    // gateway's own responses pass unchanged (a 404 error of its own among them), and the
+    // malformed request is answered with a JSON refusal.
+    let mut c = RawConn::connect(&gw).await;
+    c.write(good.as_bytes()).await;
+    let first = c.read_response().await;
+    assert_eq!(first.status, 404, "{first:?}");
+    assert!(first.header("x-request-id").is_some());
+    c.write(bad.as_bytes()).await;
+    let second = c.read_response().await;
+    assert_parser_refusal(&second, 400, "after a response");
+    assert_eq!(
+        c.read_to_end().await,
+        "",
+        "the connection closes after the refusal"
+    );
+
+    let mut c = RawConn::connect(&gw).await;
+    c.write(format!("{good}{good}{bad}").as_bytes()).await;
+    for _ in 0..2 {
+        let r = c.read_response().await;
+        assert_eq!(r.status, 404, "{r:?}");
+        assert_eq!(r.header("content-type"), Some("application/json"));
+    }
+    let third = c.read_response().await;
+    assert_parser_refusal(&third, 400, "pipelined");
+    assert!(up.forwarded().is_empty(), "{:?}", summary(&up.requests()));
+    let text = gw.gw.metrics.encode();
+    let refused = text
+        .lines()
+        .find(|l| {
+            l.starts_with("graphguard_requests_total{")
+                && l.contains("decision=\"deny\"")
+                && l.contains("status=\"400\"")
+                && l.contains("resource=\"none\"")
+        })
+        .unwrap_or_else(|| panic!("no refusal counted:\n{text}"));
+    assert!(refused.ends_with(" 2"), "{refused}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,14 +404,8 @@ async fn oversized_request_heads_are_431() {
             let request = format!(
                 "POST /threads HTTP/1.1\r\nHost: gw.test\r\n{auth}{extra}Content-Length: 2\r\n\r\n{{}}"
             );
-            let (status, all) = raw_answer(&gw, request.as_bytes()).await;
-            assert_eq!(
-                status,
-                Some(431),
-                "{} header bytes: {:?}",
-                extra.len(),
-                all.get(..300)
-            );
+            let r = raw_exchange(&gw, request.as_bytes()).await;
+            assert_parser_refusal(&r, 431, &format!("{} header bytes", extra.len()));
         }
     }
     assert!(up.requests().is_empty(), "{:?}", summary(&up.requests()));
