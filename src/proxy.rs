@@ -191,40 +191,35 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-/// The client's headers that may reach the upstream, in one pass: no hop-by-hop header
+/// The client's headers that may reach the upstream, filtered in place: no hop-by-hop header
 /// (RFC 9110 7.6.1, including those named in `Connection`), no identity or position claim,
 /// no configured identity header, nothing under the gateway's own `x-graphguard-` prefix,
 /// no `Host`, `Expect` or `Content-Length` (the gateway sets them), at most one request id.
-fn forwardable_headers(policy: &Policy, headers: HeaderMap) -> HeaderMap {
+/// One pass over the names; a typical request loses only `Host`, so the map is neither
+/// copied nor rebuilt.
+fn forwardable_headers(policy: &Policy, mut headers: HeaderMap) -> HeaderMap {
     let named = connection_named(&headers);
     let request_id = headers.get(X_REQUEST_ID).cloned();
-    let keep = |n: &HeaderName| {
-        !(is_hop_by_hop(n)
+    let drop = |n: &HeaderName| {
+        is_hop_by_hop(n)
             || SPOOFABLE.contains(n)
             || *n == header::HOST
             || *n == header::EXPECT
             || *n == header::CONTENT_LENGTH
-            || *n == X_REQUEST_ID
             || named.contains(n)
             || policy.user_headers.strip.contains(n)
-            || n.as_str().starts_with("x-graphguard-"))
+            || n.as_str().starts_with("x-graphguard-")
     };
-    let mut out = HeaderMap::with_capacity(headers.len() + 8);
-    let mut current: Option<(HeaderName, bool)> = None;
-    for (name, value) in headers {
-        if let Some(n) = name {
-            let kept = keep(&n);
-            current = Some((n, kept));
-        }
-        if let Some((n, true)) = &current {
-            out.append(n.clone(), value);
-        }
+    let doomed: Vec<HeaderName> = headers.keys().filter(|n| drop(n)).cloned().collect();
+    for n in doomed {
+        headers.remove(n);
     }
-    // The request id survives a client naming it in `Connection`.
+    // Exactly one request id (the gateway's choice), even if a client named it in `Connection`.
     if let Some(id) = request_id {
-        out.insert(X_REQUEST_ID, id);
+        headers.insert(X_REQUEST_ID, id);
     }
-    out
+    headers.reserve(8);
+    headers
 }
 
 fn full(bytes: impl Into<Bytes>) -> RespBody {
