@@ -8,8 +8,9 @@
 //!
 //! hyper writes such a response only between requests: when no response of the service is
 //! open and everything written before has been flushed. Each connection shares a
-//! [`ConnState`] between its socket wrapper ([`GuardedIo`]), the service
-//! ([`ConnState::request_started`]) and the response bodies ([`TrackedBody`]): how many
+//! [`ConnState`] between its socket wrapper ([`GuardedIo`]) and the requests the service
+//! handles: each holds an [`OpenResponse`] from the moment the service is called until hyper
+//! drops its response body (or the request is abandoned), so the state knows how many
 //! responses are open, and whether the socket has been flushed since the last one closed. A
 //! write that starts with an HTTP/1 `4xx` status line at such a point, without the request id
 //! every gateway response carries, can only be hyper's own; it is replaced whole, and the
@@ -62,22 +63,20 @@ impl ConnState {
         Arc::new(ConnState::default())
     }
 
-    /// The service was called: a response of the gateway's is coming.
-    pub fn request_started(&self, version: Version) {
+    /// The service was called: a response of the gateway's is coming. It is open until the
+    /// returned guard is dropped (move it into the response body with [`TrackedBody`]).
+    pub fn request_started(self: &Arc<Self>, version: Version) -> OpenResponse {
         self.open.fetch_add(1, Ordering::Relaxed);
         self.idle.store(false, Ordering::Relaxed);
         if version == Version::HTTP_2 {
             self.h2.store(true, Ordering::Relaxed);
         }
+        OpenResponse(self.clone())
     }
 
     /// The refusal that replaced hyper's automatic response, if one did (taken once).
     pub fn take_refusal(&self) -> Option<(StatusCode, HeaderValue)> {
         self.refused.lock().ok().and_then(|mut r| r.take())
-    }
-
-    fn response_closed(&self) {
-        self.open.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// The status of hyper's automatic response if `first` (the start of a write) is one.
@@ -266,23 +265,27 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for GuardedIo<S> {
     }
 }
 
-/// A response body that tells its connection when hyper is done with it (dropped it).
-pub struct TrackedBody<B> {
-    inner: B,
-    state: Arc<ConnState>,
-}
+/// One open response of a connection: from the service call until dropped, whether with
+/// the response body hyper is done with or with a request future that was abandoned.
+#[derive(Debug)]
+pub struct OpenResponse(Arc<ConnState>);
 
-impl<B> TrackedBody<B> {
-    /// Track `inner` as an open response of the connection (opened by
-    /// [`ConnState::request_started`]).
-    pub fn new(inner: B, state: Arc<ConnState>) -> TrackedBody<B> {
-        TrackedBody { inner, state }
+impl Drop for OpenResponse {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-impl<B> Drop for TrackedBody<B> {
-    fn drop(&mut self) {
-        self.state.response_closed();
+/// A response body that keeps its response open until hyper is done with it (drops it).
+pub struct TrackedBody<B> {
+    inner: B,
+    _open: OpenResponse,
+}
+
+impl<B> TrackedBody<B> {
+    /// `inner`, open as `open` until dropped.
+    pub fn new(inner: B, open: OpenResponse) -> TrackedBody<B> {
+        TrackedBody { inner, _open: open }
     }
 }
 
@@ -314,12 +317,12 @@ mod tests {
 
     #[test]
     fn recognizes_hyper_automatic_responses_only_between_responses() {
-        let s = ConnState::default();
+        let s = ConnState::new();
         assert_eq!(s.automatic_status(HYPER_400), Some(StatusCode::BAD_REQUEST));
         // A response of the gateway's is open.
-        s.request_started(Version::HTTP_11);
+        let open = s.request_started(Version::HTTP_11);
         assert_eq!(s.automatic_status(HYPER_400), None);
-        s.response_closed();
+        drop(open);
         // Closed but not yet flushed.
         assert_eq!(s.automatic_status(HYPER_400), None);
         s.idle.store(true, Ordering::Relaxed);
@@ -328,7 +331,7 @@ mod tests {
 
     #[test]
     fn gateway_responses_and_other_bytes_are_never_taken_for_hyper_s() {
-        let s = ConnState::default();
+        let s = ConnState::new();
         for bytes in [
             &b"HTTP/1.1 403 Forbidden\r\nx-request-id: 1\r\ncontent-length: 0\r\n\r\n"[..],
             b"HTTP/1.1 403 Forbidden\r\nX-Request-Id: 1\r\n\r\n",
@@ -341,8 +344,7 @@ mod tests {
         ] {
             assert_eq!(s.automatic_status(bytes), None, "{bytes:?}");
         }
-        s.request_started(Version::HTTP_2);
-        s.response_closed();
+        drop(s.request_started(Version::HTTP_2));
         s.idle.store(true, Ordering::Relaxed);
         assert_eq!(s.automatic_status(HYPER_400), None, "HTTP/2 connection");
     }

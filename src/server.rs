@@ -41,12 +41,14 @@ pub async fn serve(
     cfg: ServerConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // The HTTP/1.1 head buffer (hyper needs at least 8 KiB); beyond it, 431.
+    let max_head = cfg.max_header_bytes.max(8192);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(cfg.header_read_timeout)
-        .max_buf_size(cfg.max_header_bytes.max(8192))
+        .max_buf_size(max_head)
         .keep_alive(true);
     // An h2 connection is pinged when idle; a peer that does not answer is closed.
     builder
@@ -75,7 +77,6 @@ pub async fn serve(
                 let builder = builder.clone();
                 let mut drain_rx = drain_rx.clone();
                 let first_byte = cfg.header_read_timeout;
-                let max_head = cfg.max_header_bytes.max(8192);
                 tasks.spawn(async move {
                     // A connection that never sends a byte is closed after the header timeout
                     // (hyper's own timer starts with the first byte).
@@ -91,11 +92,10 @@ pub async fn serve(
                     let svc_state = state.clone();
                     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let gw = gw.clone();
-                        let state = svc_state.clone();
-                        state.request_started(req.version());
+                        let open = svc_state.request_started(req.version());
                         async move {
                             let resp = gw.handle(req, peer).await;
-                            Ok::<_, std::convert::Infallible>(resp.map(|b| TrackedBody::new(b, state)))
+                            Ok::<_, std::convert::Infallible>(resp.map(|b| TrackedBody::new(b, open)))
                         }
                     });
                     let conn = builder.serve_connection(TokioIo::new(io), svc);
