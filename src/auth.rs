@@ -145,6 +145,7 @@ impl ApiKeys {
                     permissions: e.permissions.clone(),
                     roles: e.roles.clone(),
                     attributes: e.attributes.clone(),
+                    ..User::default()
                 }),
             ));
         }

@@ -212,6 +212,7 @@ fn to_user(b: AllowBody) -> Result<User, String> {
         permissions: b.permissions,
         roles: b.roles,
         attributes: b.attributes,
+        ..User::default()
     })
 }
 
@@ -372,6 +373,7 @@ pub fn anonymous_user(c: &AnonymousConfig) -> Result<Arc<User>, String> {
         permissions: c.permissions.clone(),
         roles: c.roles.clone(),
         attributes: c.attributes.clone(),
+        ..User::default()
     }))
 }
 

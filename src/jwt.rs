@@ -311,6 +311,7 @@ impl ClaimMap {
             permissions: as_list(self.permissions.as_ref().and_then(|p| p.get(claims))),
             roles: as_list(self.roles.as_ref().and_then(|p| p.get(claims))),
             attributes,
+            ..User::default()
         })
     }
 }

@@ -111,6 +111,7 @@ impl CaseUser {
             permissions: self.permissions.clone(),
             roles: self.roles.clone(),
             attributes: self.attributes.clone(),
+            ..User::default()
         }
     }
 }

@@ -270,6 +270,7 @@ mod tests {
                 .as_object()
                 .cloned()
                 .unwrap_or_default(),
+            ..User::default()
         }
     }
 

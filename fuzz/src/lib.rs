@@ -434,6 +434,7 @@ fn user(identity: &str, roles: &[&str]) -> User {
         permissions: vec!["threads:create".into(), "assistants:create".into()],
         roles: roles.iter().map(|r| (*r).to_string()).collect(),
         attributes,
+        ..User::default()
     }
 }
 
