@@ -147,6 +147,23 @@ const SPOOFABLE: [HeaderName; 9] = [
     HeaderName::from_static("x-method-override"),
 ];
 
+/// The client end of a connection, as the requests on it forward it: its address rendered once
+/// per connection (not per request) as the `X-Forwarded-For` value.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    forwarded_for: HeaderValue,
+}
+
+impl Peer {
+    /// The peer at `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        // Promoted to shared storage here, so each request's copy is a reference count.
+        let forwarded_for = ip_header(addr.ip());
+        drop(forwarded_for.clone());
+        Peer { forwarded_for }
+    }
+}
+
 /// The peer's address as a header value, formatted without a heap string.
 fn ip_header(ip: std::net::IpAddr) -> HeaderValue {
     use std::io::Write as _;
@@ -262,7 +279,7 @@ impl Gateway {
     pub async fn handle(
         self: Arc<Self>,
         mut req: Request<Incoming>,
-        peer: SocketAddr,
+        peer: Peer,
     ) -> Response<RespBody> {
         let started = std::time::Instant::now();
         self.metrics.in_flight.inc();
@@ -279,7 +296,7 @@ impl Gateway {
                     .get(header::CONTENT_LENGTH)
                     .is_some_and(|v| v.as_bytes() != b"0"));
         let result = match host_check(&req) {
-            Ok(()) => self.handle_inner(req, peer, &policy).await,
+            Ok(()) => self.handle_inner(req, &peer, &policy).await,
             Err(e) => Err((e, None, None)),
         };
         let (mut resp, user, decision, label) = match result {
@@ -451,7 +468,7 @@ impl Gateway {
     async fn handle_inner(
         &self,
         req: Request<Incoming>,
-        peer: SocketAddr,
+        peer: &Peer,
         policy: &Arc<Policy>,
     ) -> Result<
         (Response<RespBody>, Option<Arc<User>>, Option<Decision>),
@@ -688,7 +705,7 @@ impl Gateway {
         query: Option<&str>,
         body: Bytes,
         user: Option<&User>,
-        peer: SocketAddr,
+        peer: &Peer,
     ) -> Result<Request<UpBody>, GatewayError> {
         let http::request::Parts {
             method,
@@ -707,25 +724,19 @@ impl Gateway {
         }
         if let Some(u) = user {
             let uh = &policy.user_headers;
-            let set = |h: &mut HeaderMap, n: &HeaderName, v: &str| {
-                if let Ok(v) = HeaderValue::from_str(v) {
-                    h.insert(n.clone(), v);
+            let v = u.header_values();
+            for (name, value) in [
+                (&uh.identity, &v.identity),
+                (&uh.display_name, &v.display_name),
+                (&uh.permissions, &v.permissions),
+                (&uh.roles, &v.roles),
+            ] {
+                if let Some(value) = value {
+                    headers.insert(name.clone(), value.clone());
                 }
-            };
-            set(&mut headers, &uh.identity, &u.identity);
-            set(&mut headers, &uh.display_name, &u.display_name);
-            set(
-                &mut headers,
-                &uh.permissions,
-                &serde_json::to_string(&u.permissions).unwrap_or_default(),
-            );
-            set(
-                &mut headers,
-                &uh.roles,
-                &serde_json::to_string(&u.roles).unwrap_or_default(),
-            );
+            }
         }
-        headers.insert(X_FORWARDED_FOR, ip_header(peer.ip()));
+        headers.insert(X_FORWARDED_FOR, peer.forwarded_for.clone());
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
         if let Some(h) = client_host {
             headers.insert(X_FORWARDED_HOST, h);
@@ -771,7 +782,7 @@ impl Gateway {
         raw: Bytes,
         fwd: Forward,
         user: Option<&User>,
-        peer: SocketAddr,
+        peer: &Peer,
     ) -> Result<Response<RespBody>, GatewayError> {
         let query = fwd.query.as_deref();
         let body = fwd.body.map(Bytes::from).unwrap_or(raw);

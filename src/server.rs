@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::conn_guard::{ConnState, GuardedIo, TrackedBody};
-use crate::proxy::Gateway;
+use crate::proxy::{Gateway, Peer};
 
 /// Connection-level settings.
 #[derive(Debug, Clone)]
@@ -90,11 +90,13 @@ pub async fn serve(
                     let state = ConnState::new();
                     let io = GuardedIo::new(stream, state.clone(), max_head);
                     let svc_state = state.clone();
+                    let client = Peer::new(peer);
                     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let gw = gw.clone();
+                        let client = client.clone();
                         let open = svc_state.request_started(req.version());
                         async move {
-                            let resp = gw.handle(req, peer).await;
+                            let resp = gw.handle(req, client).await;
                             Ok::<_, std::convert::Infallible>(resp.map(|b| TrackedBody::new(b, open)))
                         }
                     });
