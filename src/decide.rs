@@ -901,7 +901,7 @@ impl<'a> Cx<'a> {
         let mut f = forward();
         if let Some(md) = g.metadata.as_ref().filter(|m| !m.is_empty()) {
             let o = self.obj()?;
-            let merged = merge_object_raw(o.get_raw("metadata"), md).map_err(|e| match e {
+            let merged = o.merge_metadata(md).map_err(|e| match e {
                 BodyError::NotAnObject => GatewayError::unprocessable("metadata must be an object"),
                 other => body_error(other),
             })?;
@@ -1149,7 +1149,7 @@ impl<'a> Cx<'a> {
             let stamped = match g.metadata.as_ref().filter(|m| !m.is_empty()) {
                 Some(md) => {
                     let merged =
-                        merge_object_raw(item.get_raw("metadata"), md).map_err(|e| match e {
+                        item.merge_metadata(md).map_err(|e| match e {
                             BodyError::NotAnObject => {
                                 GatewayError::unprocessable("metadata must be an object")
                             }
@@ -1216,7 +1216,7 @@ impl<'a> Cx<'a> {
         }
         let mut f = forward();
         if !set.is_empty() {
-            let merged = merge_object_raw(o.get_raw("metadata"), &set).map_err(|e| match e {
+            let merged = o.merge_metadata(&set).map_err(|e| match e {
                 BodyError::NotAnObject => GatewayError::unprocessable("metadata must be an object"),
                 other => body_error(other),
             })?;

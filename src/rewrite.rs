@@ -88,6 +88,9 @@ pub struct ObjectBody<'a> {
     open: usize,
     /// Top-level members in source order.
     members: Vec<Member<'a>>,
+    /// The object under the top-level `metadata` key, indexed by [`ObjectBody::parse`] for its
+    /// duplicate check and kept, so that [`ObjectBody::merge_metadata`] does not scan it again.
+    metadata: Option<Box<ObjectBody<'a>>>,
 }
 
 impl fmt::Debug for ObjectBody<'_> {
@@ -123,6 +126,18 @@ impl<'a> ObjectBody<'a> {
         self.get_raw(key)
             .map(|raw| serde_json::from_slice(raw).map_err(json_error))
             .transpose()
+    }
+
+    /// [`merge_object_raw`] applied to this body's `metadata` value: from the index
+    /// [`ObjectBody::parse`] built when the value is an object, without scanning it again.
+    pub fn merge_metadata(
+        &self,
+        set: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Vec<u8>, BodyError> {
+        match &self.metadata {
+            Some(inner) => merge_into(inner, set),
+            None => merge_object_raw(self.get_raw(METADATA), set),
+        }
     }
 
     /// Top-level keys in order (unescaped).
@@ -225,7 +240,14 @@ pub fn merge_object_raw(
         Some(raw) if trim_ws(raw) == b"null" => b"{}",
         Some(raw) => raw,
     };
-    let object = parse_object(src, usize::MAX, None)?;
+    merge_into(&parse_object(src, usize::MAX, None)?, set)
+}
+
+/// `object` with each key of `set` overwritten in place or appended.
+fn merge_into(
+    object: &ObjectBody<'_>,
+    set: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Vec<u8>, BodyError> {
     let values = set
         .iter()
         .map(|(k, v)| {
@@ -255,17 +277,22 @@ fn parse_object<'a>(
     let members = members_of(text, &spans)?;
     check_duplicates(&members)?;
 
+    let mut inner = None;
     if let Some(name) = inner_checked {
         if let Some(m) = members.iter().find(|m| m.key == name) {
             if src.get(m.value_start) == Some(&b'{') {
                 // Already validated as part of the body; indexed again on its own.
                 let inner_src = src.get(m.value_start..m.value_end).unwrap_or_default();
-                let (inner_text, _, inner) = scan_object(inner_src, usize::MAX)?;
-                check_duplicates(&members_of(inner_text, &inner)?)?;
+                inner = Some(Box::new(parse_object(inner_src, usize::MAX, None)?));
             }
         }
     }
-    Ok(ObjectBody { src, open, members })
+    Ok(ObjectBody {
+        src,
+        open,
+        members,
+        metadata: inner,
+    })
 }
 
 /// Validate `src` (UTF-8, then grammar and depth) and index it if it is an object.
@@ -677,6 +704,33 @@ mod tests {
             v,
             json!({"a": 1, "owner": "u1", "z": [], "new": {"k": [1, "}"]}})
         );
+        Ok(())
+    }
+
+    #[test]
+    fn merge_metadata_from_the_parse_index_equals_merging_the_raw_value() -> TestResult {
+        let set = Map::from_iter([
+            ("owner".to_owned(), json!("u1")),
+            ("team".to_owned(), json!(["a", "b"])),
+        ]);
+        for body in [
+            &br#"{"metadata": {"a": 1, "o\u0077ner": "evil", "z": { }}, "limit": 10}"#[..],
+            br#"{"metad\u0061ta" :{ } }"#,
+            br#"{"limit": 10}"#,
+            br#"{"metadata": null}"#,
+            br#"{"metadata": {"owner": "x", "team": "y"}}"#,
+            br#"{}"#,
+        ] {
+            let o = parse(body)?;
+            let merged = o.merge_metadata(&set)?;
+            assert_eq!(merged, merge_object_raw(o.get_raw("metadata"), &set)?);
+            let v: Value = serde_json::from_slice(&merged)?;
+            assert_eq!(v.get("owner"), Some(&json!("u1")), "{merged:?}");
+            assert_eq!(v.get("team"), Some(&json!(["a", "b"])), "{merged:?}");
+        }
+        for body in [&br#"{"metadata": [1]}"#[..], br#"{"metadata": "x"}"#] {
+            assert_eq!(parse(body)?.merge_metadata(&set), Err(BodyError::NotAnObject));
+        }
         Ok(())
     }
 
