@@ -10,7 +10,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 /// Labels of a finished request.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// First event's resource, or `none` (public, refused before classification).
     pub resource: &'static str,
@@ -20,6 +20,26 @@ pub struct RequestLabels {
     pub decision: &'static str,
     /// HTTP status.
     pub status: u16,
+}
+
+/// The family looks a request's counter up by these labels on every request with SipHash;
+/// hashing one word instead of three strings makes that lookup a fraction of its cost. Labels
+/// that are equal give equal words; the rare different labels with the same word are told
+/// apart by `Eq`.
+impl std::hash::Hash for RequestLabels {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        fn sig(s: &str) -> u64 {
+            let b = s.as_bytes();
+            let end = |i: Option<&u8>| u64::from(i.copied().unwrap_or(0));
+            ((b.len() as u64) << 16) | (end(b.first()) << 8) | (end(b.get(b.len() / 2)) ^ end(b.last()))
+        }
+        state.write_u64(
+            sig(self.resource)
+                ^ sig(self.action).rotate_left(21)
+                ^ sig(self.decision).rotate_left(42)
+                ^ (u64::from(self.status) << 48),
+        );
+    }
 }
 
 /// A label with one string value.
