@@ -1148,13 +1148,12 @@ impl<'a> Cx<'a> {
             }
             let stamped = match g.metadata.as_ref().filter(|m| !m.is_empty()) {
                 Some(md) => {
-                    let merged =
-                        item.merge_metadata(md).map_err(|e| match e {
-                            BodyError::NotAnObject => {
-                                GatewayError::unprocessable("metadata must be an object")
-                            }
-                            other => body_error(other),
-                        })?;
+                    let merged = item.merge_metadata(md).map_err(|e| match e {
+                        BodyError::NotAnObject => {
+                            GatewayError::unprocessable("metadata must be an object")
+                        }
+                        other => body_error(other),
+                    })?;
                     Some(item.splice(&[("metadata", Some(&merged))]))
                 }
                 None => None,

@@ -31,7 +31,9 @@ impl std::hash::Hash for RequestLabels {
         fn sig(s: &str) -> u64 {
             let b = s.as_bytes();
             let end = |i: Option<&u8>| u64::from(i.copied().unwrap_or(0));
-            ((b.len() as u64) << 16) | (end(b.first()) << 8) | (end(b.get(b.len() / 2)) ^ end(b.last()))
+            ((b.len() as u64) << 16)
+                | (end(b.first()) << 8)
+                | (end(b.get(b.len() / 2)) ^ end(b.last()))
         }
         state.write_u64(
             sig(self.resource)

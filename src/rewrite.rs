@@ -729,7 +729,10 @@ mod tests {
             assert_eq!(v.get("team"), Some(&json!(["a", "b"])), "{merged:?}");
         }
         for body in [&br#"{"metadata": [1]}"#[..], br#"{"metadata": "x"}"#] {
-            assert_eq!(parse(body)?.merge_metadata(&set), Err(BodyError::NotAnObject));
+            assert_eq!(
+                parse(body)?.merge_metadata(&set),
+                Err(BodyError::NotAnObject)
+            );
         }
         Ok(())
     }

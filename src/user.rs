@@ -87,13 +87,22 @@ mod tests {
             ..User::default()
         };
         let h = u.header_values();
-        assert_eq!(h.identity.as_ref().map(HeaderValue::as_bytes), Some(&b"alice"[..]));
-        assert!(h.display_name.is_none(), "a newline cannot be sent in a header");
+        assert_eq!(
+            h.identity.as_ref().map(HeaderValue::as_bytes),
+            Some(&b"alice"[..])
+        );
+        assert!(
+            h.display_name.is_none(),
+            "a newline cannot be sent in a header"
+        );
         assert_eq!(
             h.permissions.as_ref().map(HeaderValue::as_bytes),
             Some(&br#"["threads:read","a\"b"]"#[..])
         );
-        assert_eq!(h.roles.as_ref().map(HeaderValue::as_bytes), Some(&b"[]"[..]));
+        assert_eq!(
+            h.roles.as_ref().map(HeaderValue::as_bytes),
+            Some(&b"[]"[..])
+        );
         // Rendered once: the second call returns the same values.
         assert!(std::ptr::eq(h, u.header_values()));
     }
