@@ -21,6 +21,7 @@ pub mod logwriter;
 pub mod metrics;
 pub mod policy;
 pub mod policytest;
+pub mod pool;
 pub mod proxy;
 pub mod reload;
 pub mod rewrite;

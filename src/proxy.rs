@@ -16,6 +16,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+
+use crate::pool::PooledBody;
 use serde_json::Value;
 
 use crate::audit::{AuditLine, LineSink};
@@ -822,7 +824,7 @@ impl Gateway {
     }
 
     /// Stream an upstream response back chunk by chunk (SSE included), with an idle timeout.
-    fn stream_back(&self, resp: Response<Incoming>) -> Response<RespBody> {
+    fn stream_back(&self, resp: Response<PooledBody>) -> Response<RespBody> {
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         let body = crate::idle::IdleTimeout::new(body, self.config.idle_timeout).boxed_unsync();
@@ -831,7 +833,7 @@ impl Gateway {
 
     async fn read_upstream(
         &self,
-        resp: Response<Incoming>,
+        resp: Response<PooledBody>,
     ) -> Result<(http::response::Parts, Bytes), GatewayError> {
         let (parts, body) = resp.into_parts();
         let body = crate::idle::IdleTimeout::new(body, self.config.idle_timeout);
@@ -851,7 +853,7 @@ impl Gateway {
     /// Filter a JSON response: an array, or an object with `items` (store search).
     async fn filtered(
         &self,
-        resp: Response<Incoming>,
+        resp: Response<PooledBody>,
         keep: impl Fn(&Value) -> bool,
         empty: Option<GatewayError>,
     ) -> Result<Response<RespBody>, GatewayError> {

@@ -13,18 +13,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use pingora_memory_cache::{CacheStatus, MemoryCache};
 use serde_json::Value;
 
 use crate::decide::{Fetched, Target};
 use crate::error::GatewayError;
+use crate::pool::{Pool, PoolConfig, PooledBody, SendError};
 
-/// Request body type sent upstream.
-pub type UpBody = http_body_util::combinators::UnsyncBoxBody<Bytes, hyper::Error>;
+pub use crate::pool::UpBody;
 
 /// Timeouts and limits for the upstream side.
 #[derive(Debug, Clone)]
@@ -41,7 +37,7 @@ pub struct UpstreamConfig {
 
 /// The upstream: a client plus the lookup cache.
 pub struct Upstream {
-    client: Client<HttpConnector, UpBody>,
+    pool: Pool,
     cfg: UpstreamConfig,
     /// The authority (`host:port`), parsed once; cloning it shares the bytes.
     authority: http::uri::Authority,
@@ -81,18 +77,20 @@ impl Upstream {
                 cfg.base
             ));
         }
-        let mut conn = HttpConnector::new();
-        conn.set_connect_timeout(Some(cfg.connect_timeout));
-        conn.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_timer(TokioTimer::new())
-            .pool_max_idle_per_host(256)
-            .build(conn);
         let host = http::HeaderValue::from_str(authority.as_str())
             .map_err(|e| format!("upstream URL {}: {e}", cfg.base))?;
+        let port = authority.port_u16().unwrap_or(80);
+        let pool = Pool::new(
+            PoolConfig {
+                authority: format!("{}:{port}", authority.host()),
+                connect_timeout: cfg.connect_timeout,
+                idle_timeout: Duration::from_secs(60),
+                max_idle: 256,
+            },
+            host.clone(),
+        );
         Ok(Upstream {
-            client,
+            pool,
             cfg,
             host,
             authority,
@@ -114,17 +112,13 @@ impl Upstream {
         &self.host
     }
 
-    /// Absolute URI on the upstream for an already valid path and query (no copy of either).
+    /// The request target on the upstream (origin form) for an already valid path and query
+    /// (no copy of either).
     pub fn uri_for(&self, path_and_query: http::uri::PathAndQuery) -> Result<Uri, GatewayError> {
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(http::uri::Scheme::HTTP);
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(path_and_query);
-        Uri::from_parts(parts)
-            .map_err(|e| GatewayError::bad_request(format!("invalid request target: {e}")))
+        Ok(Uri::from(path_and_query))
     }
 
-    /// Absolute URI for a path and query on the upstream.
+    /// The request target on the upstream for a path and query.
     pub fn uri(&self, path_and_query: &str) -> Result<Uri, GatewayError> {
         let pq = http::uri::PathAndQuery::try_from(path_and_query)
             .map_err(|e| GatewayError::bad_request(format!("invalid request target: {e}")))?;
@@ -132,15 +126,15 @@ impl Upstream {
     }
 
     /// Send a request; waits for the response headers at most the configured time.
-    pub async fn send(&self, req: Request<UpBody>) -> Result<Response<Incoming>, GatewayError> {
-        match tokio::time::timeout(self.cfg.response_timeout, self.client.request(req)).await {
+    pub async fn send(&self, req: Request<UpBody>) -> Result<Response<PooledBody>, GatewayError> {
+        match tokio::time::timeout(self.cfg.response_timeout, self.pool.send(req)).await {
             Err(_) => Err(GatewayError::upstream(
                 StatusCode::GATEWAY_TIMEOUT,
                 "Upstream did not answer in time",
             )),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "upstream request failed");
-                let detail = if e.is_connect() {
+                let detail = if matches!(e, SendError::Connect(_)) {
                     "Upstream unavailable"
                 } else {
                     "Upstream connection failed"

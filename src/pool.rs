@@ -1,0 +1,379 @@
+//! Keep-alive HTTP/1.1 connections to the one upstream.
+//!
+//! graphguard talks to exactly one agent server, so the pool is a stack of idle connections
+//! (the most recently used first: its socket is the one most likely still open) rather than a
+//! map from host to connections: no key to hash, no per-request task. A connection goes back
+//! on the stack when its response body has been read to the end and hyper has it ready for the
+//! next request; a body dropped before its end takes the connection with it (HTTP/1 cannot
+//! abandon a response and keep the connection).
+//!
+//! A request that a reused connection refuses before writing a byte of it (the server closed
+//! the idle connection as the request was handed over) is sent again on another connection,
+//! as hyper-util's pool does; a fresh connection's failure is final.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Request body type sent upstream.
+pub type UpBody = http_body_util::combinators::UnsyncBoxBody<Bytes, hyper::Error>;
+
+/// Pool settings.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// `host:port` to connect to.
+    pub authority: String,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// An idle connection older than this is closed rather than reused.
+    pub idle_timeout: Duration,
+    /// Idle connections kept at most (the oldest is closed beyond).
+    pub max_idle: usize,
+}
+
+/// Why a request got no response.
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection could be opened (refused, unreachable, timed out).
+    Connect(String),
+    /// The connection failed while the request was sent or its response head read.
+    Request(hyper::Error),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Connect(e) => write!(f, "connect: {e}"),
+            SendError::Request(e) => write!(f, "request: {e}"),
+        }
+    }
+}
+
+/// The upstream's connections.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    cfg: PoolConfig,
+    host: HeaderValue,
+    idle: Mutex<Vec<Idle>>,
+}
+
+#[derive(Debug)]
+struct Idle {
+    tx: SendRequest<UpBody>,
+    since: Instant,
+}
+
+/// Sends on reused connections that refused a request unsent before a fresh one is opened.
+const MAX_STALE_RETRIES: usize = 3;
+
+impl Pool {
+    /// A pool with no connection yet; `host` is the `Host` of requests that carry none.
+    pub fn new(cfg: PoolConfig, host: HeaderValue) -> Pool {
+        Pool {
+            inner: Arc::new(Inner {
+                cfg,
+                host,
+                idle: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Idle connections held now (for tests and metrics).
+    pub fn idle_count(&self) -> usize {
+        self.inner.lock().len()
+    }
+
+    /// Send `req` (its URI in origin form) and return the response once its head arrived;
+    /// its body hands the connection back when read to the end.
+    pub async fn send(&self, mut req: Request<UpBody>) -> Result<Response<PooledBody>, SendError> {
+        if !req.headers().contains_key(header::HOST) {
+            req.headers_mut()
+                .insert(header::HOST, self.inner.host.clone());
+        }
+        let mut stale = 0;
+        loop {
+            let reused = if stale < MAX_STALE_RETRIES {
+                self.inner.checkout()
+            } else {
+                None
+            };
+            let (mut tx, is_reused) = match reused {
+                Some(tx) => (tx, true),
+                None => (self.inner.connect().await?, false),
+            };
+            match tx.try_send_request(req).await {
+                Ok(resp) => {
+                    let inner = self.inner.clone();
+                    return Ok(resp.map(|body| PooledBody {
+                        body,
+                        conn: Some((tx, inner)),
+                        ended: false,
+                    }));
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if is_reused => {
+                        tracing::debug!(error = %e.error(), "reused upstream connection refused a request unsent; sending it again");
+                        stale += 1;
+                        req = unsent;
+                    }
+                    _ => return Err(SendError::Request(e.into_error())),
+                },
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The most recently returned connection that is still open, ready and young enough.
+    fn checkout(&self) -> Option<SendRequest<UpBody>> {
+        let mut idle = self.lock();
+        while let Some(c) = idle.pop() {
+            if c.tx.is_ready() && c.since.elapsed() < self.cfg.idle_timeout {
+                return Some(c.tx);
+            }
+        }
+        None
+    }
+
+    fn put(&self, tx: SendRequest<UpBody>) {
+        let mut idle = self.lock();
+        if idle.len() >= self.cfg.max_idle {
+            // The oldest goes: it is the likeliest to have been closed by the server.
+            if idle.is_empty() {
+                return;
+            }
+            idle.remove(0);
+        }
+        idle.push(Idle {
+            tx,
+            since: Instant::now(),
+        });
+    }
+
+    async fn connect(&self) -> Result<SendRequest<UpBody>, SendError> {
+        let authority = self.cfg.authority.as_str();
+        let stream =
+            match tokio::time::timeout(self.cfg.connect_timeout, TcpStream::connect(authority))
+                .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return Err(SendError::Connect(e.to_string())),
+                Err(_) => return Err(SendError::Connect("timed out".into())),
+            };
+        let _ = stream.set_nodelay(true);
+        let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(SendError::Request)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+        Ok(tx)
+    }
+}
+
+/// An upstream response body that returns its connection to the pool once read to the end.
+#[derive(Debug)]
+pub struct PooledBody {
+    body: Incoming,
+    conn: Option<(SendRequest<UpBody>, Arc<Inner>)>,
+    ended: bool,
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.ended = true,
+            Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.ended = true,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        let Some((mut tx, inner)) = self.conn.take() else {
+            return;
+        };
+        if !(self.ended || self.body.is_end_stream()) {
+            // Abandoned mid-body: hyper closes the connection when its sender goes.
+            return;
+        }
+        if tx.is_ready() {
+            inner.put(tx);
+        } else if !tx.is_closed() {
+            // The connection has not yet taken in the end of the response: wait for it off
+            // the request path.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    if tx.ready().await.is_ok() {
+                        inner.put(tx);
+                    }
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    fn body(b: &'static str) -> UpBody {
+        Full::new(Bytes::from_static(b.as_bytes()))
+            .map_err(|never| match never {})
+            .boxed_unsync()
+    }
+
+    fn pool(addr: std::net::SocketAddr) -> Pool {
+        Pool::new(
+            PoolConfig {
+                authority: addr.to_string(),
+                connect_timeout: Duration::from_secs(2),
+                idle_timeout: Duration::from_secs(60),
+                max_idle: 4,
+            },
+            HeaderValue::from_static("upstream.test"),
+        )
+    }
+
+    fn get(path: &str) -> Request<UpBody> {
+        let mut r = Request::new(body(""));
+        *r.uri_mut() = path.parse().unwrap_or_default();
+        r
+    }
+
+    /// A server that answers each request on a connection with `hello`, counting connections;
+    /// with `close_after_first`, it closes every connection after its first answer without
+    /// saying so (as a server whose keep-alive timer just fired).
+    async fn server(
+        close_after_first: bool,
+    ) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let conns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = conns.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut seen = Vec::new();
+                    loop {
+                        let Ok(n) = s.read(&mut buf).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            seen.drain(..end + 4);
+                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+                            if s.write_all(answer).await.is_err() || close_after_first {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (addr, conns)
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_reused_once_its_body_was_read() {
+        let (addr, conns) = server(false).await;
+        let p = pool(addr);
+        for _ in 0..5 {
+            let resp = p.send(get("/ok")).await.unwrap();
+            let got = resp.into_body().collect().await.unwrap();
+            assert_eq!(got.to_bytes(), "hello");
+            // The connection may still be finishing the response; it comes back shortly.
+            for _ in 0..100 {
+                if p.idle_count() == 1 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            assert_eq!(p.idle_count(), 1);
+        }
+        assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_unread_takes_its_connection_with_it() {
+        let (addr, conns) = server(false).await;
+        let p = pool(addr);
+        let resp = p.send(get("/ok")).await.unwrap();
+        drop(resp);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(p.idle_count(), 0);
+        let resp = p.send(get("/ok")).await.unwrap();
+        let got = resp.into_body().collect().await.unwrap();
+        assert_eq!(got.to_bytes(), "hello");
+        assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_the_server_closed_is_not_reused() {
+        let (addr, conns) = server(true).await;
+        let p = pool(addr);
+        for _ in 0..3 {
+            let resp = p.send(get("/ok")).await.unwrap();
+            let got = resp.into_body().collect().await.unwrap();
+            assert_eq!(got.to_bytes(), "hello");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connect_error() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        match pool(addr).send(get("/ok")).await {
+            Err(SendError::Connect(_)) => {}
+            other => panic!("expected a connect error, got {other:?}"),
+        }
+    }
+}
