@@ -16,7 +16,7 @@ use crate::error::GatewayError;
 use crate::event::{Action, Event, Resource};
 use crate::filter::ResolvedFilter;
 use crate::policy::{Grant, Policy};
-use crate::rewrite::{merge_object_raw, BodyError, ObjectBody};
+use crate::rewrite::{merge_object_pairs, BodyError, ObjectBody};
 use crate::routes::{is_uuid, BodyKind, Miss, Op, RouteMatch};
 use crate::user::User;
 
@@ -901,7 +901,7 @@ impl<'a> Cx<'a> {
         let mut f = forward();
         if let Some(md) = g.metadata.as_ref().filter(|m| !m.is_empty()) {
             let o = self.obj()?;
-            let merged = o.merge_metadata(md).map_err(|e| match e {
+            let merged = o.merge_metadata(pairs(md)).map_err(|e| match e {
                 BodyError::NotAnObject => GatewayError::unprocessable("metadata must be an object"),
                 other => body_error(other),
             })?;
@@ -1148,7 +1148,7 @@ impl<'a> Cx<'a> {
             }
             let stamped = match g.metadata.as_ref().filter(|m| !m.is_empty()) {
                 Some(md) => {
-                    let merged = item.merge_metadata(md).map_err(|e| match e {
+                    let merged = item.merge_metadata(pairs(md)).map_err(|e| match e {
                         BodyError::NotAnObject => {
                             GatewayError::unprocessable("metadata must be an object")
                         }
@@ -1206,7 +1206,8 @@ impl<'a> Cx<'a> {
         thread_filter: Option<ResolvedFilter>,
     ) -> R<Forward> {
         let o = self.obj()?;
-        let mut set = g.metadata.clone().unwrap_or_default();
+        // The stamped metadata, then the filter's equalities (a later value for a key wins).
+        let mut set: Vec<(&str, &Value)> = g.metadata.iter().flat_map(pairs).collect();
         let mut residual = None;
         if let Some(filter) = g.active_filter() {
             let (push, rest) = filter.split_pushable();
@@ -1215,7 +1216,7 @@ impl<'a> Cx<'a> {
         }
         let mut f = forward();
         if !set.is_empty() {
-            let merged = o.merge_metadata(&set).map_err(|e| match e {
+            let merged = o.merge_metadata(set.iter().copied()).map_err(|e| match e {
                 BodyError::NotAnObject => GatewayError::unprocessable("metadata must be an object"),
                 other => body_error(other),
             })?;
@@ -1433,8 +1434,8 @@ impl<'a> Cx<'a> {
                 let o = self.obj()?;
                 let mut edited: Option<Vec<u8>> = None;
                 if !push.is_empty() {
-                    let merged =
-                        merge_object_raw(o.get_raw("filter"), &push).map_err(|e| match e {
+                    let merged = merge_object_pairs(o.get_raw("filter"), push.iter().copied())
+                        .map_err(|e| match e {
                             BodyError::NotAnObject => {
                                 GatewayError::unprocessable("filter must be an object")
                             }
@@ -1538,3 +1539,8 @@ impl StoreQuery {
 #[cfg(test)]
 #[path = "decide_tests.rs"]
 mod tests;
+
+/// A map's members as the (key, value) pairs the body merges take.
+fn pairs(m: &Map<String, Value>) -> impl Iterator<Item = (&str, &Value)> {
+    m.iter().map(|(k, v)| (k.as_str(), v))
+}

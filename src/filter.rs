@@ -231,23 +231,24 @@ impl ResolvedFilter {
     /// Split into what an upstream metadata-containment search can express exactly (top-level
     /// equalities on scalars, written over the client's own keys) and the rest, which must be
     /// checked on each returned item.
-    pub fn split_pushable(&self) -> (Map<String, Value>, Option<ResolvedFilter>) {
-        let mut push = Map::new();
-        let mut rest = Filter {
-            conds: Vec::new(),
+    pub fn split_pushable(&self) -> (Vec<(&str, &Value)>, Option<ResolvedFilter>) {
+        let mut push: Vec<(&str, &Value)> = Vec::with_capacity(self.conds.len());
+        let mut rest_conds = Vec::new();
+        for c in &self.conds {
+            match c {
+                Cond::Eq(k, v) if is_scalar(v) && !push.iter().any(|(p, _)| p == k) => {
+                    push.push((k.as_str(), v));
+                }
+                other => rest_conds.push(other.clone()),
+            }
+        }
+        // Built only when something stays (no clone of the `$or` and `$and` parts otherwise).
+        let rest = Filter {
+            conds: rest_conds,
             any: self.any.clone(),
             all: self.all.clone(),
         };
-        for c in &self.conds {
-            match c {
-                Cond::Eq(k, v) if is_scalar(v) && !push.contains_key(k) => {
-                    push.insert(k.clone(), v.clone());
-                }
-                other => rest.conds.push(other.clone()),
-            }
-        }
-        let rest = (!rest.is_empty()).then_some(rest);
-        (push, rest)
+        (push, (!rest.is_empty()).then_some(rest))
     }
 }
 
@@ -399,11 +400,12 @@ mod tests {
     fn scalar_equalities_push_down_and_the_rest_stays() {
         let flt = f(json!({"owner": "a", "tags": ["x"], "p": {"$contains": "a"}}));
         let (push, rest) = flt.split_pushable();
-        assert_eq!(Value::Object(push), json!({"owner": "a"}));
+        assert_eq!(push, [("owner", &json!("a"))]);
         let rest = rest.unwrap();
         assert_eq!(rest.conds.len(), 2);
-        let (push, rest) = f(json!({"owner": {"$eq": "a"}})).split_pushable();
-        assert_eq!(Value::Object(push), json!({"owner": "a"}));
+        let flt = f(json!({"owner": {"$eq": "a"}}));
+        let (push, rest) = flt.split_pushable();
+        assert_eq!(push, [("owner", &json!("a"))]);
         assert!(rest.is_none());
     }
 }

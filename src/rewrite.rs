@@ -128,15 +128,15 @@ impl<'a> ObjectBody<'a> {
             .transpose()
     }
 
-    /// [`merge_object_raw`] applied to this body's `metadata` value: from the index
+    /// [`merge_object_pairs`] applied to this body's `metadata` value: from the index
     /// [`ObjectBody::parse`] built when the value is an object, without scanning it again.
-    pub fn merge_metadata(
+    pub fn merge_metadata<'s>(
         &self,
-        set: &serde_json::Map<String, serde_json::Value>,
+        set: impl IntoIterator<Item = (&'s str, &'s serde_json::Value)>,
     ) -> Result<Vec<u8>, BodyError> {
         match &self.metadata {
             Some(inner) => merge_into(inner, set),
-            None => merge_object_raw(self.get_raw(METADATA), set),
+            None => merge_object_pairs(self.get_raw(METADATA), set),
         }
     }
 
@@ -235,6 +235,15 @@ pub fn merge_object_raw(
     existing: Option<&[u8]>,
     set: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<Vec<u8>, BodyError> {
+    merge_object_pairs(existing, set.iter().map(|(k, v)| (k.as_str(), v)))
+}
+
+/// [`merge_object_raw`] with the keys to set given as pairs: a later pair for a key wins, the
+/// first one fixes where a new key is appended (as inserting them into a map in turn would).
+pub fn merge_object_pairs<'s>(
+    existing: Option<&[u8]>,
+    set: impl IntoIterator<Item = (&'s str, &'s serde_json::Value)>,
+) -> Result<Vec<u8>, BodyError> {
     let src: &[u8] = match existing {
         None => b"{}",
         Some(raw) if trim_ws(raw) == b"null" => b"{}",
@@ -243,22 +252,22 @@ pub fn merge_object_raw(
     merge_into(&parse_object(src, usize::MAX, None)?, set)
 }
 
-/// `object` with each key of `set` overwritten in place or appended.
-fn merge_into(
+/// `object` with each key of `set` overwritten in place or appended; the values are
+/// serialized into one buffer.
+fn merge_into<'s>(
     object: &ObjectBody<'_>,
-    set: &serde_json::Map<String, serde_json::Value>,
+    set: impl IntoIterator<Item = (&'s str, &'s serde_json::Value)>,
 ) -> Result<Vec<u8>, BodyError> {
-    let values = set
+    let mut values = Vec::with_capacity(64);
+    let mut spans: Vec<(&str, usize, usize)> = Vec::new();
+    for (k, v) in set {
+        let start = values.len();
+        serde_json::to_writer(&mut values, v).map_err(json_error)?;
+        spans.push((k, start, values.len()));
+    }
+    let edits: Vec<(&str, Option<&[u8]>)> = spans
         .iter()
-        .map(|(k, v)| {
-            serde_json::to_vec(v)
-                .map(|bytes| (k.as_str(), bytes))
-                .map_err(json_error)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let edits: Vec<(&str, Option<&[u8]>)> = values
-        .iter()
-        .map(|(k, v)| (*k, Some(v.as_slice())))
+        .map(|&(k, a, b)| (k, Some(values.get(a..b).unwrap_or_default())))
         .collect();
     Ok(object.splice(&edits))
 }
@@ -476,6 +485,10 @@ mod tests {
     use serde_json::{json, Map, Value};
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn pairs(m: &Map<String, Value>) -> impl Iterator<Item = (&str, &Value)> {
+        m.iter().map(|(k, v)| (k.as_str(), v))
+    }
 
     fn parse(src: &[u8]) -> Result<ObjectBody<'_>, BodyError> {
         ObjectBody::parse(src, 64)
@@ -722,7 +735,7 @@ mod tests {
             br#"{}"#,
         ] {
             let o = parse(body)?;
-            let merged = o.merge_metadata(&set)?;
+            let merged = o.merge_metadata(pairs(&set))?;
             assert_eq!(merged, merge_object_raw(o.get_raw("metadata"), &set)?);
             let v: Value = serde_json::from_slice(&merged)?;
             assert_eq!(v.get("owner"), Some(&json!("u1")), "{merged:?}");
@@ -730,7 +743,7 @@ mod tests {
         }
         for body in [&br#"{"metadata": [1]}"#[..], br#"{"metadata": "x"}"#] {
             assert_eq!(
-                parse(body)?.merge_metadata(&set),
+                parse(body)?.merge_metadata(pairs(&set)),
                 Err(BodyError::NotAnObject)
             );
         }

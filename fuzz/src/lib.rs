@@ -485,7 +485,7 @@ pub fn filter(data: &[u8]) {
             let (push, rest) = r.split_pushable();
             let pushed = push
                 .iter()
-                .all(|(k, v)| md.get(k).is_some_and(|x| py_eq(x, v)));
+                .all(|(k, v)| md.get(*k).is_some_and(|x| py_eq(x, v)));
             let rest_ok = rest.as_ref().is_none_or(|x| x.matches(&md));
             assert_eq!(
                 m,
