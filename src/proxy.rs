@@ -212,33 +212,45 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 
 /// The client's headers that may reach the upstream, filtered in place: no hop-by-hop header
 /// (RFC 9110 7.6.1, including those named in `Connection`), no identity or position claim,
-/// no configured identity header, nothing under the gateway's own `x-graphguard-` prefix,
-/// no `Host`, `Expect` or `Content-Length` (the gateway sets them), at most one request id.
-/// One pass over the names; a typical request loses only `Host`, so the map is neither
-/// copied nor rebuilt.
+/// no configured identity header, nothing under the gateway's own `x-graphguard-` prefix, no
+/// `Expect`, at most one request id. `Host` and `Content-Length` stay: the caller overwrites
+/// or removes them. One pass over the names; a typical request loses nothing here, so the
+/// map is neither copied nor rebuilt and nothing is allocated.
 fn forwardable_headers(policy: &Policy, mut headers: HeaderMap) -> HeaderMap {
     let named = connection_named(&headers);
-    let request_id = headers.get(X_REQUEST_ID).cloned();
     let drop = |n: &HeaderName| {
         is_hop_by_hop(n)
             || SPOOFABLE.contains(n)
-            || *n == header::HOST
             || *n == header::EXPECT
-            || *n == header::CONTENT_LENGTH
             || named.contains(n)
             || policy.user_headers.strip.contains(n)
             || n.as_str().starts_with("x-graphguard-")
     };
-    let doomed: Vec<HeaderName> = headers.keys().filter(|n| drop(n)).cloned().collect();
-    for n in doomed {
-        headers.remove(n);
-    }
-    // Exactly one request id (the gateway's choice), even if a client named it in `Connection`.
-    if let Some(id) = request_id {
-        headers.insert(X_REQUEST_ID, id);
+    if headers.keys().any(|n| drop(n)) {
+        // Exactly one request id (the gateway's choice), even if a client named it in
+        // `Connection`.
+        let request_id = headers.get(X_REQUEST_ID).cloned();
+        let doomed: Vec<HeaderName> = headers.keys().filter(|n| drop(n)).cloned().collect();
+        for n in doomed {
+            headers.remove(n);
+        }
+        if let Some(id) = request_id {
+            headers.insert(X_REQUEST_ID, id);
+        }
     }
     headers.reserve(8);
     headers
+}
+
+/// Whether `v` is `n` in canonical decimal (no sign, no leading zero).
+fn is_length(v: &HeaderValue, n: usize) -> bool {
+    let b = v.as_bytes();
+    (b.len() == 1 || b.first() != Some(&b'0'))
+        && b.iter().all(u8::is_ascii_digit)
+        && std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
+            == Some(n)
 }
 
 fn full(bytes: impl Into<Bytes>) -> RespBody {
@@ -744,7 +756,14 @@ impl Gateway {
             headers.insert(X_FORWARDED_HOST, h);
         }
         if !body.is_empty() || method != Method::GET && method != Method::HEAD {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+            // The client's own value when it is exactly this body's length (no allocation).
+            let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+            let same = lengths.next().is_some_and(|v| is_length(v, body.len()));
+            if !same || lengths.next().is_some() {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+            }
+        } else {
+            headers.remove(header::CONTENT_LENGTH);
         }
         headers.insert(header::HOST, self.upstream.host().clone());
         // The path is forwarded exactly as authorized; an unchanged query shares its bytes.

@@ -646,3 +646,46 @@ async fn connect_and_unknown_methods_on_routes_are_405_json() {
     }
     assert!(up.requests().is_empty(), "{:?}", summary(&up.requests()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_gets_one_canonical_content_length() {
+    let (up, gw) = owner_setup().await;
+    let own = up.add_thread("alice");
+    // A body forwarded unchanged keeps its length, in canonical spelling whatever the client's.
+    let body = r#"{"values":{"a":1}}"#;
+    let n = body.len();
+    for cl in [
+        format!("Content-Length: {n}\r\n"),
+        format!("Content-Length: 00{n}\r\n"),
+        format!("Content-Length: {n}\r\nContent-Length: {n}\r\n"),
+    ] {
+        up.clear();
+        let mut c = RawConn::connect(&gw).await;
+        c.write(
+            format!(
+                "POST /threads/{own}/state HTTP/1.1\r\nHost: gw.test\r\nAuthorization: {ALICE}\r\nContent-Type: application/json\r\n{cl}\r\n{body}"
+            )
+            .as_bytes(),
+        )
+        .await;
+        let r = c.read_response().await;
+        let seen = up.one_forwarded();
+        assert_eq!(seen.body, body.as_bytes(), "{cl:?}: {}", r.status);
+        assert_eq!(
+            seen.header_all("content-length"),
+            vec![n.to_string()],
+            "{cl:?}"
+        );
+    }
+    // A read that declares an empty body forwards no length at all.
+    up.clear();
+    let mut c = RawConn::connect(&gw).await;
+    c.write(
+        format!("GET /threads/{own} HTTP/1.1\r\nHost: gw.test\r\nAuthorization: {ALICE}\r\nContent-Length: 0\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    assert_eq!(c.read_response().await.status, 200);
+    let seen = up.one_forwarded();
+    assert_eq!(seen.header("content-length"), None);
+}
