@@ -156,18 +156,17 @@ impl<'a> ObjectBody<'a> {
     /// new keys are appended in the order of their first appearance in
     /// `edits`. Removing an absent key is a no-op.
     pub fn splice(&self, edits: &[(&str, Option<&[u8]>)]) -> Vec<u8> {
-        let table = EditTable::new(edits);
+        let mut table = EditTable::new(edits);
         let src = self.src;
         let extra: usize = table
             .edits
             .iter()
-            .map(|(k, v)| k.len() + 8 + v.map_or(0, <[u8]>::len))
+            .map(|(k, v, _)| k.len() + 8 + v.map_or(0, <[u8]>::len))
             .sum();
         let mut out = Vec::with_capacity(src.len() + extra);
         let head_end = self.open + 1;
         push(&mut out, src.get(..head_end));
 
-        let mut applied = vec![false; table.edits.len()];
         let mut emitted = 0usize;
         let mut prev_end = head_end;
         let leading = self
@@ -178,14 +177,11 @@ impl<'a> ObjectBody<'a> {
             let edit = table.find(&m.key);
             let mut replacement = None;
             let mut removed = false;
-            if let Some(idx) = edit {
-                if let Some(flag) = applied.get_mut(idx) {
-                    *flag = true;
-                }
-                match table.edits.get(idx) {
-                    Some((_, Some(v))) => replacement = Some(*v),
-                    Some((_, None)) => removed = true,
-                    None => {}
+            if let Some((_, value, applied)) = edit.and_then(|idx| table.edits.get_mut(idx)) {
+                *applied = true;
+                match value {
+                    Some(v) => replacement = Some(*v),
+                    None => removed = true,
                 }
             }
             if !removed {
@@ -205,8 +201,8 @@ impl<'a> ObjectBody<'a> {
             prev_end = m.value_end;
         }
 
-        for ((key, value), done) in table.edits.iter().zip(&applied) {
-            if let (false, Some(v)) = (*done, value) {
+        for (key, value, applied) in &table.edits {
+            if let (false, Some(v)) = (*applied, value) {
                 if emitted > 0 {
                     out.push(b',');
                 }
@@ -386,9 +382,9 @@ fn check_duplicates(members: &[Member<'_>]) -> Result<(), BodyError> {
 }
 
 /// Edits resolved so that each key appears once (last edit wins, first
-/// appearance fixes the order of appended keys).
+/// appearance fixes the order of appended keys), each with whether it has been applied.
 struct EditTable<'e> {
-    edits: Vec<(&'e str, Option<&'e [u8]>)>,
+    edits: Vec<(&'e str, Option<&'e [u8]>, bool)>,
     index: Option<HashMap<&'e str, usize>>,
 }
 
@@ -403,7 +399,7 @@ impl<'e> EditTable<'e> {
                 Some(slot) => slot.1 = value,
                 None => {
                     let idx = table.edits.len();
-                    table.edits.push((key, value));
+                    table.edits.push((key, value, false));
                     if let Some(map) = table.index.as_mut() {
                         map.insert(key, idx);
                     }
@@ -416,7 +412,7 @@ impl<'e> EditTable<'e> {
     fn find(&self, key: &str) -> Option<usize> {
         match &self.index {
             Some(map) => map.get(key).copied(),
-            None => self.edits.iter().position(|(k, _)| *k == key),
+            None => self.edits.iter().position(|(k, _, _)| *k == key),
         }
     }
 }
