@@ -843,8 +843,9 @@ pub fn classify(method: &Method, path: &str) -> Result<RouteMatch, GatewayError>
     let parts: Vec<&str> = path.split('/').skip(1).collect();
     let mut allowed: Vec<&Method> = Vec::new();
     for route in TABLE.iter() {
-        if let Some(params) = match_segments(&route.segments, &parts) {
+        if fits(&route.segments, &parts) {
             if route.method == *want {
+                let params = capture(&route.segments, &parts);
                 return Ok(RouteMatch { route, params });
             }
             if !allowed.contains(&&route.method) {
@@ -867,37 +868,45 @@ pub fn classify(method: &Method, path: &str) -> Result<RouteMatch, GatewayError>
     Err(e)
 }
 
-fn match_segments(segs: &[Seg], parts: &[&str]) -> Option<Params> {
-    let mut params = Params::default();
+/// Whether the path's segments fit a route's template (no allocation: most routes are tried
+/// and rejected on every request).
+fn fits(segs: &[Seg], parts: &[&str]) -> bool {
     let mut i = 0;
     for seg in segs {
         match seg {
-            Seg::Rest => {
-                return parts
-                    .get(i)
-                    .is_some_and(|p| !p.is_empty())
-                    .then_some(params)
-            }
+            Seg::Rest => return parts.get(i).is_some_and(|p| !p.is_empty()),
             Seg::Lit(l) => {
                 if parts.get(i) != Some(l) {
-                    return None;
+                    return false;
                 }
             }
-            Seg::Param(name) => {
-                let v = parts.get(i).filter(|p| !p.is_empty())?;
-                let v = Some((*v).to_string());
-                match *name {
-                    "thread_id" => params.thread_id = v,
-                    "run_id" => params.run_id = v,
-                    "assistant_id" => params.assistant_id = v,
-                    "cron_id" => params.cron_id = v,
-                    _ => {}
+            Seg::Param(_) => {
+                if parts.get(i).is_none_or(|p| p.is_empty()) {
+                    return false;
                 }
             }
         }
         i += 1;
     }
-    (i == parts.len()).then_some(params)
+    i == parts.len()
+}
+
+/// The parameters of a path that [`fits`] the template.
+fn capture(segs: &[Seg], parts: &[&str]) -> Params {
+    let mut params = Params::default();
+    for (seg, part) in segs.iter().zip(parts) {
+        if let Seg::Param(name) = seg {
+            let v = Some((*part).to_string());
+            match *name {
+                "thread_id" => params.thread_id = v,
+                "run_id" => params.run_id = v,
+                "assistant_id" => params.assistant_id = v,
+                "cron_id" => params.cron_id = v,
+                _ => {}
+            }
+        }
+    }
+    params
 }
 
 /// Whether a string is a UUID in any of the spellings Python's `UUID()` accepts that can
