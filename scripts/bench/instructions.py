@@ -109,7 +109,9 @@ def main() -> int:
     port = load.free_port()
     out = tmp / "callgrind.out"
     if args.target == "graphguard":
-        cmd = [str(rel / "graphguard"), "serve", "--listen", f"127.0.0.1:{port}", "--upstream", f"http://{up_addr}", "--policies", args.policies, "--admin-listen", "off"]
+        cmd = [str(rel / "graphguard"), "serve", "--listen", f"127.0.0.1:{port}", "--upstream", f"http://{up_addr}", "--policies", args.policies, "--admin-listen", "off",
+               # No periodic policy re-read inside a measured window (it re-compiles the directory).
+               "--reload-poll-secs", "3600"]
     else:
         cmd = [str(rel / "examples/fake_upstream"), "proxy", f"127.0.0.1:{port}", up_addr]
     vg = ["valgrind", "--tool=callgrind", "--instr-atstart=yes", f"--callgrind-out-file={out}", "--dump-instr=no"]
