@@ -1207,7 +1207,11 @@ impl<'a> Cx<'a> {
     ) -> R<Forward> {
         let o = self.obj()?;
         // The stamped metadata, then the filter's equalities (a later value for a key wins).
-        let mut set: Vec<(&str, &Value)> = g.metadata.iter().flat_map(pairs).collect();
+        let mut set: Vec<(&str, &Value)> = Vec::with_capacity(
+            g.metadata.as_ref().map_or(0, Map::len)
+                + g.filter.as_ref().map_or(0, |f| f.conds.len()),
+        );
+        set.extend(g.metadata.iter().flat_map(pairs));
         let mut residual = None;
         if let Some(filter) = g.active_filter() {
             let (push, rest) = filter.split_pushable();

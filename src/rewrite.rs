@@ -254,8 +254,9 @@ fn merge_into<'s>(
     object: &ObjectBody<'_>,
     set: impl IntoIterator<Item = (&'s str, &'s serde_json::Value)>,
 ) -> Result<Vec<u8>, BodyError> {
+    let set = set.into_iter();
     let mut values = Vec::with_capacity(64);
-    let mut spans: Vec<(&str, usize, usize)> = Vec::new();
+    let mut spans: Vec<(&str, usize, usize)> = Vec::with_capacity(set.size_hint().0);
     for (k, v) in set {
         let start = values.len();
         serde_json::to_writer(&mut values, v).map_err(json_error)?;
