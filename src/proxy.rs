@@ -16,8 +16,6 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-
-use crate::pool::PooledBody;
 use serde_json::Value;
 
 use crate::audit::{AuditLine, LineSink};
@@ -29,6 +27,7 @@ use crate::decide::{
 use crate::error::{Delivery, GatewayError, Side};
 use crate::metrics::{Metrics, ReasonLabel, RequestLabels};
 use crate::policy::Policy;
+use crate::pool::PooledBody;
 use crate::rewrite::ObjectBody;
 use crate::routes::{self, Op};
 use crate::upstream::{UpBody, Upstream};
