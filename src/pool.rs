@@ -281,6 +281,13 @@ mod tests {
         r
     }
 
+    /// One request through the pool, its answer read to the end.
+    async fn hello(p: &Pool) {
+        let resp = p.send(get("/ok")).await.unwrap();
+        let got = resp.into_body().collect().await.unwrap();
+        assert_eq!(got.to_bytes(), "hello");
+    }
+
     /// A server that answers each request on a connection with `hello`, counting connections;
     /// with `close_after_first`, it closes every connection after its first answer without
     /// saying so (as a server whose keep-alive timer just fired).
@@ -324,9 +331,7 @@ mod tests {
         let (addr, conns) = server(false).await;
         let p = pool(addr);
         for _ in 0..5 {
-            let resp = p.send(get("/ok")).await.unwrap();
-            let got = resp.into_body().collect().await.unwrap();
-            assert_eq!(got.to_bytes(), "hello");
+            hello(&p).await;
             // The connection may still be finishing the response; it comes back shortly.
             for _ in 0..100 {
                 if p.idle_count() == 1 {
@@ -347,9 +352,7 @@ mod tests {
         drop(resp);
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(p.idle_count(), 0);
-        let resp = p.send(get("/ok")).await.unwrap();
-        let got = resp.into_body().collect().await.unwrap();
-        assert_eq!(got.to_bytes(), "hello");
+        hello(&p).await;
         assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
@@ -358,9 +361,7 @@ mod tests {
         let (addr, conns) = server(true).await;
         let p = pool(addr);
         for _ in 0..3 {
-            let resp = p.send(get("/ok")).await.unwrap();
-            let got = resp.into_body().collect().await.unwrap();
-            assert_eq!(got.to_bytes(), "hello");
+            hello(&p).await;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 3);
