@@ -93,6 +93,9 @@ impl Admin {
                 self.gateway
                     .metrics
                     .observe_authenticators(&policy.authenticators);
+                self.gateway
+                    .metrics
+                    .observe_pool(self.gateway.upstream.pool_stats());
                 resp(
                     StatusCode::OK,
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",

@@ -96,6 +96,12 @@ pub struct Metrics {
     pub jwks_fetch_failures: Gauge,
     /// Calls to external authenticate endpoints (answer-cache misses) since the policy loaded.
     pub forward_auth_calls: Gauge,
+    /// Idle keep-alive connections to the upstream.
+    pub upstream_idle_connections: Gauge,
+    /// Connections opened to the upstream since start.
+    pub upstream_connections_opened: Gauge,
+    /// Requests sent again after a reused upstream connection refused them unsent.
+    pub upstream_resent_requests: Gauge,
 }
 
 impl Default for Metrics {
@@ -126,6 +132,24 @@ impl Metrics {
         let jwks_fetches = Gauge::default();
         let jwks_fetch_failures = Gauge::default();
         let forward_auth_calls = Gauge::default();
+        let upstream_idle_connections = Gauge::default();
+        let upstream_connections_opened = Gauge::default();
+        let upstream_resent_requests = Gauge::default();
+        registry.register(
+            "upstream_idle_connections",
+            "Idle keep-alive connections to the upstream",
+            upstream_idle_connections.clone(),
+        );
+        registry.register(
+            "upstream_connections_opened",
+            "Connections opened to the upstream since start",
+            upstream_connections_opened.clone(),
+        );
+        registry.register(
+            "upstream_resent_requests",
+            "Requests sent again after a reused upstream connection refused them unsent",
+            upstream_resent_requests.clone(),
+        );
         registry.register(
             "jwt_signature_verifications",
             "Token signature verifications (verified-token cache misses) since the policy loaded",
@@ -230,6 +254,9 @@ impl Metrics {
             jwks_fetches,
             jwks_fetch_failures,
             forward_auth_calls,
+            upstream_idle_connections,
+            upstream_connections_opened,
+            upstream_resent_requests,
         }
     }
 
@@ -264,6 +291,14 @@ impl Metrics {
         self.jwks_fetches.set(g(fetches));
         self.jwks_fetch_failures.set(g(failures));
         self.forward_auth_calls.set(g(calls));
+    }
+
+    /// Read the upstream pool's counts into gauges (called at scrape time).
+    pub fn observe_pool(&self, stats: crate::pool::PoolStats) {
+        let g = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
+        self.upstream_idle_connections.set(g(stats.idle as u64));
+        self.upstream_connections_opened.set(g(stats.opened));
+        self.upstream_resent_requests.set(g(stats.resent));
     }
 
     /// Record a loaded policy version.

@@ -12,6 +12,7 @@
 //! as hyper-util's pool does; a fresh connection's failure is final.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -69,6 +70,19 @@ struct Inner {
     cfg: PoolConfig,
     host: HeaderValue,
     idle: Mutex<Vec<Idle>>,
+    opened: AtomicU64,
+    resent: AtomicU64,
+}
+
+/// What the pool has done, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PoolStats {
+    /// Idle connections held now.
+    pub idle: usize,
+    /// Connections opened since start.
+    pub opened: u64,
+    /// Requests sent again after a reused connection refused them unsent.
+    pub resent: u64,
 }
 
 #[derive(Debug)]
@@ -88,6 +102,8 @@ impl Pool {
                 cfg,
                 host,
                 idle: Mutex::new(Vec::new()),
+                opened: AtomicU64::new(0),
+                resent: AtomicU64::new(0),
             }),
         }
     }
@@ -95,6 +111,15 @@ impl Pool {
     /// Idle connections held now (for tests and metrics).
     pub fn idle_count(&self) -> usize {
         self.inner.lock().len()
+    }
+
+    /// Counts for metrics.
+    pub fn stats(&self) -> PoolStats {
+        PoolStats {
+            idle: self.idle_count(),
+            opened: self.inner.opened.load(Ordering::Relaxed),
+            resent: self.inner.resent.load(Ordering::Relaxed),
+        }
     }
 
     /// Send `req` (its URI in origin form) and return the response once its head arrived;
@@ -128,6 +153,7 @@ impl Pool {
                     Some(unsent) if is_reused => {
                         tracing::debug!(error = %e.error(), "reused upstream connection refused a request unsent; sending it again");
                         stale += 1;
+                        self.inner.resent.fetch_add(1, Ordering::Relaxed);
                         req = unsent;
                     }
                     _ => return Err(SendError::Request(e.into_error())),
@@ -182,6 +208,7 @@ impl Inner {
         let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(SendError::Request)?;
+        self.opened.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "upstream connection ended");
@@ -342,6 +369,14 @@ mod tests {
             assert_eq!(p.idle_count(), 1);
         }
         assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(
+            p.stats(),
+            PoolStats {
+                idle: 1,
+                opened: 1,
+                resent: 0
+            }
+        );
     }
 
     #[tokio::test]

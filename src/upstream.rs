@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::decide::{Fetched, Target};
 use crate::error::GatewayError;
-use crate::pool::{Pool, PoolConfig, PooledBody, SendError};
+use crate::pool::{Pool, PoolConfig, PoolStats, PooledBody, SendError};
 
 pub use crate::pool::UpBody;
 
@@ -105,6 +105,11 @@ impl Upstream {
     /// The authority (`host:port`) of the upstream.
     pub fn authority(&self) -> &str {
         self.authority.as_str()
+    }
+
+    /// The connection pool's counts (for metrics).
+    pub fn pool_stats(&self) -> PoolStats {
+        self.pool.stats()
     }
 
     /// The `Host` header value for requests to the upstream.

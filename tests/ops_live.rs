@@ -75,6 +75,7 @@ async fn metrics_scrape_counts_a_known_sequence() {
         .send(&gw)
         .await
         .assert_status(401);
+    gw.gw.metrics.observe_pool(gw.gw.upstream.pool_stats());
     let text = gw.gw.metrics.encode();
     let line = |needle: &str| -> f64 {
         text.lines()
@@ -112,6 +113,14 @@ async fn metrics_scrape_counts_a_known_sequence() {
     assert_eq!(line("graphguard_lookup_cache_hits_total"), 2.0);
     assert_eq!(line("graphguard_request_duration_seconds_count"), 5.0);
     assert_eq!(line("graphguard_in_flight_requests"), 0.0);
+    // Three forwards and a lookup, one after another: kept-alive connections are reused.
+    let opened = line("graphguard_upstream_connections_opened");
+    assert!(
+        (1.0..5.0).contains(&opened),
+        "{opened} connections for 4 sequential upstream requests"
+    );
+    assert_eq!(line("graphguard_upstream_resent_requests"), 0.0);
+    assert!(line("graphguard_upstream_idle_connections") <= opened);
 }
 
 /// Write a ConfigMap-style directory version and atomically swap the `..data` symlink.
