@@ -16,7 +16,7 @@ use crate::error::GatewayError;
 use crate::event::{Action, Event, Resource};
 use crate::filter::ResolvedFilter;
 use crate::policy::{Grant, Policy};
-use crate::rewrite::{merge_object_pairs, BodyError, ObjectBody};
+use crate::rewrite::{merge_object_pairs, pairs, BodyError, ObjectBody};
 use crate::routes::{is_uuid, BodyKind, Miss, Op, RouteMatch};
 use crate::user::User;
 
@@ -1543,8 +1543,3 @@ impl StoreQuery {
 #[cfg(test)]
 #[path = "decide_tests.rs"]
 mod tests;
-
-/// A map's members as the (key, value) pairs the body merges take.
-fn pairs(m: &Map<String, Value>) -> impl Iterator<Item = (&str, &Value)> {
-    m.iter().map(|(k, v)| (k.as_str(), v))
-}

@@ -242,7 +242,7 @@ impl ResolvedFilter {
                 other => rest_conds.push(other.clone()),
             }
         }
-        // Built only when something stays (no clone of the `$or` and `$and` parts otherwise).
+        // `$or` and `$and` always stay: the upstream's containment cannot express them.
         let rest = Filter {
             conds: rest_conds,
             any: self.any.clone(),

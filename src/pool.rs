@@ -180,12 +180,12 @@ impl Inner {
     }
 
     fn put(&self, tx: SendRequest<UpBody>) {
+        if self.cfg.max_idle == 0 {
+            return;
+        }
         let mut idle = self.lock();
         if idle.len() >= self.cfg.max_idle {
             // The oldest goes: it is the likeliest to have been closed by the server.
-            if idle.is_empty() {
-                return;
-            }
             idle.remove(0);
         }
         idle.push(Idle {
@@ -223,6 +223,7 @@ impl Inner {
 pub struct PooledBody {
     body: Incoming,
     conn: Option<(SendRequest<UpBody>, Arc<Inner>)>,
+    /// The body polled to its end; one whose length ran out shows it by `is_end_stream`.
     ended: bool,
 }
 
@@ -235,10 +236,8 @@ impl Body for PooledBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => self.ended = true,
-            Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.ended = true,
-            _ => {}
+        if let Poll::Ready(None) = polled {
+            self.ended = true;
         }
         polled
     }

@@ -790,7 +790,8 @@ impl Gateway {
                 .boxed_unsync(),
         );
         *req.method_mut() = method;
-        *req.uri_mut() = self.upstream.uri_for(path_and_query)?;
+        // Origin form: the pool sends to its one upstream.
+        *req.uri_mut() = http::Uri::from(path_and_query);
         *req.headers_mut() = headers;
         Ok(req)
     }

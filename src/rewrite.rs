@@ -231,7 +231,14 @@ pub fn merge_object_raw(
     existing: Option<&[u8]>,
     set: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<Vec<u8>, BodyError> {
-    merge_object_pairs(existing, set.iter().map(|(k, v)| (k.as_str(), v)))
+    merge_object_pairs(existing, pairs(set))
+}
+
+/// A map's members as the (key, value) pairs the merges take.
+pub fn pairs(
+    m: &serde_json::Map<String, serde_json::Value>,
+) -> impl Iterator<Item = (&str, &serde_json::Value)> {
+    m.iter().map(|(k, v)| (k.as_str(), v))
 }
 
 /// [`merge_object_raw`] with the keys to set given as pairs: a later pair for a key wins, the
@@ -482,10 +489,6 @@ mod tests {
     use serde_json::{json, Map, Value};
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-    fn pairs(m: &Map<String, Value>) -> impl Iterator<Item = (&str, &Value)> {
-        m.iter().map(|(k, v)| (k.as_str(), v))
-    }
 
     fn parse(src: &[u8]) -> Result<ObjectBody<'_>, BodyError> {
         ObjectBody::parse(src, 64)

@@ -39,8 +39,6 @@ pub struct UpstreamConfig {
 pub struct Upstream {
     pool: Pool,
     cfg: UpstreamConfig,
-    /// The authority (`host:port`), parsed once; cloning it shares the bytes.
-    authority: http::uri::Authority,
     /// The `Host` header for forwarded requests.
     host: http::HeaderValue,
     cache: MemoryCache<Target, Fetched>,
@@ -93,18 +91,12 @@ impl Upstream {
             pool,
             cfg,
             host,
-            authority,
             cache: MemoryCache::new(cache_capacity.max(16)),
             inflight: std::sync::Mutex::new(std::collections::HashMap::new()),
             writes: AtomicU64::new(0),
             ttl,
             lookups_sent: AtomicU64::new(0),
         })
-    }
-
-    /// The authority (`host:port`) of the upstream.
-    pub fn authority(&self) -> &str {
-        self.authority.as_str()
     }
 
     /// The connection pool's counts (for metrics).
@@ -117,17 +109,11 @@ impl Upstream {
         &self.host
     }
 
-    /// The request target on the upstream (origin form) for an already valid path and query
-    /// (no copy of either).
-    pub fn uri_for(&self, path_and_query: http::uri::PathAndQuery) -> Result<Uri, GatewayError> {
-        Ok(Uri::from(path_and_query))
-    }
-
-    /// The request target on the upstream for a path and query.
+    /// The request target on the upstream (origin form) for a path and query.
     pub fn uri(&self, path_and_query: &str) -> Result<Uri, GatewayError> {
-        let pq = http::uri::PathAndQuery::try_from(path_and_query)
-            .map_err(|e| GatewayError::bad_request(format!("invalid request target: {e}")))?;
-        self.uri_for(pq)
+        http::uri::PathAndQuery::try_from(path_and_query)
+            .map(Uri::from)
+            .map_err(|e| GatewayError::bad_request(format!("invalid request target: {e}")))
     }
 
     /// Send a request; waits for the response headers at most the configured time.
