@@ -286,7 +286,23 @@ fn parse_object<'a>(
     max_depth: usize,
     inner_checked: Option<&str>,
 ) -> Result<ObjectBody<'a>, BodyError> {
-    let (text, open, spans) = scan_object(src, max_depth)?;
+    let text = std::str::from_utf8(src).map_err(|e| BodyError::InvalidJson(e.to_string()))?;
+    parse_text(text, max_depth, inner_checked)
+}
+
+/// [`parse_object`] of text already known to be UTF-8.
+fn parse_text<'a>(
+    text: &'a str,
+    max_depth: usize,
+    inner_checked: Option<&str>,
+) -> Result<ObjectBody<'a>, BodyError> {
+    let src = text.as_bytes();
+    let (open, spans) = match scan::scan(src, max_depth) {
+        Ok(scan::Scanned::Object { open, members }) => (open, members),
+        Ok(scan::Scanned::Other) => return Err(BodyError::NotAnObject),
+        Err(scan::ScanError::TooDeep) => return Err(BodyError::TooDeep),
+        Err(e) => return Err(BodyError::InvalidJson(e.describe(src))),
+    };
     let members = members_of(text, &spans)?;
     check_duplicates(&members)?;
 
@@ -295,8 +311,8 @@ fn parse_object<'a>(
         if let Some(m) = members.iter().find(|m| m.key == name) {
             if src.get(m.value_start) == Some(&b'{') {
                 // Already validated as part of the body; indexed again on its own.
-                let inner_src = src.get(m.value_start..m.value_end).unwrap_or_default();
-                inner = Some(Box::new(parse_object(inner_src, usize::MAX, None)?));
+                let inner_text = text.get(m.value_start..m.value_end).unwrap_or_default();
+                inner = Some(Box::new(parse_text(inner_text, usize::MAX, None)?));
             }
         }
     }
@@ -308,30 +324,23 @@ fn parse_object<'a>(
     })
 }
 
-/// Validate `src` (UTF-8, then grammar and depth) and index it if it is an object.
-fn scan_object(src: &[u8], max_depth: usize) -> Result<(&str, usize, Vec<scan::Span>), BodyError> {
-    let text = std::str::from_utf8(src).map_err(|e| BodyError::InvalidJson(e.to_string()))?;
-    match scan::scan(src, max_depth) {
-        Ok(scan::Scanned::Object { open, members }) => Ok((text, open, members)),
-        Ok(scan::Scanned::Other) => Err(BodyError::NotAnObject),
-        Err(scan::ScanError::TooDeep) => Err(BodyError::TooDeep),
-        Err(e) => Err(BodyError::InvalidJson(e.describe(src))),
-    }
-}
-
 /// Members with unescaped keys for the spans of a validated object.
 fn members_of<'a>(text: &'a str, spans: &[scan::Span]) -> Result<Vec<Member<'a>>, BodyError> {
-    spans
-        .iter()
-        .map(|s| {
-            Ok(Member {
-                key: unescape_key(text, s.key_start, s.key_end)?,
-                key_start: s.key_start,
-                value_start: s.value_start,
-                value_end: s.value_end,
-            })
-        })
-        .collect()
+    let mut members = Vec::with_capacity(spans.len());
+    for s in spans {
+        let key = if s.key_escaped {
+            unescape_key(text, s.key_start, s.key_end)?
+        } else {
+            Cow::Borrowed(text.get(s.key_start + 1..s.key_end - 1).unwrap_or_default())
+        };
+        members.push(Member {
+            key,
+            key_start: s.key_start,
+            value_start: s.value_start,
+            value_end: s.value_end,
+        });
+    }
+    Ok(members)
 }
 
 /// Map a serde_json error; its own recursion limit counts as "too deep".

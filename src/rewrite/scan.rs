@@ -23,6 +23,8 @@ pub(super) struct Span {
     pub key_start: usize,
     /// Offset one past the key's closing quote.
     pub key_end: usize,
+    /// Whether the key has an escape sequence (else its text is the bytes between the quotes).
+    pub key_escaped: bool,
     /// Offset of the first byte of the value.
     pub value_start: usize,
     /// Offset one past the last byte of the value.
@@ -81,7 +83,7 @@ pub(super) fn scan(src: &[u8], max_depth: usize) -> Result<Scanned, ScanError> {
     let mut in_object = false;
     let mut at_top = false;
     // Key span and value start of the top-level member whose value is being scanned.
-    let mut pending: Option<(usize, usize, usize)> = None;
+    let mut pending: Option<Span> = None;
     let (mut inline, mut heap) = ([0u64; 8], Vec::new());
     let stops = Stops::new(src, &mut inline, &mut heap);
     'value: loop {
@@ -118,12 +120,10 @@ pub(super) fn scan(src: &[u8], max_depth: usize) -> Result<Scanned, ScanError> {
         // A value ended at `end`: close containers until one continues.
         loop {
             if at_top {
-                if let Some((key_start, key_end, value_start)) = pending.take() {
+                if let Some(span) = pending.take() {
                     members.push(Span {
-                        key_start,
-                        key_end,
-                        value_start,
                         value_end: end,
+                        ..span
                     });
                 }
             }
@@ -207,20 +207,31 @@ fn member_key(
     src: &[u8],
     i: usize,
     top: bool,
-    pending: &mut Option<(usize, usize, usize)>,
+    pending: &mut Option<Span>,
     stops: &Stops<'_>,
 ) -> Result<usize, ScanError> {
     if src.get(i) != Some(&b'"') {
         return Err(ScanError::Syntax("key must be a string", i));
     }
-    let key_end = string(src, i, stops)?;
+    let first_stop = stops.next(i + 1);
+    let (key_end, key_escaped) = if src.get(first_stop) == Some(&b'"') {
+        (first_stop + 1, false)
+    } else {
+        (string_from(src, first_stop, stops)?, true)
+    };
     let colon = skip_ws(src, key_end);
     if src.get(colon) != Some(&b':') {
         return Err(ScanError::Syntax("expected `:`", colon));
     }
     let value_start = skip_ws(src, colon + 1);
     if top {
-        *pending = Some((i, key_end, value_start));
+        *pending = Some(Span {
+            key_start: i,
+            key_end,
+            key_escaped,
+            value_start,
+            value_end: value_start,
+        });
     }
     Ok(value_start)
 }
