@@ -328,13 +328,8 @@ fn parse_text<'a>(
 fn members_of<'a>(text: &'a str, spans: &[scan::Span]) -> Result<Vec<Member<'a>>, BodyError> {
     let mut members = Vec::with_capacity(spans.len());
     for s in spans {
-        let key = if s.key_escaped {
-            unescape_key(text, s.key_start, s.key_end)?
-        } else {
-            Cow::Borrowed(text.get(s.key_start + 1..s.key_end - 1).unwrap_or_default())
-        };
         members.push(Member {
-            key,
+            key: unescape_key(text, s.key_start, s.key_end, s.key_escaped)?,
             key_start: s.key_start,
             value_start: s.value_start,
             value_end: s.value_end,
@@ -353,12 +348,18 @@ fn json_error(e: serde_json::Error) -> BodyError {
     }
 }
 
-/// Unescaped key text for the string token at `start..end` (quotes included).
-fn unescape_key(text: &str, start: usize, end: usize) -> Result<Cow<'_, str>, BodyError> {
+/// Unescaped key text for the string token at `start..end` (quotes included); `escaped`:
+/// whether the scanner saw an escape in it (else the text between the quotes is the key).
+fn unescape_key(
+    text: &str,
+    start: usize,
+    end: usize,
+    escaped: bool,
+) -> Result<Cow<'_, str>, BodyError> {
     let token = text
         .get(start..end)
         .ok_or_else(|| BodyError::InvalidJson("internal error: key span out of range".into()))?;
-    if token.contains('\\') {
+    if escaped {
         // The scanner validated the escapes' syntax; what can still fail is an unpaired
         // surrogate, which has no text to compare (refused, on purpose).
         serde_json::from_str::<String>(token)

@@ -213,12 +213,7 @@ fn member_key(
     if src.get(i) != Some(&b'"') {
         return Err(ScanError::Syntax("key must be a string", i));
     }
-    let first_stop = stops.next(i + 1);
-    let (key_end, key_escaped) = if src.get(first_stop) == Some(&b'"') {
-        (first_stop + 1, false)
-    } else {
-        (string_from(src, first_stop, stops)?, true)
-    };
+    let (key_end, key_escaped) = string_escaped(src, i, stops)?;
     let colon = skip_ws(src, key_end);
     if src.get(colon) != Some(&b':') {
         return Err(ScanError::Syntax("expected `:`", colon));
@@ -236,15 +231,21 @@ fn member_key(
     Ok(value_start)
 }
 
-/// The end of the string whose opening quote is at `i`. Inlined: most strings end at their
-/// first stop.
+/// The end of the string whose opening quote is at `i`.
 #[inline(always)]
 fn string(src: &[u8], i: usize, stops: &Stops<'_>) -> Result<usize, ScanError> {
+    string_escaped(src, i, stops).map(|(end, _)| end)
+}
+
+/// The end of the string whose opening quote is at `i`, and whether it has an escape (any
+/// stop before its closing quote). Inlined: most strings end at their first stop.
+#[inline(always)]
+fn string_escaped(src: &[u8], i: usize, stops: &Stops<'_>) -> Result<(usize, bool), ScanError> {
     let j = stops.next(i + 1);
     if src.get(j) == Some(&b'"') {
-        return Ok(j + 1);
+        return Ok((j + 1, false));
     }
-    string_from(src, j, stops)
+    Ok((string_from(src, j, stops)?, true))
 }
 
 /// The rest of a string from the stop at `j` that is not its closing quote.
