@@ -439,6 +439,19 @@ pub enum Reason {
     RbacFallbackDeny,
 }
 
+impl Reason {
+    /// The reason's name, as `Debug` writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Disabled => "Disabled",
+            Reason::DenyWins => "DenyWins",
+            Reason::AllowGrants => "AllowGrants",
+            Reason::RbacFallbackAllow => "RbacFallbackAllow",
+            Reason::RbacFallbackDeny => "RbacFallbackDeny",
+        }
+    }
+}
+
 /// The access decision for one permission on one resource, with its explanation.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AccessDecision {

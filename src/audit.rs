@@ -6,12 +6,11 @@
 //! fraction of the generic formatter. With another log format (`pretty`, `compact`) the
 //! gateway emits the event through `tracing` instead.
 
-use std::fmt::Write as _;
-use std::io::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::abac::AccessDecision;
 use crate::decide::Step;
+use crate::filter::{Cond, ResolvedFilter};
 
 /// Where finished audit lines go (the buffered log sink in the server).
 pub trait LineSink: Send + Sync {
@@ -53,75 +52,91 @@ pub struct AuditLine<'a> {
 impl AuditLine<'_> {
     /// `handlers`: `event=handler` per step, `!` when it refused.
     pub fn handlers(&self) -> String {
-        let mut s = String::new();
-        for (i, st) in self.steps.iter().enumerate() {
-            let _ = write!(
-                s,
-                "{}{}={}{}",
-                if i > 0 { "," } else { "" },
-                st.event,
-                st.handler.as_deref().unwrap_or("-"),
-                if st.allowed { "" } else { "!" }
-            );
-        }
-        s
+        text(|out| self.put_handlers(out))
     }
 
     /// `filters`: `event:{filter as JSON}` per step that returned a filter.
     pub fn filters(&self) -> String {
-        let mut s = String::new();
-        for st in self.steps {
-            if let Some(f) = &st.filter {
-                let _ = write!(
-                    s,
-                    "{}{}:{}",
-                    if s.is_empty() { "" } else { "," },
-                    st.event,
-                    crate::explain::filter_json(f)
-                );
-            }
-        }
-        s
+        text(|out| self.put_filters(out))
     }
 
     /// `stamped`: `event:key+key` per step that stamps metadata.
     pub fn stamped(&self) -> String {
-        let mut s = String::new();
-        for st in self.steps.iter().filter(|st| !st.stamped.is_empty()) {
-            let _ = write!(
-                s,
-                "{}{}:{}",
-                if s.is_empty() { "" } else { "," },
-                st.event,
-                st.stamped.join("+")
-            );
-        }
-        s
+        text(|out| self.put_stamped(out))
     }
 
     /// `access`: `permission=allow|deny:Reason[ role=R][ policies=A|B]` per decision.
     pub fn access(&self) -> String {
-        let mut s = String::new();
+        text(|out| self.put_access(out))
+    }
+
+    fn put_handlers<S: Sink>(&self, out: &mut S) {
+        for (i, st) in self.steps.iter().enumerate() {
+            if i > 0 {
+                out.put(b",");
+            }
+            put_event(out, st.event);
+            out.put(b"=");
+            out.put(st.handler.as_deref().unwrap_or("-").as_bytes());
+            if !st.allowed {
+                out.put(b"!");
+            }
+        }
+    }
+
+    fn put_filters<S: Sink>(&self, out: &mut S) {
+        let mut first = true;
+        for st in self.steps {
+            if let Some(f) = &st.filter {
+                if !first {
+                    out.put(b",");
+                }
+                first = false;
+                put_event(out, st.event);
+                out.put(b":");
+                // Writing into a Vec (or an escaping view of one) cannot fail.
+                let _ = serde_json::to_writer(&mut *out, &FilterJson(f));
+            }
+        }
+    }
+
+    fn put_stamped<S: Sink>(&self, out: &mut S) {
+        let mut first = true;
+        for st in self.steps.iter().filter(|st| !st.stamped.is_empty()) {
+            if !first {
+                out.put(b",");
+            }
+            first = false;
+            put_event(out, st.event);
+            out.put(b":");
+            for (i, key) in st.stamped.iter().enumerate() {
+                if i > 0 {
+                    out.put(b"+");
+                }
+                out.put(key.as_bytes());
+            }
+        }
+    }
+
+    fn put_access<S: Sink>(&self, out: &mut S) {
         for (i, a) in self.access.iter().enumerate() {
-            let _ = write!(
-                s,
-                "{}{}={}:{:?}",
-                if i > 0 { "," } else { "" },
-                a.permission,
-                if a.allowed { "allow" } else { "deny" },
-                a.reason
-            );
+            if i > 0 {
+                out.put(b",");
+            }
+            out.put(a.permission.as_bytes());
+            out.put(if a.allowed { b"=allow:" } else { b"=deny:" });
+            out.put(a.reason.as_str().as_bytes());
             if let Some(role) = a.rbac.as_ref().and_then(|r| r.via_role.as_deref()) {
-                let _ = write!(s, " role={role}");
+                out.put(b" role=");
+                out.put(role.as_bytes());
             }
             let mut first = true;
             for g in a.groups.iter().filter(|g| g.matched) {
-                s.push_str(if first { " policies=" } else { "|" });
-                s.push_str(&g.policy);
+                out.put(if first { b" policies=" } else { b"|" });
+                out.put(g.policy.as_bytes());
                 first = false;
             }
         }
-        s
     }
 
     /// The whole line, newline included, appended to `out`.
@@ -132,37 +147,141 @@ impl AuditLine<'_> {
         field_str(out, "request_id", self.request_id);
         field_str(out, "method", self.method);
         field_str(out, "path", self.path);
-        let _ = write!(out, ",\"status\":{}", self.status);
+        out.extend_from_slice(b",\"status\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.status).as_bytes());
         field_str(out, "decision", self.decision);
         field_str(out, "user", self.user);
-        // Empty strings when there are no steps (no allocation then).
-        field_str(out, "handlers", &self.handlers());
-        field_str(out, "access", &self.access());
-        field_str(out, "filters", &self.filters());
-        field_str(out, "stamped", &self.stamped());
+        // Each list is written straight into the line, escaped as it goes (empty strings
+        // when there are no steps).
+        field_with(out, "handlers", |e| self.put_handlers(e));
+        field_with(out, "access", |e| self.put_access(e));
+        field_with(out, "filters", |e| self.put_filters(e));
+        field_with(out, "stamped", |e| self.put_stamped(e));
         field_str(out, "policy", self.policy);
-        let _ = write!(
-            out,
-            ",\"elapsed_us\":{},\"target\":\"graphguard::audit\"}}\n",
-            self.elapsed.as_micros()
-        );
+        out.extend_from_slice(b",\"elapsed_us\":");
+        let micros = u64::try_from(self.elapsed.as_micros()).unwrap_or(u64::MAX);
+        out.extend_from_slice(itoa::Buffer::new().format(micros).as_bytes());
+        out.extend_from_slice(b",\"target\":\"graphguard::audit\"}\n");
+    }
+}
+
+/// Where a field's text goes: the raw bytes (for `tracing`'s own formatter) or the inside
+/// of a JSON string (for the hand-written line). `io::Write` too, for serde's writer.
+trait Sink: std::io::Write {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// A view of a line that escapes what is written to it as the inside of a JSON string.
+/// Escaping is byte by byte and never touches bytes >= 0x80, so text may arrive in any
+/// pieces, even ones that split a UTF-8 sequence.
+struct Escaped<'a>(&'a mut Vec<u8>);
+
+impl Sink for Escaped<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        escape_into(self.0, bytes);
+    }
+}
+
+impl std::io::Write for Escaped<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        escape_into(self.0, buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn text(f: impl FnOnce(&mut Vec<u8>)) -> String {
+    let mut out = Vec::new();
+    f(&mut out);
+    // Every piece written is a `str` or serde_json's output, so this is UTF-8.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+fn put_event<S: Sink>(out: &mut S, event: crate::event::Event) {
+    out.put(event.resource.as_str().as_bytes());
+    out.put(b":");
+    out.put(event.action.as_str().as_bytes());
+}
+
+/// A filter in its JSON form (`crate::explain::filter_json`'s shape), serialized without
+/// building a `Value`.
+struct FilterJson<'a>(&'a ResolvedFilter);
+
+impl serde::Serialize for FilterJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let f = self.0;
+        let mut m = s.serialize_map(None)?;
+        for c in &f.conds {
+            match c {
+                Cond::Eq(k, v) => m.serialize_entry(k, v)?,
+                Cond::Contains(k, v) => m.serialize_entry(k, &Contains(v))?,
+            }
+        }
+        if let Some(any) = &f.any {
+            m.serialize_entry("$or", &Group(any))?;
+        }
+        if let Some(all) = &f.all {
+            m.serialize_entry("$and", &Group(all))?;
+        }
+        m.end()
+    }
+}
+
+struct Contains<'a>(&'a serde_json::Value);
+
+impl serde::Serialize for Contains<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut m = s.serialize_map(Some(1))?;
+        m.serialize_entry("$contains", self.0)?;
+        m.end()
+    }
+}
+
+struct Group<'a>(&'a [ResolvedFilter]);
+
+impl serde::Serialize for Group<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(FilterJson))
     }
 }
 
 fn field_str(out: &mut Vec<u8>, name: &str, value: &str) {
+    field_with(out, name, |e| e.put(value.as_bytes()));
+}
+
+fn field_with(out: &mut Vec<u8>, name: &str, body: impl FnOnce(&mut Escaped<'_>)) {
     out.extend_from_slice(b",\"");
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b"\":\"");
-    escape_into(out, value);
+    body(&mut Escaped(out));
     out.push(b'"');
 }
 
-/// `s` as the inside of a JSON string.
-fn escape_into(out: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
+/// `bytes` as the inside of a JSON string (serde_json's escapes: the short forms, `\u00XX`
+/// for other control bytes).
+fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    // The common case, text with nothing to escape, is one copy.
+    let Some(first) = bytes
+        .iter()
+        .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
+    else {
+        out.extend_from_slice(bytes);
+        return;
+    };
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escaped: &[u8] = match b {
+    for (i, &b) in bytes.iter().enumerate().skip(first) {
+        let short: &[u8] = match b {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
             b'\n' => b"\\n",
@@ -174,10 +293,12 @@ fn escape_into(out: &mut Vec<u8>, s: &str) {
             _ => continue,
         };
         out.extend_from_slice(bytes.get(start..i).unwrap_or_default());
-        if escaped.is_empty() {
-            let _ = write!(out, "\\u{:04x}", b);
+        if short.is_empty() {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 0xf)]);
         } else {
-            out.extend_from_slice(escaped);
+            out.extend_from_slice(short);
         }
         start = i + 1;
     }
@@ -190,14 +311,31 @@ fn rfc3339_micros(t: SystemTime, out: &mut Vec<u8>) {
     let secs = since.as_secs();
     let (y, m, d) = civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;
-    let _ = write!(
-        out,
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since.subsec_micros()
-    );
+    // Years outside 0..=9999 do not fit the format; clamp rather than widen the field.
+    digits(out, y.clamp(0, 9999) as u64, 4);
+    out.push(b'-');
+    digits(out, u64::from(m), 2);
+    out.push(b'-');
+    digits(out, u64::from(d), 2);
+    out.push(b'T');
+    digits(out, rem / 3600, 2);
+    out.push(b':');
+    digits(out, rem % 3600 / 60, 2);
+    out.push(b':');
+    digits(out, rem % 60, 2);
+    out.push(b'.');
+    digits(out, u64::from(since.subsec_micros()), 6);
+    out.push(b'Z');
+}
+
+/// `n` in exactly `width` decimal digits (zero-padded; higher digits dropped).
+fn digits(out: &mut Vec<u8>, mut n: u64, width: usize) {
+    let at = out.len();
+    out.resize(at + width, b'0');
+    for slot in out[at..].iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day) (H. Hinnant's
@@ -243,7 +381,7 @@ mod tests {
             "",
         ] {
             let mut out = vec![b'"'];
-            escape_into(&mut out, s);
+            escape_into(&mut out, s.as_bytes());
             out.push(b'"');
             let back: String = serde_json::from_slice(&out).unwrap();
             assert_eq!(back, s);
@@ -296,5 +434,120 @@ mod tests {
         assert_eq!(v["elapsed_us"], 42);
         assert_eq!(v["target"], "graphguard::audit");
         assert_eq!(v["timestamp"], "1970-01-01T00:00:00.000000Z");
+    }
+
+    /// The lists as the generic formatter wrote them before they were written by hand:
+    /// `Display`/`Debug` and `explain::filter_json`.
+    #[test]
+    fn lists_match_their_formatted_reference() {
+        use crate::abac::{GroupTrace, RbacResult, Reason};
+        use crate::event::{Action, Event, Resource};
+        use crate::filter::Filter;
+        use serde_json::json;
+        use std::sync::Arc;
+
+        let leaf = |k: &str, v: serde_json::Value| Filter {
+            conds: vec![Cond::Eq(k.into(), v)],
+            any: None,
+            all: None,
+        };
+        let filter = Filter {
+            conds: vec![
+                Cond::Eq("owner".into(), json!("al\"ice\n")),
+                Cond::Contains("tags".into(), json!(["a", 1])),
+            ],
+            any: Some(vec![leaf("x", json!(1)), leaf("y", json!({"z": null}))]),
+            all: Some(vec![leaf("é", json!(true)), leaf("w", json!(2.5))]),
+        };
+        let steps = [
+            Step {
+                event: Event::new(Resource::Threads, Action::CreateRun),
+                handler: Some("threads:create_run".into()),
+                rule: Some(0),
+                allowed: true,
+                filter: Some(Arc::new(filter)),
+                stamped: Arc::from(vec!["owner".to_string(), "team".to_string()]),
+            },
+            Step {
+                event: Event::new(Resource::Assistants, Action::Read),
+                handler: None,
+                rule: None,
+                allowed: false,
+                filter: None,
+                stamped: Arc::from(Vec::<String>::new()),
+            },
+        ];
+        let group = |policy: &str, matched| GroupTrace {
+            policy: policy.into(),
+            effect: crate::abac::Effect::Allow,
+            group: 0,
+            matched,
+            failed: None,
+        };
+        let access = [
+            AccessDecision {
+                permission: "threads:create_run".into(),
+                allowed: true,
+                reason: Reason::AllowGrants,
+                rbac: Some(RbacResult {
+                    permitted: true,
+                    via_role: Some("admin".into()),
+                }),
+                groups: vec![group("p1", true), group("p2", false), group("p3", true)],
+            },
+            AccessDecision {
+                permission: "assistants:read".into(),
+                allowed: false,
+                reason: Reason::RbacFallbackDeny,
+                rbac: None,
+                groups: vec![],
+            },
+        ];
+        let line = AuditLine {
+            request_id: "r",
+            method: "POST",
+            path: "/threads/x/runs",
+            status: 200,
+            decision: "allow",
+            user: "u",
+            steps: &steps,
+            access: &access,
+            policy: "v",
+            elapsed: Duration::from_micros(7),
+        };
+        let filter_ref = format!(
+            "threads:create_run:{}",
+            crate::explain::filter_json(steps[0].filter.as_deref().unwrap())
+        );
+        assert_eq!(line.filters(), filter_ref);
+        assert_eq!(
+            line.handlers(),
+            "threads:create_run=threads:create_run,assistants:read=-!"
+        );
+        assert_eq!(line.stamped(), "threads:create_run:owner+team");
+        assert_eq!(
+            line.access(),
+            "threads:create_run=allow:AllowGrants role=admin policies=p1|p3,\
+             assistants:read=deny:RbacFallbackDeny"
+        );
+        for r in [
+            Reason::Disabled,
+            Reason::DenyWins,
+            Reason::AllowGrants,
+            Reason::RbacFallbackAllow,
+            Reason::RbacFallbackDeny,
+        ] {
+            assert_eq!(r.as_str(), format!("{r:?}"));
+        }
+        // In the line, each list is the same text as a JSON string.
+        let mut out = Vec::new();
+        line.write_json(UNIX_EPOCH + Duration::from_secs(86_399), &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["filters"], filter_ref);
+        assert_eq!(v["handlers"], line.handlers());
+        assert_eq!(v["access"], line.access());
+        assert_eq!(v["stamped"], line.stamped());
+        assert_eq!(v["timestamp"], "1970-01-01T23:59:59.000000Z");
+        assert_eq!(v["elapsed_us"], 7);
     }
 }

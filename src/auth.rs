@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use std::collections::HashMap;
 
 use crate::config::ApiKeyEntry;
 use crate::error::GatewayError;
@@ -101,14 +101,20 @@ pub async fn authenticate(
     ))
 }
 
-/// Static API keys, held as SHA-256 digests and compared in constant time.
+/// Static API keys, held as SHA-256 digests and looked up by the digest of the presented
+/// key.
+///
+/// The lookup is a hash-map probe, so its cost does not grow with the number of keys, and
+/// its timing cannot leak a key: what an attacker varies is the SHA-256 preimage, and
+/// learning how far a digest agrees with a stored one gives no way to choose the next guess
+/// (that would need a preimage attack on SHA-256). Keys themselves are never stored.
 #[derive(Debug)]
 pub struct ApiKeys {
     header: http::HeaderName,
     bearer: bool,
     /// Whether the key header is forwarded upstream.
     pub forward_credentials: bool,
-    keys: Vec<([u8; 32], Arc<User>)>,
+    keys: HashMap<[u8; 32], Arc<User>>,
 }
 
 impl ApiKeys {
@@ -118,7 +124,7 @@ impl ApiKeys {
         let header = http::HeaderName::from_bytes(header_name.as_bytes())
             .map_err(|_| format!("invalid header name {header_name:?}"))?;
         let bearer = header == http::header::AUTHORIZATION;
-        let mut keys: Vec<([u8; 32], Arc<User>)> = Vec::with_capacity(entries.len());
+        let mut keys: HashMap<[u8; 32], Arc<User>> = HashMap::with_capacity(entries.len());
         for (i, e) in entries.iter().enumerate() {
             let digest =
                 parse_digest(&e.sha256).map_err(|m| format!("keys[{i}] ({}): {m}", e.identity))?;
@@ -131,23 +137,20 @@ impl ApiKeys {
                     e.identity
                 ));
             }
-            if keys.iter().any(|(d, _)| d == &digest) {
+            let user = Arc::new(User {
+                identity: e.identity.clone(),
+                display_name: e.display_name.clone().unwrap_or_else(|| e.identity.clone()),
+                permissions: e.permissions.clone(),
+                roles: e.roles.clone(),
+                attributes: e.attributes.clone(),
+                ..User::default()
+            });
+            if keys.insert(digest, user).is_some() {
                 return Err(format!(
                     "keys[{i}] ({}): the same key digest is listed twice",
                     e.identity
                 ));
             }
-            keys.push((
-                digest,
-                Arc::new(User {
-                    identity: e.identity.clone(),
-                    display_name: e.display_name.clone().unwrap_or_else(|| e.identity.clone()),
-                    permissions: e.permissions.clone(),
-                    roles: e.roles.clone(),
-                    attributes: e.attributes.clone(),
-                    ..User::default()
-                }),
-            ));
         }
         Ok(ApiKeys {
             header,
@@ -203,14 +206,7 @@ impl ApiKeys {
             return AuthOutcome::Rejected(invalid_key());
         }
         let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-        // Compare against every key without an early exit.
-        let mut found: Option<&Arc<User>> = None;
-        for (d, user) in &self.keys {
-            if bool::from(d.ct_eq(&digest)) {
-                found = Some(user);
-            }
-        }
-        match found {
+        match self.keys.get(&digest) {
             Some(u) => AuthOutcome::Authenticated(u.clone()),
             None => AuthOutcome::Rejected(invalid_key()),
         }
@@ -273,6 +269,24 @@ mod tests {
         assert_eq!(u.identity, "bob");
         assert_eq!(u.display_name, "bob");
         assert_eq!(u.permissions, vec!["p".to_string()]);
+    }
+
+    #[test]
+    fn each_of_many_keys_finds_its_own_user() {
+        let entries: Vec<ApiKeyEntry> = (0..2_000)
+            .map(|i| entry(&format!("key-{i}"), &format!("user-{i}")))
+            .collect();
+        let a = vec![Authenticator::ApiKey(ApiKeys::new(None, &entries).unwrap())];
+        for i in (0..2_000).step_by(97) {
+            let u = authenticate(&a, &headers("authorization", &format!("Bearer key-{i}")))
+                .unwrap();
+            assert_eq!(u.identity, format!("user-{i}"));
+        }
+        // A digest's hex form, or a near miss, is not a key.
+        for wrong in [entries[5].sha256.as_str(), "key-20000", "Key-1", "key-1x"] {
+            let e = authenticate(&a, &headers("authorization", &format!("Bearer {wrong}")));
+            assert_eq!(e.unwrap_err().detail, "Invalid API key", "{wrong}");
+        }
     }
 
     #[test]
