@@ -278,8 +278,8 @@ mod tests {
             .collect();
         let a = vec![Authenticator::ApiKey(ApiKeys::new(None, &entries).unwrap())];
         for i in (0..2_000).step_by(97) {
-            let u = authenticate(&a, &headers("authorization", &format!("Bearer key-{i}")))
-                .unwrap();
+            let u =
+                authenticate(&a, &headers("authorization", &format!("Bearer key-{i}"))).unwrap();
             assert_eq!(u.identity, format!("user-{i}"));
         }
         // A digest's hex form, or a near miss, is not a key.

@@ -104,10 +104,17 @@ struct ServeArgs {
     #[arg(long, env = "GRAPHGUARD_AUDIT_SAMPLE_ALLOWED", default_value_t = 1.0)]
     audit_sample_allowed: f64,
     /// Request-serving threads (0: one per CPU). A sidecar in front of a Python agent server
-    /// needs far less than a core; one thread saves the cross-thread wake-ups a
-    /// work-stealing runtime pays per request at low load (docs/benchmarks.md).
+    /// needs far less than a core.
     #[arg(long, env = "GRAPHGUARD_WORKER_THREADS", default_value_t = 0)]
     worker_threads: usize,
+    /// How requests are scheduled. `per-core`: each serving thread runs its own
+    /// single-threaded runtime and keeps a connection, its requests and the upstream
+    /// connections they use to itself, so a request wakes no other thread. `work-stealing`:
+    /// one multi-threaded runtime whose threads share the work; it spreads a few very busy
+    /// HTTP/2 connections over the cores, at a cost in wake-ups per request
+    /// (docs/benchmarks.md).
+    #[arg(long, env = "GRAPHGUARD_RUNTIME", value_enum, default_value_t = Runtime::PerCore)]
+    runtime: Runtime,
     /// Do not send x-graphguard-policy-version on responses.
     #[arg(long, env = "GRAPHGUARD_NO_POLICY_VERSION_HEADER")]
     no_policy_version_header: bool,
@@ -118,6 +125,15 @@ struct ServeArgs {
     /// Seconds between safety-net re-reads of the policy directory (the watcher reacts at once).
     #[arg(long, env = "GRAPHGUARD_RELOAD_POLL_SECS", default_value_t = 10)]
     reload_poll_secs: u64,
+}
+
+/// The scheduling of request-serving work (`--runtime`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Runtime {
+    /// One single-threaded runtime per serving thread.
+    PerCore,
+    /// One multi-threaded, work-stealing runtime.
+    WorkStealing,
 }
 
 /// Print to stdout; a closed pipe (`graphguard explain ... | head`) is not an error.
@@ -169,7 +185,7 @@ fn main() -> ExitCode {
             action,
             resource,
         } => explain(&policies, &user, &action, resource.as_deref()),
-        Cmd::Serve(args) => match serve_runtime(args.worker_threads) {
+        Cmd::Serve(args) => match serve_runtime(args.runtime, args.worker_threads) {
             Ok(rt) => {
                 // JSON audit lines are written straight into the log sink.
                 let sink = logs
@@ -186,13 +202,25 @@ fn main() -> ExitCode {
     }
 }
 
-/// The request-serving runtime: `worker_threads` threads (0: one per CPU).
-fn serve_runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if worker_threads > 0 {
-        rt.worker_threads(worker_threads);
+/// The main runtime. Work-stealing: it serves requests too, on `worker_threads` threads (0:
+/// one per CPU). Per-core: it runs the control tasks (signals, reloads, the admin listener,
+/// health checks) on the main thread, and the serving threads have their own runtimes.
+fn serve_runtime(
+    runtime: Runtime,
+    worker_threads: usize,
+) -> std::io::Result<tokio::runtime::Runtime> {
+    match runtime {
+        Runtime::PerCore => tokio::runtime::Builder::new_current_thread(),
+        Runtime::WorkStealing => {
+            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            if worker_threads > 0 {
+                rt.worker_threads(worker_threads);
+            }
+            rt
+        }
     }
-    rt.enable_all().build()
+    .enable_all()
+    .build()
 }
 
 fn explain(dir: &std::path::Path, user: &str, action: &str, resource: Option<&str>) -> ExitCode {
@@ -424,17 +452,24 @@ async fn serve(a: ServeArgs, audit_sink: Option<Arc<BufferedLog<std::io::Stderr>
             .store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = tx.send(true);
     });
-    server::serve(
-        listener,
-        gw,
-        ServerConfig {
-            header_read_timeout: Duration::from_secs(a.header_timeout_secs),
-            drain: Duration::from_secs(a.drain_secs),
-            ..ServerConfig::default()
-        },
-        rx,
-    )
-    .await;
+    let cfg = ServerConfig {
+        header_read_timeout: Duration::from_secs(a.header_timeout_secs),
+        drain: Duration::from_secs(a.drain_secs),
+        ..ServerConfig::default()
+    };
+    match a.runtime {
+        Runtime::WorkStealing => server::serve(listener, gw, cfg, rx).await,
+        Runtime::PerCore => {
+            let threads = match a.worker_threads {
+                0 => std::thread::available_parallelism().map_or(1, usize::from),
+                n => n,
+            };
+            if let Err(e) = server::serve_on_threads(listener, threads, gw, cfg, rx).await {
+                eprintln!("graphguard: cannot serve: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     ExitCode::SUCCESS
 }
 

@@ -7,10 +7,17 @@
 //! next request; a body dropped before its end takes the connection with it (HTTP/1 cannot
 //! abandon a response and keep the connection).
 //!
+//! Each serving thread keeps its own stack (see [`set_home`]): a connection's task runs on the
+//! runtime that opened it, so a request sent on another thread's connection would wake that
+//! thread for every read and write. With one single-threaded runtime per serving thread (the
+//! default), a request is read, decided, sent and answered on one thread with no wake-up of
+//! another.
+//!
 //! A request that a reused connection refuses before writing a byte of it (the server closed
 //! the idle connection as the request was handed over) is sent again on another connection,
 //! as hyper-util's pool does; a fresh connection's failure is final.
 
+use std::cell::Cell;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,7 +44,7 @@ pub struct PoolConfig {
     pub connect_timeout: Duration,
     /// An idle connection older than this is closed rather than reused.
     pub idle_timeout: Duration,
-    /// Idle connections kept at most (the oldest is closed beyond).
+    /// Idle connections kept at most per serving thread (the oldest is closed beyond).
     pub max_idle: usize,
 }
 
@@ -69,7 +76,8 @@ pub struct Pool {
 struct Inner {
     cfg: PoolConfig,
     host: HeaderValue,
-    idle: Mutex<Vec<Idle>>,
+    /// One stack per home (see [`set_home`]).
+    idle: [Mutex<Vec<Idle>>; HOMES],
     opened: AtomicU64,
     resent: AtomicU64,
 }
@@ -91,6 +99,24 @@ struct Idle {
     since: Instant,
 }
 
+/// Idle stacks: serving threads beyond this many share stacks (still correct, with some
+/// cross-thread wake-ups).
+const HOMES: usize = 32;
+
+thread_local! {
+    static HOME: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Make the calling thread home `n` (serving threads are 1, 2, ...; other threads share 0):
+/// the connections it opens go back on its own idle stack and are reused by it alone.
+pub fn set_home(n: usize) {
+    HOME.with(|h| h.set(n % HOMES));
+}
+
+fn home() -> usize {
+    HOME.with(Cell::get)
+}
+
 /// Sends on reused connections that refused a request unsent before a fresh one is opened.
 const MAX_STALE_RETRIES: usize = 3;
 
@@ -101,16 +127,16 @@ impl Pool {
             inner: Arc::new(Inner {
                 cfg,
                 host,
-                idle: Mutex::new(Vec::new()),
+                idle: std::array::from_fn(|_| Mutex::new(Vec::new())),
                 opened: AtomicU64::new(0),
                 resent: AtomicU64::new(0),
             }),
         }
     }
 
-    /// Idle connections held now (for tests and metrics).
+    /// Idle connections held now, over every home (for tests and metrics).
     pub fn idle_count(&self) -> usize {
-        self.inner.lock().len()
+        (0..HOMES).map(|h| self.inner.lock(h).len()).sum()
     }
 
     /// Counts for metrics.
@@ -130,9 +156,10 @@ impl Pool {
                 .insert(header::HOST, self.inner.host.clone());
         }
         let mut stale = 0;
+        let home = home();
         loop {
             let reused = if stale < MAX_STALE_RETRIES {
-                self.inner.checkout()
+                self.inner.checkout(home)
             } else {
                 None
             };
@@ -145,7 +172,7 @@ impl Pool {
                     let inner = self.inner.clone();
                     return Ok(resp.map(|body| PooledBody {
                         body,
-                        conn: Some((tx, inner)),
+                        conn: Some((tx, inner, home)),
                         ended: false,
                     }));
                 }
@@ -164,13 +191,16 @@ impl Pool {
 }
 
 impl Inner {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self, home: usize) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.idle[home % HOMES]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The most recently returned connection that is still open, ready and young enough.
-    fn checkout(&self) -> Option<SendRequest<UpBody>> {
-        let mut idle = self.lock();
+    /// The home's most recently returned connection that is still open, ready and young
+    /// enough.
+    fn checkout(&self, home: usize) -> Option<SendRequest<UpBody>> {
+        let mut idle = self.lock(home);
         while let Some(c) = idle.pop() {
             if c.tx.is_ready() && c.since.elapsed() < self.cfg.idle_timeout {
                 return Some(c.tx);
@@ -179,11 +209,11 @@ impl Inner {
         None
     }
 
-    fn put(&self, tx: SendRequest<UpBody>) {
+    fn put(&self, tx: SendRequest<UpBody>, home: usize) {
         if self.cfg.max_idle == 0 {
             return;
         }
-        let mut idle = self.lock();
+        let mut idle = self.lock(home);
         if idle.len() >= self.cfg.max_idle {
             // The oldest goes: it is the likeliest to have been closed by the server.
             idle.remove(0);
@@ -222,7 +252,8 @@ impl Inner {
 #[derive(Debug)]
 pub struct PooledBody {
     body: Incoming,
-    conn: Option<(SendRequest<UpBody>, Arc<Inner>)>,
+    /// The connection, its pool and its home.
+    conn: Option<(SendRequest<UpBody>, Arc<Inner>, usize)>,
     /// The body polled to its end; one whose length ran out shows it by `is_end_stream`.
     ended: bool,
 }
@@ -253,7 +284,7 @@ impl Body for PooledBody {
 
 impl Drop for PooledBody {
     fn drop(&mut self) {
-        let Some((mut tx, inner)) = self.conn.take() else {
+        let Some((mut tx, inner, home)) = self.conn.take() else {
             return;
         };
         if !(self.ended || self.body.is_end_stream()) {
@@ -261,14 +292,14 @@ impl Drop for PooledBody {
             return;
         }
         if tx.is_ready() {
-            inner.put(tx);
+            inner.put(tx, home);
         } else if !tx.is_closed() {
             // The connection has not yet taken in the end of the response: wait for it off
             // the request path.
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
                     if tx.ready().await.is_ok() {
-                        inner.put(tx);
+                        inner.put(tx, home);
                     }
                 });
             }
@@ -410,5 +441,32 @@ mod tests {
             Err(SendError::Connect(_)) => {}
             other => panic!("expected a connect error, got {other:?}"),
         }
+    }
+
+    /// Each home reuses only the connections it opened: a request from another home opens
+    /// its own, and each goes back on its own stack.
+    #[tokio::test]
+    async fn homes_keep_their_own_connections() {
+        let (addr, conns) = server(false).await;
+        let p = pool(addr);
+        let count = || conns.load(std::sync::atomic::Ordering::SeqCst);
+        set_home(1);
+        hello(&p).await;
+        hello(&p).await;
+        assert_eq!(count(), 1, "home 1 reuses its connection");
+        set_home(2);
+        hello(&p).await;
+        assert_eq!(count(), 2, "home 2 does not take home 1's connection");
+        hello(&p).await;
+        assert_eq!(count(), 2, "home 2 reuses its own");
+        assert_eq!(p.idle_count(), 2);
+        set_home(1);
+        hello(&p).await;
+        assert_eq!(count(), 2, "home 1's connection is still there");
+        // Homes past the number of stacks share one; that is still correct.
+        set_home(1 + HOMES);
+        hello(&p).await;
+        assert_eq!(count(), 2);
+        set_home(0);
     }
 }

@@ -126,6 +126,55 @@ pub async fn serve(
     .await;
 }
 
+/// Serve on `threads` serving threads, each running [`serve`] on its own single-threaded
+/// runtime with a clone of `listener` (thread per core, as nginx's workers or Pingora's
+/// no-steal runtime): a connection, its requests and the upstream connections they use stay
+/// on the thread that accepted it, so a request costs no wake-up of another thread. Returns
+/// when every thread has drained after `shutdown`; an error if one could not start.
+pub async fn serve_on_threads(
+    listener: TcpListener,
+    threads: usize,
+    gw: Arc<Gateway>,
+    cfg: ServerConfig,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let shared = listener.into_std()?;
+    let mut finished = Vec::with_capacity(threads.max(1));
+    for i in 0..threads.max(1) {
+        let own = shared.try_clone()?;
+        let (gw, cfg, shutdown) = (gw.clone(), cfg.clone(), shutdown.clone());
+        let (done, finish) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
+        std::thread::Builder::new()
+            .name(format!("graphguard-serve-{i}"))
+            .spawn(move || {
+                let served = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .and_then(|rt| {
+                        crate::pool::set_home(i + 1);
+                        rt.block_on(async move {
+                            serve(TcpListener::from_std(own)?, gw, cfg, shutdown).await;
+                            Ok(())
+                        })
+                    });
+                let _ = done.send(served);
+            })?;
+        finished.push(finish);
+    }
+    drop(shared);
+    for f in finished {
+        match f.await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(std::io::Error::other(
+                    "a serving thread stopped unexpectedly",
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The address a listener is bound to (tests bind port 0).
 pub fn local_addr(l: &TcpListener) -> Option<SocketAddr> {
     l.local_addr().ok()

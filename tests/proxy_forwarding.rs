@@ -903,3 +903,76 @@ async fn stateless_runs_and_batches_are_stamped() {
         Some(f[1].body.len().to_string())
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Serving threads (the binary's default runtime)
+// ---------------------------------------------------------------------------------------------
+
+/// With two serving threads of their own, concurrent clients on many connections get every
+/// decision right (stamping, search injection, a foreign thread hidden), connections to the
+/// upstream are reused per thread, and shutdown drains every thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_threads_decide_and_forward_concurrent_requests() {
+    let up = MockUpstream::start().await;
+    let alices = up.add_thread("alice");
+    let bobs = up.add_thread("bob");
+    let gw = start_gateway(
+        &up.url(),
+        GatewayOptions {
+            threads: Some(2),
+            ..GatewayOptions::default()
+        },
+    )
+    .await;
+    let gw = std::sync::Arc::new(gw);
+    let mut clients = Vec::new();
+    for c in 0..8 {
+        let (gw, alices, bobs) = (gw.clone(), alices.clone(), bobs.clone());
+        clients.push(tokio::spawn(async move {
+            for i in 0..10 {
+                let r = req(Method::POST, "/threads")
+                    .auth(ALICE)
+                    .json(&json!({"metadata": {"owner": "bob", "n": c * 100 + i}}))
+                    .send(&gw)
+                    .await;
+                r.assert_status(200);
+                assert_eq!(r.json()["body"]["metadata"]["owner"], "alice");
+                let r = req(Method::POST, "/threads/search")
+                    .auth(ALICE)
+                    .json(&json!({"limit": 5}))
+                    .send(&gw)
+                    .await;
+                r.assert_status(200);
+                assert_eq!(r.json()["body"]["metadata"]["owner"], "alice");
+                req(Method::GET, format!("/threads/{alices}"))
+                    .auth(ALICE)
+                    .send(&gw)
+                    .await
+                    .assert_status(200);
+                req(Method::GET, format!("/threads/{bobs}"))
+                    .auth(ALICE)
+                    .send(&gw)
+                    .await
+                    .assert_status(404);
+            }
+        }));
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    let stats = gw.gw.upstream.pool_stats();
+    assert!(
+        stats.opened <= 8 * 2 + 2,
+        "upstream connections are reused ({} opened for 8 clients)",
+        stats.opened
+    );
+    let gw = std::sync::Arc::into_inner(gw).unwrap();
+    let addr = gw.addr;
+    tokio::time::timeout(std::time::Duration::from_secs(5), gw.stop())
+        .await
+        .expect("every serving thread drains");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the listener is closed once every thread stopped"
+    );
+}

@@ -624,6 +624,9 @@ pub struct GatewayOptions {
     pub response_timeout: Duration,
     /// Upstream connect timeout.
     pub connect_timeout: Duration,
+    /// Serve on this many threads of their own (`serve_on_threads`, the binary's default);
+    /// `None`: `serve` on the test's runtime.
+    pub threads: Option<usize>,
 }
 
 impl Default for GatewayOptions {
@@ -637,6 +640,7 @@ impl Default for GatewayOptions {
             },
             response_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(1),
+            threads: None,
         }
     }
 }
@@ -713,7 +717,17 @@ pub async fn start_gateway(upstream: &str, opts: GatewayOptions) -> TestGateway 
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = server::local_addr(&listener).unwrap();
     let (tx, rx) = watch::channel(false);
-    let task = tokio::spawn(server::serve(listener, gw.clone(), opts.server, rx));
+    let task = match opts.threads {
+        None => tokio::spawn(server::serve(listener, gw.clone(), opts.server, rx)),
+        Some(n) => {
+            let gw = gw.clone();
+            tokio::spawn(async move {
+                server::serve_on_threads(listener, n, gw, opts.server, rx)
+                    .await
+                    .expect("serving threads");
+            })
+        }
+    };
     TestGateway {
         addr,
         gw,
