@@ -16,7 +16,7 @@ use crate::error::GatewayError;
 use crate::event::{Action, Event, Resource};
 use crate::filter::ResolvedFilter;
 use crate::policy::{Grant, Policy};
-use crate::rewrite::{merge_object_pairs, pairs, BodyError, ObjectBody};
+use crate::rewrite::{merge_object_pairs, pairs, BodyError, NewBody, ObjectBody};
 use crate::routes::{is_uuid, BodyKind, Miss, Op, RouteMatch};
 use crate::user::User;
 
@@ -208,7 +208,7 @@ pub struct SearchPlan {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Forward {
     /// Replacement body (`None`: forward the original bytes).
-    pub body: Option<Vec<u8>>,
+    pub body: Option<NewBody>,
     /// Replacement query string (`None`: unchanged).
     pub query: Option<String>,
     /// What to do with the response.
@@ -905,7 +905,7 @@ impl<'a> Cx<'a> {
                 BodyError::NotAnObject => GatewayError::unprocessable("metadata must be an object"),
                 other => body_error(other),
             })?;
-            f.body = Some(o.splice(&[("metadata", Some(&merged))]));
+            f.body = Some(o.splice_body(&[("metadata", Some(&merged))]));
         }
         Ok(f)
     }
@@ -964,7 +964,7 @@ impl<'a> Cx<'a> {
             }
             let raw = serde_json::to_vec(&Value::Object(params))
                 .map_err(|e| GatewayError::internal(e.to_string()))?;
-            f.body = Some(self.obj()?.splice(&[("params", Some(&raw))]));
+            f.body = Some(self.obj()?.splice_body(&[("params", Some(&raw))]));
         }
         Ok(f)
     }
@@ -1173,7 +1173,7 @@ impl<'a> Cx<'a> {
                 }
             }
             body.push(b']');
-            f.body = Some(body);
+            f.body = Some(body.into());
         }
         Ok(f)
     }
@@ -1224,7 +1224,7 @@ impl<'a> Cx<'a> {
                 BodyError::NotAnObject => GatewayError::unprocessable("metadata must be an object"),
                 other => body_error(other),
             })?;
-            f.body = Some(o.splice(&[("metadata", Some(&merged))]));
+            f.body = Some(o.splice(&[("metadata", Some(&merged))]).into());
         }
         if residual.is_some() || thread_filter.is_some() || !self.per_item.is_empty() {
             if o.get_raw("select").is_some() {
@@ -1381,7 +1381,7 @@ impl<'a> Cx<'a> {
                 } else {
                     let raw = serde_json::to_vec(&new_ns)
                         .map_err(|e| GatewayError::internal(e.to_string()))?;
-                    f.body = Some(self.obj()?.splice(&[(field, Some(&raw))]));
+                    f.body = Some(self.obj()?.splice(&[(field, Some(&raw))]).into());
                 }
             }
         }
@@ -1446,9 +1446,9 @@ impl<'a> Cx<'a> {
                             other => body_error(other),
                         })?;
                     // Apply on top of a namespace rewrite if there was one.
-                    let base = f.body.clone();
-                    edited = Some(match base {
+                    edited = Some(match &f.body {
                         Some(b) => {
+                            let b = b.bytes(o.source());
                             let reparsed =
                                 ObjectBody::parse(&b, MAX_JSON_DEPTH).map_err(body_error)?;
                             reparsed.splice(&[("filter", Some(&merged))])
@@ -1457,7 +1457,7 @@ impl<'a> Cx<'a> {
                     });
                 }
                 if let Some(e) = edited {
-                    f.body = Some(e);
+                    f.body = Some(e.into());
                 }
                 if let Some(rest) = rest {
                     f.response = ResponsePlan::StoreItems {

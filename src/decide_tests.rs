@@ -139,6 +139,8 @@ fn filter(v: Value) -> ResolvedFilter {
 #[derive(Debug)]
 struct Ran {
     decision: Decision,
+    /// The request body (a spliced body refers to it).
+    original: Vec<u8>,
     /// The lookups `decide` asked for, in order.
     needed: Vec<Target>,
 }
@@ -159,7 +161,8 @@ fn try_run(
     check_path(path)?;
     let route = classify(&method, path)?;
     validate_params(&route)?;
-    let body = parse_body(&route, body.as_bytes())?;
+    let input_bytes = body.as_bytes();
+    let body = parse_body(&route, input_bytes)?;
     let input = Input {
         route: &route,
         query,
@@ -169,7 +172,13 @@ fn try_run(
     let mut needed = Vec::new();
     for _ in 0..32 {
         match decide(p, u, &input, &facts) {
-            Next::Done(decision) => return Ok(Ran { decision, needed }),
+            Next::Done(decision) => {
+                return Ok(Ran {
+                    decision,
+                    original: input_bytes.to_vec(),
+                    needed,
+                })
+            }
             Next::Need(t) => {
                 assert!(
                     !needed.contains(&t),
@@ -224,10 +233,14 @@ impl Ran {
             o => panic!("expected a reply, got {o:?}"),
         }
     }
+    /// The rewritten body, as sent.
+    fn sent(&self) -> Vec<u8> {
+        let new = self.forward().body.as_ref().expect("a rewritten body");
+        new.bytes(&self.original).into_owned()
+    }
     /// The rewritten body, parsed.
     fn body(&self) -> Value {
-        let raw = self.forward().body.as_ref().expect("a rewritten body");
-        serde_json::from_slice(raw).expect("the rewritten body is JSON")
+        serde_json::from_slice(&self.sent()).expect("the rewritten body is JSON")
     }
     /// The events raised, as `resource:action`.
     fn events(&self) -> Vec<String> {
@@ -398,6 +411,29 @@ fn thread_create_with_new_id_invalidates_cached_lookup() {
     let r = post(&h1(), &user("alice"), "/threads", &body);
     assert_eq!(r.needed, [thread(NEW_T)]);
     assert_eq!(r.forward().invalidate, [thread(NEW_T)]);
+}
+
+/// A large create body is stamped as a splice of the request's bytes (sent without a copy);
+/// a small one as a body of its own. Both are exactly the spliced text.
+#[test]
+fn large_create_bodies_are_spliced_in_pieces() {
+    let big = "m".repeat(20 * 1024);
+    let body = format!(r#"{{"metadata":{{"owner":"bob","k":1}},"input":"{big}"}}"#);
+    let r = post(&h2(), &user("alice"), "/threads", &body);
+    let Some(NewBody::Spliced(pieces)) = &r.forward().body else {
+        panic!(
+            "expected pieces, got {:?}",
+            r.forward().body.as_ref().map(|_| "whole")
+        );
+    };
+    assert_eq!(pieces.pieces().len(), 3);
+    assert_eq!(
+        r.sent(),
+        format!(r#"{{"metadata":{{"owner":"alice","k":1}},"input":"{big}"}}"#).into_bytes()
+    );
+    let small = post(&h2(), &user("alice"), "/threads", r#"{"metadata":{}}"#);
+    assert!(matches!(small.forward().body, Some(NewBody::Whole(_))));
+    assert_eq!(small.body()["metadata"], json!({"owner": "alice"}));
 }
 
 #[test]
@@ -1115,7 +1151,7 @@ fn commands_run_start_checks_the_assistant_and_stamps_params_metadata() {
     );
     let f = r.forward();
     assert_eq!(f.invalidate, vec![thread(ALICE_T)]);
-    let sent: Value = serde_json::from_slice(f.body.as_deref().unwrap()).unwrap();
+    let sent: Value = serde_json::from_slice(&r.sent()).unwrap();
     assert_eq!(sent["params"]["metadata"]["owner"], json!("alice"));
     assert_eq!(sent["id"], json!(1));
 }
@@ -2299,7 +2335,7 @@ fn escaped_owner_key_spoof_is_overwritten_not_duplicated() {
         "/threads/search",
         r#"{"metadata":{"own\u0065r":"bob"}}"#,
     );
-    let raw = r.forward().body.clone().expect("a rewritten body");
+    let raw = r.sent();
     // The rewritten body must still parse strictly (no duplicate `owner`).
     crate::rewrite::ObjectBody::parse(&raw, MAX_JSON_DEPTH).expect("no duplicate keys");
     assert_eq!(r.body(), json!({"metadata": {"owner": "alice"}}));

@@ -16,6 +16,7 @@ use crate::decide::{decide, parse_body, Facts, Input, Next, Outcome, Target};
 use crate::event::{Action, Event, Resource};
 use crate::explain::explain;
 use crate::policy::Policy;
+use crate::rewrite::NewBody;
 use crate::routes::{check_path, classify, validate_params};
 use crate::user::User;
 
@@ -181,8 +182,9 @@ pub fn run_case(policy: &Policy, case: &Case) -> Result<(), Vec<String>> {
                 Outcome::Forward(f) => {
                     let md = f
                         .body
-                        .as_deref()
-                        .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+                        .as_ref()
+                        // run_request made every body whole.
+                        .and_then(|b| serde_json::from_slice::<Value>(&b.bytes(&[])).ok())
                         .and_then(|v| v.get("metadata").cloned())
                         .or_else(|| req.body.as_ref().and_then(|b| b.get("metadata").cloned()));
                     ("allow", None, None, md)
@@ -279,7 +281,17 @@ fn run_request(
     let mut facts = Facts::default();
     for _ in 0..64 {
         match decide(policy, user, &input, &facts) {
-            Next::Done(d) => return Ok(d.outcome),
+            Next::Done(d) => {
+                let mut outcome = d.outcome;
+                // A spliced body refers to `raw`, which ends here: make it whole.
+                if let Outcome::Forward(f) = &mut outcome {
+                    f.body = f
+                        .body
+                        .take()
+                        .map(|b| NewBody::Whole(b.bytes(&raw).into_owned()));
+                }
+                return Ok(outcome);
+            }
             Next::Need(t) => {
                 let key = match &t {
                     Target::Thread(id) => format!("threads/{id}"),

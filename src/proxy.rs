@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -20,12 +20,14 @@ use serde_json::Value;
 
 use crate::audit::{AuditLine, LineSink};
 use crate::auth;
+use crate::bodybuf;
 use crate::decide::{
     self, empty_map, metadata_ref, Decision, Facts, Forward, Input, Next, Outcome, Reply,
     ResponsePlan, SearchPlan, Target,
 };
 use crate::error::{Delivery, GatewayError, Side};
 use crate::metrics::{Metrics, ReasonLabel, RequestLabels};
+use crate::outgoing::Outgoing;
 use crate::policy::Policy;
 use crate::pool::PooledBody;
 use crate::rewrite::ObjectBody;
@@ -593,9 +595,13 @@ impl Gateway {
             )),
             Outcome::Forward(mut fwd) => {
                 let invalidate = std::mem::take(&mut fwd.invalidate);
+                let kept = raw.clone();
                 let r = self
                     .forward(policy, parts, raw, fwd, Some(&user), peer)
                     .await;
+                // The upstream has answered: the body's buffer is free again unless the
+                // connection still holds a piece of it.
+                bodybuf::give_back(kept);
                 // Whether or not the forward succeeded, the write may have reached the upstream.
                 for t in &invalidate {
                     self.upstream.invalidate(t);
@@ -629,13 +635,18 @@ impl Gateway {
                 },
             }
         };
+        // A splice's pieces refer to the request body.
+        let original: &[u8] = match input.body {
+            decide::Body::Object(o) => o.source(),
+            _ => &[],
+        };
         let summary = |d: &Decision| -> String {
             match &d.outcome {
                 Outcome::Forward(f) => format!(
                     "allow body={} query={} plan={:?}",
                     f.body
-                        .as_deref()
-                        .map(String::from_utf8_lossy)
+                        .as_ref()
+                        .map(|b| String::from_utf8_lossy(&b.bytes(original)).into_owned())
                         .unwrap_or_default(),
                     f.query.as_deref().unwrap_or(""),
                     f.response
@@ -669,6 +680,7 @@ impl Gateway {
                 format!("Request body larger than {} bytes", self.config.max_body),
             )
         };
+        let mut expected = 0;
         if let Some(cl) = headers.get(header::CONTENT_LENGTH) {
             let n: u64 = cl
                 .to_str()
@@ -678,23 +690,45 @@ impl Gateway {
             if n > self.config.max_body as u64 {
                 return Err(too_large());
             }
+            expected = n as usize;
         }
         // Nothing to read (no Content-Length or a zero one, no chunked body, h2 end of stream):
         // no timer, no collection.
         if hyper::body::Body::is_end_stream(&body) {
             return Ok(Bytes::new());
         }
-        match tokio::time::timeout(
-            self.config.body_timeout,
-            Limited::new(body, self.config.max_body).collect(),
-        )
-        .await
-        {
+        // One piece is the body as it is; more are gathered into a reused buffer.
+        let gather = async {
+            let mut body = Limited::new(body, self.config.max_body);
+            let mut first: Option<Bytes> = None;
+            let mut gathered: Option<BytesMut> = None;
+            while let Some(frame) = body.frame().await {
+                let Ok(data) = frame?.into_data() else {
+                    continue; // trailers
+                };
+                match (&mut gathered, &first) {
+                    (Some(g), _) => g.extend_from_slice(&data),
+                    (None, None) => first = Some(data),
+                    (None, Some(f)) => {
+                        let mut g = bodybuf::take(expected.max(f.len() + data.len()));
+                        g.extend_from_slice(f);
+                        g.extend_from_slice(&data);
+                        gathered = Some(g);
+                        first = None;
+                    }
+                }
+            }
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(match gathered {
+                Some(g) => g.freeze(),
+                None => first.unwrap_or_default(),
+            })
+        };
+        match tokio::time::timeout(self.config.body_timeout, gather).await {
             Err(_) => Err(GatewayError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "Request body not received in time",
             )),
-            Ok(Ok(c)) => Ok(c.to_bytes()),
+            Ok(Ok(b)) => Ok(b),
             Ok(Err(e)) => {
                 if e.downcast_ref::<http_body_util::LengthLimitError>()
                     .is_some()
@@ -716,7 +750,7 @@ impl Gateway {
         policy: &Policy,
         parts: http::request::Parts,
         query: Option<&str>,
-        body: Bytes,
+        body: Outgoing,
         user: Option<&User>,
         peer: &Peer,
     ) -> Result<Request<UpBody>, GatewayError> {
@@ -784,11 +818,7 @@ impl Gateway {
                 })?
             }
         };
-        let mut req = Request::new(
-            Full::new(body)
-                .map_err(|never| match never {})
-                .boxed_unsync(),
-        );
+        let mut req = Request::new(body.map_err(|never| match never {}).boxed_unsync());
         *req.method_mut() = method;
         // Origin form: the pool sends to its one upstream.
         *req.uri_mut() = http::Uri::from(path_and_query);
@@ -806,9 +836,9 @@ impl Gateway {
         peer: &Peer,
     ) -> Result<Response<RespBody>, GatewayError> {
         let query = fwd.query.as_deref();
-        let body = fwd.body.map(Bytes::from).unwrap_or(raw);
+        let body = Outgoing::for_request(raw, fwd.body);
         match fwd.response {
-            ResponsePlan::Search(plan) => self.search(policy, body, &plan, user).await,
+            ResponsePlan::Search(plan) => self.search(policy, body.into_bytes(), &plan, user).await,
             ResponsePlan::Stream => {
                 let req = self.upstream_request(policy, parts, query, body, user, peer)?;
                 let t = std::time::Instant::now();

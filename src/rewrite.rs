@@ -140,6 +140,11 @@ impl<'a> ObjectBody<'a> {
         }
     }
 
+    /// The whole body, as received.
+    pub fn source(&self) -> &'a [u8] {
+        self.src
+    }
+
     /// Top-level keys in order (unescaped).
     pub fn keys(&self) -> impl Iterator<Item = &str> + '_ {
         self.members.iter().map(|m| m.key.as_ref())
@@ -156,23 +161,46 @@ impl<'a> ObjectBody<'a> {
     /// new keys are appended in the order of their first appearance in
     /// `edits`. Removing an absent key is a no-op.
     pub fn splice(&self, edits: &[(&str, Option<&[u8]>)]) -> Vec<u8> {
+        let mut out = Copied {
+            src: self.src,
+            out: Vec::with_capacity(self.src.len() + edits_len(edits)),
+        };
+        self.splice_into(edits, &mut out);
+        out.out
+    }
+
+    /// [`ObjectBody::splice`] as pieces: ranges of the source and the few new bytes, for a
+    /// caller that holds the source in shared memory and can send the pieces as they are
+    /// (no copy of the untouched bytes, however large the body).
+    pub fn splice_pieces(&self, edits: &[(&str, Option<&[u8]>)]) -> Spliced {
+        let mut out = Spliced {
+            pieces: Vec::with_capacity(3),
+            new: Vec::with_capacity(edits_len(edits)),
+        };
+        self.splice_into(edits, &mut out);
+        out
+    }
+
+    /// [`ObjectBody::splice`] for a body that is forwarded: a large one as pieces
+    /// ([`ObjectBody::splice_pieces`]), so that its untouched bytes are sent from the
+    /// request's own buffer instead of being copied.
+    pub fn splice_body(&self, edits: &[(&str, Option<&[u8]>)]) -> NewBody {
+        if self.src.len() >= SHARE_FROM {
+            NewBody::Spliced(self.splice_pieces(edits))
+        } else {
+            NewBody::Whole(self.splice(edits))
+        }
+    }
+
+    fn splice_into(&self, edits: &[(&str, Option<&[u8]>)], out: &mut impl SpliceOut) {
         let mut table = EditTable::new(edits);
         let src = self.src;
-        let extra: usize = table
-            .edits
-            .iter()
-            .map(|(k, v, _)| k.len() + 8 + v.map_or(0, <[u8]>::len))
-            .sum();
-        let mut out = Vec::with_capacity(src.len() + extra);
         let head_end = self.open + 1;
-        push(&mut out, src.get(..head_end));
+        out.copy(0, head_end);
 
         let mut emitted = 0usize;
         let mut prev_end = head_end;
-        let leading = self
-            .members
-            .first()
-            .and_then(|m| src.get(head_end..m.key_start));
+        let leading = self.members.first().map(|m| (head_end, m.key_start));
         for m in &self.members {
             let edit = table.find(&m.key);
             let mut replacement = None;
@@ -186,15 +214,17 @@ impl<'a> ObjectBody<'a> {
             }
             if !removed {
                 if emitted == 0 {
-                    push(&mut out, leading);
+                    if let Some((a, b)) = leading {
+                        out.copy(a, b);
+                    }
                 } else {
                     // Original separator before this member: whitespace, ',', whitespace.
-                    push(&mut out, src.get(prev_end..m.key_start));
+                    out.copy(prev_end, m.key_start);
                 }
-                push(&mut out, src.get(m.key_start..m.value_start));
+                out.copy(m.key_start, m.value_start);
                 match replacement {
-                    Some(v) => out.extend_from_slice(v),
-                    None => push(&mut out, src.get(m.value_start..m.value_end)),
+                    Some(v) => out.add(v),
+                    None => out.copy(m.value_start, m.value_end),
                 }
                 emitted += 1;
             }
@@ -204,17 +234,166 @@ impl<'a> ObjectBody<'a> {
         for (key, value, applied) in &table.edits {
             if let (false, Some(v)) = (*applied, value) {
                 if emitted > 0 {
-                    out.push(b',');
+                    out.add(b",");
                 }
-                write_json_string(&mut out, key);
-                out.push(b':');
-                out.extend_from_slice(v);
+                out.add_with(|buf| {
+                    write_json_string(buf, key);
+                    buf.push(b':');
+                });
+                out.add(v);
                 emitted += 1;
             }
         }
 
         // Whatever followed the last original member: whitespace, '}', trailing whitespace.
-        push(&mut out, src.get(prev_end..));
+        out.copy(prev_end, src.len());
+    }
+}
+
+/// Room the edits may add (keys quoted, separators, values).
+fn edits_len(edits: &[(&str, Option<&[u8]>)]) -> usize {
+    edits
+        .iter()
+        .map(|(k, v)| k.len() + 8 + v.map_or(0, <[u8]>::len))
+        .sum()
+}
+
+/// Where a splice writes: `copy` a range of the source (always in range: the scanner's
+/// spans), add new bytes (`add_with` writes them into the output's buffer).
+trait SpliceOut {
+    fn copy(&mut self, start: usize, end: usize);
+    fn add_with(&mut self, write: impl FnOnce(&mut Vec<u8>));
+    fn add(&mut self, bytes: &[u8]) {
+        self.add_with(|buf| buf.extend_from_slice(bytes));
+    }
+}
+
+/// A splice into one new buffer.
+struct Copied<'a> {
+    src: &'a [u8],
+    out: Vec<u8>,
+}
+
+impl SpliceOut for Copied<'_> {
+    fn copy(&mut self, start: usize, end: usize) {
+        push(&mut self.out, self.src.get(start..end));
+    }
+    fn add_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        write(&mut self.out);
+    }
+}
+
+/// Bodies from this size on are spliced as pieces: below it, one copy costs less than
+/// sending several buffers.
+const SHARE_FROM: usize = 16 * 1024;
+
+/// A replacement request body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NewBody {
+    /// A body of its own.
+    Whole(Vec<u8>),
+    /// A splice of the request's body (see [`Spliced`]).
+    Spliced(Spliced),
+}
+
+impl NewBody {
+    /// The whole body in one buffer, given the request body it was made from.
+    pub fn bytes<'s>(&'s self, original: &[u8]) -> Cow<'s, [u8]> {
+        match self {
+            NewBody::Whole(b) => Cow::Borrowed(b),
+            NewBody::Spliced(s) => Cow::Owned(s.to_vec(original)),
+        }
+    }
+}
+
+impl From<Vec<u8>> for NewBody {
+    fn from(b: Vec<u8>) -> Self {
+        NewBody::Whole(b)
+    }
+}
+
+/// A splice as pieces: ranges of the source it was made from and ranges of its own new
+/// bytes, in order. Adjacent pieces of the same kind are merged, so a one-member edit is
+/// three pieces: the source before the value, the new value, the source after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spliced {
+    pieces: Vec<Piece>,
+    new: Vec<u8>,
+}
+
+/// One piece of a [`Spliced`] body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece {
+    /// `start..end` of the source.
+    Source(usize, usize),
+    /// `start..end` of the new bytes.
+    New(usize, usize),
+}
+
+impl SpliceOut for Spliced {
+    fn copy(&mut self, start: usize, end: usize) {
+        if start >= end {
+            return;
+        }
+        match self.pieces.last_mut() {
+            Some(Piece::Source(_, e)) if *e == start => *e = end,
+            _ => self.pieces.push(Piece::Source(start, end)),
+        }
+    }
+    fn add_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.new.len();
+        write(&mut self.new);
+        let end = self.new.len();
+        if start == end {
+            return;
+        }
+        match self.pieces.last_mut() {
+            Some(Piece::New(_, e)) if *e == start => *e = end,
+            _ => self.pieces.push(Piece::New(start, end)),
+        }
+    }
+}
+
+impl Spliced {
+    /// The pieces, in order.
+    pub fn pieces(&self) -> &[Piece] {
+        &self.pieces
+    }
+
+    /// The pieces and the new bytes, taken apart.
+    pub fn into_parts(self) -> (Vec<Piece>, Vec<u8>) {
+        (self.pieces, self.new)
+    }
+
+    /// The new bytes the [`Piece::New`] ranges index.
+    pub fn new_bytes(&self) -> &[u8] {
+        &self.new
+    }
+
+    /// The body's length in bytes.
+    pub fn len(&self) -> usize {
+        self.pieces
+            .iter()
+            .map(|p| match *p {
+                Piece::Source(a, b) | Piece::New(a, b) => b - a,
+            })
+            .sum()
+    }
+
+    /// Whether the body is empty (never, for a splice of an object).
+    pub fn is_empty(&self) -> bool {
+        self.pieces.is_empty()
+    }
+
+    /// The whole body in one buffer, given the source it was spliced from.
+    pub fn to_vec(&self, src: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len());
+        for p in &self.pieces {
+            match *p {
+                Piece::Source(a, b) => push(&mut out, src.get(a..b)),
+                Piece::New(a, b) => push(&mut out, self.new.get(a..b)),
+            }
+        }
         out
     }
 }
@@ -510,7 +689,37 @@ mod tests {
             .iter()
             .map(|(k, v)| (*k, v.map(str::as_bytes)))
             .collect();
-        Ok(String::from_utf8_lossy(&body.splice(&edits)).into_owned())
+        let out = body.splice(&edits);
+        assert_pieces_agree(&body, &edits, src.as_bytes(), &out);
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// The pieces of a splice are the copied splice, merged as far as they go.
+    fn assert_pieces_agree(
+        body: &ObjectBody<'_>,
+        edits: &[(&str, Option<&[u8]>)],
+        src: &[u8],
+        copied: &[u8],
+    ) {
+        let pieces = body.splice_pieces(edits);
+        assert_eq!(pieces.to_vec(src), copied);
+        assert_eq!(pieces.len(), copied.len());
+        for w in pieces.pieces().windows(2) {
+            match w {
+                [Piece::Source(_, e), Piece::Source(s, _)] => assert_ne!(e, s, "unmerged"),
+                [Piece::New(..), Piece::New(..)] => panic!("unmerged new pieces"),
+                _ => {}
+            }
+        }
+        let new: usize = pieces
+            .pieces()
+            .iter()
+            .map(|p| match *p {
+                Piece::New(a, b) => b - a,
+                Piece::Source(..) => 0,
+            })
+            .sum();
+        assert_eq!(new, pieces.new_bytes().len(), "every new byte is used once");
     }
 
     fn top_keys(v: &Value) -> Vec<String> {
@@ -1271,6 +1480,7 @@ mod tests {
                 .map(|(k, v)| (k.as_str(), v.as_deref().map(str::as_bytes)))
                 .collect();
             let out = body.splice(&edits);
+            assert_pieces_agree(&body, &edits, text.as_bytes(), &out);
             let got: Value = serde_json::from_slice(&out)
                 .map_err(|e| format!("round {round}: {e} in {}", String::from_utf8_lossy(&out)))?;
             let expected = Value::Object(expected);

@@ -58,6 +58,69 @@ async fn thread_create_stamps_owner_over_client_value() {
     assert_eq!(r.json()["body"]["metadata"]["owner"], "alice");
 }
 
+/// A large body is stamped by sending the untouched parts from the request's own buffer:
+/// the upstream gets exactly the spliced bytes (whitespace, escapes and member order kept)
+/// with an exact Content-Length, for a thread create and for a run's `params`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_reach_the_upstream_exactly_spliced() {
+    let (up, gw) = owner_setup().await;
+    let filler: String = (0..40_000)
+        .map(|i| format!("{{\"n\": {i}, \"s\": \"caf\\u00e9 \\\"{i}\\\"\"}}"))
+        .collect::<Vec<_>>()
+        .join(" ,\n ");
+    let body = format!(
+        "{{ \"metadata\" : {{\"owner\":\"bob\", \"x\": [1, 2]}},\n \"items\": [{filler}] }}"
+    );
+    assert!(body.len() > 1_000_000);
+    let parsed = graphguard::rewrite::ObjectBody::parse(body.as_bytes(), 64).unwrap();
+    let expected = parsed.splice(&[("metadata", Some(&br#"{"owner":"alice", "x": [1, 2]}"#[..]))]);
+    req(Method::POST, "/threads")
+        .auth(ALICE)
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send(&gw)
+        .await
+        .assert_status(200);
+    let seen = up.one_forwarded();
+    assert_eq!(
+        seen.header("content-length"),
+        Some(seen.body.len().to_string())
+    );
+    assert_eq!(
+        seen.json()["metadata"],
+        json!({"owner": "alice", "x": [1, 2]})
+    );
+    // Everything but the owner's value is the client's bytes.
+    assert!(
+        seen.body == expected,
+        "the upstream got other bytes than the splice"
+    );
+
+    up.clear();
+    let run = format!(
+        "{{\"assistant_id\": \"agent\", \"input\": {{\"items\": [{filler}]}}, \"metadata\": {{}}}}"
+    );
+    let r = req(Method::POST, "/runs")
+        .auth(ALICE)
+        .header("content-type", "application/json")
+        .body(run.clone())
+        .send(&gw)
+        .await;
+    r.assert_status(200);
+    let seen = up
+        .forwarded()
+        .into_iter()
+        .find(|s| s.path() == "/runs")
+        .unwrap();
+    assert_eq!(
+        seen.header("content-length"),
+        Some(seen.body.len().to_string())
+    );
+    let sent = seen.json();
+    assert_eq!(sent["input"]["items"][39_999]["n"], 39_999);
+    assert_eq!(sent["metadata"]["owner"], "alice");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thread_create_without_metadata_gets_owner() {
     let (up, gw) = owner_setup().await;

@@ -638,7 +638,8 @@ pub fn decide(data: &[u8]) {
             );
         }
         Outcome::Forward(f) => {
-            if let Some(out) = &f.body {
+            if let Some(new) = &f.body {
+                let out: &[u8] = &new.bytes(raw);
                 let v: Value = match serde_json::from_slice(out) {
                     Ok(v) => v,
                     Err(e) => panic!(

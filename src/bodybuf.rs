@@ -1,0 +1,81 @@
+//! Buffers for request bodies that arrive in several pieces, kept per thread and reused.
+//!
+//! A body that must be read whole (to decide on it and rewrite it) and arrives in more
+//! than one read is gathered into one buffer. Allocating that buffer afresh for every large
+//! request costs more than the copy into it: the allocator hands back memory it has just
+//! returned to the kernel, and every page faults in again. Each thread keeps a few such
+//! buffers, bounded in number and size, and a request takes one and gives it back when
+//! nothing else holds it.
+
+use std::cell::RefCell;
+
+use bytes::{Bytes, BytesMut};
+
+/// Buffers kept per thread.
+const KEEP: usize = 4;
+/// Buffers larger than this are not kept (a rare huge body does not pin its memory).
+const KEEP_CAPACITY: usize = 1 << 20;
+
+thread_local! {
+    static FREE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty buffer with room for at least `len` bytes.
+pub fn take(len: usize) -> BytesMut {
+    let kept = FREE.with_borrow_mut(|free| free.pop());
+    match kept {
+        Some(mut b) => {
+            b.clear();
+            b.reserve(len);
+            b
+        }
+        None => BytesMut::with_capacity(len),
+    }
+}
+
+/// Give a body back: its buffer is kept when this was the last reference to it and it is
+/// not too large.
+pub fn give_back(body: Bytes) {
+    let Ok(b) = body.try_into_mut() else {
+        return;
+    };
+    if b.capacity() > KEEP_CAPACITY {
+        return;
+    }
+    FREE.with_borrow_mut(|free| {
+        if free.len() < KEEP {
+            free.push(b);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_buffer_given_back_is_taken_again_and_shared_ones_are_not_kept() {
+        let mut b = take(100_000);
+        b.extend_from_slice(&[7u8; 100_000]);
+        let ptr = b.as_ptr();
+        let frozen = b.freeze();
+        let other = frozen.slice(10..20);
+        give_back(frozen);
+        // Still referenced by `other`: not kept, so a new one is allocated.
+        let fresh = take(10);
+        assert_ne!(fresh.as_ptr(), ptr);
+        drop(other);
+        let mut c = take(100_000);
+        c.extend_from_slice(&[1u8; 100_000]);
+        let ptr = c.as_ptr();
+        give_back(c.freeze());
+        let again = take(50_000);
+        assert_eq!(again.as_ptr(), ptr, "the same memory is reused");
+        assert!(again.is_empty() && again.capacity() >= 100_000);
+        // Huge buffers go back to the allocator.
+        let huge = take(KEEP_CAPACITY + 1);
+        let huge_ptr = huge.as_ptr();
+        give_back(huge.freeze());
+        assert_ne!(take(1).as_ptr(), huge_ptr);
+    }
+}
