@@ -11,6 +11,10 @@ use std::cell::RefCell;
 
 use bytes::{Bytes, BytesMut};
 
+/// The most room taken ahead for a body's declared length; beyond it the buffer grows as
+/// bytes arrive.
+const PREALLOCATE_AT_MOST: usize = 1 << 20;
+
 /// Buffers kept per thread.
 const KEEP: usize = 4;
 /// Buffers larger than this are not kept (a rare huge body does not pin its memory).
@@ -31,6 +35,18 @@ pub fn take(len: usize) -> BytesMut {
         }
         None => BytesMut::with_capacity(len),
     }
+}
+
+/// A buffer for a body of `declared` bytes (its Content-Length, 0 if none) of which `have`
+/// arrived: room for all of it, but never more than `PREALLOCATE_AT_MOST` (1 MiB) ahead of what
+/// arrived, so a client that declares 32 MiB and stalls does not make the gateway hold
+/// 32 MiB for it.
+pub fn take_for(declared: usize, have: usize) -> BytesMut {
+    take(
+        declared
+            .min(have.saturating_add(PREALLOCATE_AT_MOST))
+            .max(have),
+    )
 }
 
 /// Give a body back: its buffer is kept when this was the last reference to it and it is
@@ -77,5 +93,14 @@ mod tests {
         let huge_ptr = huge.as_ptr();
         give_back(huge.freeze());
         assert_ne!(take(1).as_ptr(), huge_ptr);
+    }
+
+    #[test]
+    fn room_ahead_of_the_bytes_that_arrived_is_bounded() {
+        assert!(take_for(32 << 20, 100).capacity() <= PREALLOCATE_AT_MOST + 100 + 64);
+        assert!(take_for(300_000, 70_000).capacity() >= 300_000);
+        assert!(take_for(0, 70_000).capacity() >= 70_000);
+        // A declared length below what arrived (a lying client) still fits the bytes.
+        assert!(take_for(10, 70_000).capacity() >= 70_000);
     }
 }

@@ -710,7 +710,7 @@ impl Gateway {
                     (Some(g), _) => g.extend_from_slice(&data),
                     (None, None) => first = Some(data),
                     (None, Some(f)) => {
-                        let mut g = bodybuf::take(expected.max(f.len() + data.len()));
+                        let mut g = bodybuf::take_for(expected, f.len() + data.len());
                         g.extend_from_slice(f);
                         g.extend_from_slice(&data);
                         gathered = Some(g);
