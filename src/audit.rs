@@ -10,7 +10,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::abac::AccessDecision;
 use crate::decide::Step;
-use crate::filter::{Cond, ResolvedFilter};
 
 /// Where finished audit lines go (the buffered log sink in the server).
 pub trait LineSink: Send + Sync {
@@ -95,7 +94,7 @@ impl AuditLine<'_> {
                 put_event(out, st.event);
                 out.put(b":");
                 // Writing into a Vec (or an escaping view of one) cannot fail.
-                let _ = serde_json::to_writer(&mut *out, &FilterJson(f));
+                let _ = serde_json::to_writer(&mut *out, &**f);
             }
         }
     }
@@ -165,28 +164,21 @@ impl AuditLine<'_> {
     }
 }
 
-/// Where a field's text goes: the raw bytes (for `tracing`'s own formatter) or the inside
-/// of a JSON string (for the hand-written line). `io::Write` too, for serde's writer.
+/// Where a field's text goes: the raw bytes (a `Vec`, for `tracing`'s own formatter) or
+/// the inside of a JSON string ([`Escaped`], for the hand-written line). Both take serde's
+/// writer too; neither can fail.
 trait Sink: std::io::Write {
-    fn put(&mut self, bytes: &[u8]);
-}
-
-impl Sink for Vec<u8> {
     fn put(&mut self, bytes: &[u8]) {
-        self.extend_from_slice(bytes);
+        let _ = self.write_all(bytes);
     }
 }
+
+impl<W: std::io::Write> Sink for W {}
 
 /// A view of a line that escapes what is written to it as the inside of a JSON string.
 /// Escaping is byte by byte and never touches bytes >= 0x80, so text may arrive in any
 /// pieces, even ones that split a UTF-8 sequence.
 struct Escaped<'a>(&'a mut Vec<u8>);
-
-impl Sink for Escaped<'_> {
-    fn put(&mut self, bytes: &[u8]) {
-        escape_into(self.0, bytes);
-    }
-}
 
 impl std::io::Write for Escaped<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -209,50 +201,6 @@ fn put_event<S: Sink>(out: &mut S, event: crate::event::Event) {
     out.put(event.resource.as_str().as_bytes());
     out.put(b":");
     out.put(event.action.as_str().as_bytes());
-}
-
-/// A filter in its JSON form (`crate::explain::filter_json`'s shape), serialized without
-/// building a `Value`.
-struct FilterJson<'a>(&'a ResolvedFilter);
-
-impl serde::Serialize for FilterJson<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap as _;
-        let f = self.0;
-        let mut m = s.serialize_map(None)?;
-        for c in &f.conds {
-            match c {
-                Cond::Eq(k, v) => m.serialize_entry(k, v)?,
-                Cond::Contains(k, v) => m.serialize_entry(k, &Contains(v))?,
-            }
-        }
-        if let Some(any) = &f.any {
-            m.serialize_entry("$or", &Group(any))?;
-        }
-        if let Some(all) = &f.all {
-            m.serialize_entry("$and", &Group(all))?;
-        }
-        m.end()
-    }
-}
-
-struct Contains<'a>(&'a serde_json::Value);
-
-impl serde::Serialize for Contains<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap as _;
-        let mut m = s.serialize_map(Some(1))?;
-        m.serialize_entry("$contains", self.0)?;
-        m.end()
-    }
-}
-
-struct Group<'a>(&'a [ResolvedFilter]);
-
-impl serde::Serialize for Group<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(FilterJson))
-    }
 }
 
 fn field_str(out: &mut Vec<u8>, name: &str, value: &str) {
@@ -466,7 +414,7 @@ mod tests {
     fn lists_match_their_formatted_reference() {
         use crate::abac::{GroupTrace, RbacResult, Reason};
         use crate::event::{Action, Event, Resource};
-        use crate::filter::Filter;
+        use crate::filter::{Cond, Filter};
         use serde_json::json;
         use std::sync::Arc;
 

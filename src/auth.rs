@@ -4,11 +4,11 @@
 //! authenticates it, rejects it, or declines so that the next authenticator may try. JWT/JWKS
 //! and external (`forward`) authenticators are further variants of the same enum.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 
 use crate::config::ApiKeyEntry;
 use crate::error::GatewayError;

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::abac::{AccessDecision, ConditionFailure, Reason};
 use crate::event::Event;
-use crate::filter::{Cond, ResolvedFilter};
+use crate::filter::ResolvedFilter;
 use crate::policy::Policy;
 use crate::user::User;
 
@@ -41,26 +41,8 @@ pub struct Explain {
 
 /// A filter back to its JSON form (for display).
 pub fn filter_json(f: &ResolvedFilter) -> Value {
-    let mut m = Map::new();
-    for c in &f.conds {
-        match c {
-            Cond::Eq(k, v) => m.insert(k.clone(), v.clone()),
-            Cond::Contains(k, v) => m.insert(k.clone(), serde_json::json!({"$contains": v})),
-        };
-    }
-    if let Some(any) = &f.any {
-        m.insert(
-            "$or".into(),
-            Value::Array(any.iter().map(filter_json).collect()),
-        );
-    }
-    if let Some(all) = &f.all {
-        m.insert(
-            "$and".into(),
-            Value::Array(all.iter().map(filter_json).collect()),
-        );
-    }
-    Value::Object(m)
+    // A filter's keys are strings and its values JSON: this cannot fail.
+    serde_json::to_value(f).unwrap_or_default()
 }
 
 /// Explain the decision for `user` doing `event` on a resource with `resource` metadata.

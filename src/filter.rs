@@ -31,6 +31,40 @@ pub struct Filter<V> {
     pub all: Option<Vec<Filter<V>>>,
 }
 
+/// The filter in its JSON form, as a handler writes it: `{"k": v, "k2": {"$contains": v},
+/// "$or": [...], "$and": [...]}` (what `explain` shows and the audit log records).
+impl<V: serde::Serialize> serde::Serialize for Filter<V> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut m = s.serialize_map(None)?;
+        for c in &self.conds {
+            match c {
+                Cond::Eq(k, v) => m.serialize_entry(k, v)?,
+                Cond::Contains(k, v) => m.serialize_entry(k, &Contains(v))?,
+            }
+        }
+        if let Some(any) = &self.any {
+            m.serialize_entry("$or", any)?;
+        }
+        if let Some(all) = &self.all {
+            m.serialize_entry("$and", all)?;
+        }
+        m.end()
+    }
+}
+
+/// `{"$contains": v}`.
+struct Contains<'a, V>(&'a V);
+
+impl<V: serde::Serialize> serde::Serialize for Contains<'_, V> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut m = s.serialize_map(Some(1))?;
+        m.serialize_entry("$contains", self.0)?;
+        m.end()
+    }
+}
+
 /// A compiled filter whose values may be templates.
 pub type FilterTemplate = Filter<ValueTemplate>;
 /// A filter rendered for one user.

@@ -61,7 +61,7 @@ impl Outgoing {
         out
     }
 
-    /// Length in bytes.
+    /// Length in bytes (of what is not yet sent, once sending started).
     pub fn len(&self) -> usize {
         self.len
     }
