@@ -8,6 +8,7 @@
 //! nothing else holds it.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::{Bytes, BytesMut};
 
@@ -65,6 +66,88 @@ pub fn give_back(body: Bytes) {
     });
 }
 
+/// The request-body bytes the gateway holds at once, across every connection and thread.
+///
+/// A body is read whole before it is decided on, so without a bound `N` clients sending
+/// `--max-body-bytes` each make the gateway hold `N` times that. A request reserves its
+/// declared length before a byte is read (a chunked body reserves as its pieces arrive); when
+/// the budget cannot cover it, the request is refused with 503 and its body is never read.
+#[derive(Debug)]
+pub struct BodyBudget {
+    limit: usize,
+    held: AtomicUsize,
+}
+
+impl BodyBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        BodyBudget {
+            limit,
+            held: AtomicUsize::new(0),
+        }
+    }
+
+    /// Bytes reserved right now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// The budget in bytes.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// An empty reservation, grown with [`Reservation::grow`].
+    pub fn reservation(&self) -> Reservation<'_> {
+        Reservation {
+            budget: self,
+            bytes: 0,
+        }
+    }
+
+    fn take(&self, n: usize) -> bool {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(n).filter(|total| *total <= self.limit)
+            })
+            .is_ok()
+    }
+}
+
+/// Bytes of a [`BodyBudget`] held by one request; given back when dropped.
+#[derive(Debug)]
+pub struct Reservation<'a> {
+    budget: &'a BodyBudget,
+    bytes: usize,
+}
+
+impl Reservation<'_> {
+    /// Reserve `n` more bytes; `false` (and nothing reserved) when the budget cannot cover them.
+    pub fn grow(&mut self, n: usize) -> bool {
+        if n == 0 {
+            return true;
+        }
+        let ok = self.budget.take(n);
+        if ok {
+            self.bytes += n;
+        }
+        ok
+    }
+
+    /// The bytes this reservation holds.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            self.budget.held.fetch_sub(self.bytes, Ordering::AcqRel);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +185,23 @@ mod tests {
         assert!(take_for(0, 70_000).capacity() >= 70_000);
         // A declared length below what arrived (a lying client) still fits the bytes.
         assert!(take_for(10, 70_000).capacity() >= 70_000);
+    }
+
+    #[test]
+    fn a_budget_refuses_what_it_cannot_cover_and_gets_bytes_back_on_drop() {
+        let budget = BodyBudget::new(100);
+        let mut a = budget.reservation();
+        assert!(a.grow(60));
+        let mut b = budget.reservation();
+        assert!(!b.grow(41), "60 + 41 > 100");
+        assert_eq!(b.bytes(), 0);
+        assert!(b.grow(40));
+        assert_eq!(budget.held(), 100);
+        assert!(!a.grow(1));
+        drop(a);
+        assert_eq!(budget.held(), 40);
+        assert!(b.grow(60));
+        drop(b);
+        assert_eq!(budget.held(), 0);
     }
 }

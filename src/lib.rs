@@ -15,6 +15,7 @@ pub mod event;
 pub mod explain;
 pub mod filter;
 pub mod forward_auth;
+pub mod ids;
 pub mod idle;
 pub mod jwks;
 pub mod jwt;

@@ -75,6 +75,14 @@ struct ServeArgs {
     /// Largest request body in bytes (413 above).
     #[arg(long, env = "GRAPHGUARD_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
     max_body_bytes: usize,
+    /// Request-body bytes held at once across all requests; a request whose body does not
+    /// fit gets 503 before its body is read.
+    #[arg(
+        long,
+        env = "GRAPHGUARD_MAX_BODY_BYTES_IN_FLIGHT",
+        default_value_t = 128 * 1024 * 1024
+    )]
+    max_body_bytes_in_flight: usize,
     /// Seconds a client has to send request headers.
     #[arg(long, env = "GRAPHGUARD_HEADER_TIMEOUT_SECS", default_value_t = 10)]
     header_timeout_secs: u64,
@@ -331,6 +339,14 @@ fn check(dir: &std::path::Path) -> ExitCode {
 }
 
 async fn serve(a: ServeArgs, audit_sink: Option<Arc<BufferedLog<std::io::Stderr>>>) -> ExitCode {
+    if a.max_body_bytes_in_flight < a.max_body_bytes {
+        eprintln!(
+            "graphguard: --max-body-bytes-in-flight ({}) is below --max-body-bytes ({}): a \
+             largest body could never be read",
+            a.max_body_bytes_in_flight, a.max_body_bytes
+        );
+        return ExitCode::FAILURE;
+    }
     let policy = match Policy::load_dir(&a.policies) {
         Ok(p) => p,
         Err(errors) => {
@@ -381,6 +397,7 @@ async fn serve(a: ServeArgs, audit_sink: Option<Arc<BufferedLog<std::io::Stderr>
         upstream,
         ProxyConfig {
             max_body: a.max_body_bytes,
+            body_budget: a.max_body_bytes_in_flight,
             idle_timeout: Duration::from_secs(a.idle_timeout_secs),
             policy_version_header: !a.no_policy_version_header,
             audit_sample_allowed: a.audit_sample_allowed,

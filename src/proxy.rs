@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use crate::audit::{AuditLine, LineSink};
 use crate::auth;
-use crate::bodybuf;
+use crate::bodybuf::{self, BodyBudget, Reservation};
 use crate::decide::{
     self, empty_map, metadata_ref, Decision, Facts, Forward, Input, Next, Outcome, Reply,
     ResponsePlan, SearchPlan, Target,
@@ -44,6 +44,8 @@ pub type RespBody =
 pub struct ProxyConfig {
     /// Largest request body accepted (413 above).
     pub max_body: usize,
+    /// Request-body bytes held at once across all requests (503 beyond, before reading).
+    pub body_budget: usize,
     /// Largest upstream response the gateway buffers to filter (search pages, lists).
     pub max_filtered_response: usize,
     /// A streaming response with no data for this long is cut.
@@ -60,6 +62,7 @@ impl Default for ProxyConfig {
     fn default() -> Self {
         ProxyConfig {
             max_body: 32 * 1024 * 1024,
+            body_budget: 128 * 1024 * 1024,
             max_filtered_response: 64 * 1024 * 1024,
             idle_timeout: Duration::from_secs(300),
             body_timeout: Duration::from_secs(60),
@@ -85,6 +88,8 @@ pub struct Gateway {
     pub draining: AtomicBool,
     /// A candidate policy evaluated beside the enforced one, never enforced.
     pub shadow: arc_swap::ArcSwapOption<Policy>,
+    /// Request-body bytes held at once, across every connection.
+    pub body_budget: BodyBudget,
     audit_seq: AtomicU64,
     /// Where audit lines are written directly as JSON (the server's log sink); `None`: as a
     /// `tracing` event.
@@ -100,6 +105,7 @@ impl Gateway {
         metrics: Arc<Metrics>,
     ) -> Gateway {
         Gateway {
+            body_budget: BodyBudget::new(config.body_budget),
             policy: ArcSwap::from_pointee(policy),
             upstream,
             config,
@@ -508,7 +514,15 @@ impl Gateway {
                     authenticated: false,
                 };
                 let (parts, body) = req.into_parts();
-                let body = self.read_body(&parts.headers, body).await.map_err(fail)?;
+                // Anyone may call a public route: it reads no body, so an anonymous client
+                // cannot make the gateway hold one.
+                if !hyper::body::Body::is_end_stream(&body) {
+                    return Err(fail(GatewayError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "Public routes take no request body",
+                    )));
+                }
+                let body = Bytes::new();
                 let r = self
                     .forward(policy, parts, body, fwd, None, peer)
                     .await
@@ -533,8 +547,9 @@ impl Gateway {
             )));
         }
         let (parts, body) = req.into_parts();
+        let mut held = self.body_budget.reservation();
         let raw = self
-            .read_body(&parts.headers, body)
+            .read_body(&parts.headers, body, &mut held)
             .await
             .map_err(with_user)?;
         let parsed = decide::parse_body(&m, &raw).map_err(with_user)?;
@@ -672,8 +687,15 @@ impl Gateway {
         }
     }
 
-    /// Read the whole request body within the size limit (413 before the upstream sees it).
-    async fn read_body(&self, headers: &HeaderMap, body: Incoming) -> Result<Bytes, GatewayError> {
+    /// Read the whole request body within the size limit (413 before the upstream sees it) and
+    /// within the budget of body bytes held at once (503 before a byte is read, when its
+    /// declared length does not fit; a chunked body is reserved piece by piece).
+    async fn read_body(
+        &self,
+        headers: &HeaderMap,
+        body: Incoming,
+        held: &mut Reservation<'_>,
+    ) -> Result<Bytes, GatewayError> {
         let too_large = || {
             GatewayError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -691,6 +713,9 @@ impl Gateway {
                 return Err(too_large());
             }
             expected = n as usize;
+            if !held.grow(expected) {
+                return Err(budget_spent(&self.body_budget));
+            }
         }
         // Nothing to read (no Content-Length or a zero one, no chunked body, h2 end of stream):
         // no timer, no collection.
@@ -706,6 +731,12 @@ impl Gateway {
                 let Ok(data) = frame?.into_data() else {
                     continue; // trailers
                 };
+                let arrived = first.as_ref().map_or(0, Bytes::len)
+                    + gathered.as_ref().map_or(0, BytesMut::len)
+                    + data.len();
+                if arrived > held.bytes() && !held.grow(arrived - held.bytes()) {
+                    return Ok(Err(budget_spent(&self.body_budget)));
+                }
                 match (&mut gathered, &first) {
                     (Some(g), _) => g.extend_from_slice(&data),
                     (None, None) => first = Some(data),
@@ -718,17 +749,17 @@ impl Gateway {
                     }
                 }
             }
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(match gathered {
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Ok(match gathered {
                 Some(g) => g.freeze(),
                 None => first.unwrap_or_default(),
-            })
+            }))
         };
         match tokio::time::timeout(self.config.body_timeout, gather).await {
             Err(_) => Err(GatewayError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "Request body not received in time",
             )),
-            Ok(Ok(b)) => Ok(b),
+            Ok(Ok(b)) => b,
             Ok(Err(e)) => {
                 if e.downcast_ref::<http_body_util::LengthLimitError>()
                     .is_some()
@@ -1065,6 +1096,20 @@ impl Gateway {
         }
         Ok(true)
     }
+}
+
+/// 503 for a body the budget of bytes held at once cannot cover.
+fn budget_spent(budget: &BodyBudget) -> GatewayError {
+    let mut e = GatewayError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "graphguard is holding its limit of {} request-body bytes; retry shortly",
+            budget.limit()
+        ),
+    )
+    .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    e.side = Side::Internal;
+    e
 }
 
 /// HTTP/1.1 requires exactly one Host (RFC 9112 3.2); HTTP/2 carries `:authority` instead.

@@ -388,6 +388,7 @@ async fn a_huge_declared_length_is_413_at_once_on_every_route_kind() {
         ("GET", "/ui/x.js".to_string(), false),
         ("PUT", "/store/items".to_string(), true),
     ] {
+        let public = !auth;
         let auth = if auth {
             format!("Authorization: {ALICE}\r\n")
         } else {
@@ -401,7 +402,11 @@ async fn a_huge_declared_length_is_413_at_once_on_every_route_kind() {
         )
         .await;
         let d = raw_json_error(&r, 413);
-        assert!(d.contains("larger than"), "{d}");
+        if public {
+            assert_eq!(d, "Public routes take no request body");
+        } else {
+            assert!(d.contains("larger than"), "{d}");
+        }
         assert!(started.elapsed() < Duration::from_secs(5));
     }
     // Refused before any lookup (bob's thread was never fetched) or forward.
@@ -550,4 +555,90 @@ async fn a_refusal_before_the_body_is_read_does_not_silently_drop_the_connection
         );
     }
     let _ = up;
+}
+
+/// A request head with a declared body, sent without the body.
+fn head_only(method: &str, path: &str, auth: &str, declared: usize) -> Vec<u8> {
+    let auth = if auth.is_empty() {
+        String::new()
+    } else {
+        format!("Authorization: {auth}\r\n")
+    };
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: gw.test\r\n{auth}Content-Type: application/json\r\n\
+         Content-Length: {declared}\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_routes_refuse_a_body_before_reading_it() {
+    let (up, gw) = owner_setup().await;
+    // An anonymous client declares 30 MiB on /ok and sends nothing: the answer comes at once,
+    // without the gateway waiting for (or holding) a byte of it.
+    let mut c = RawConn::connect(&gw).await;
+    c.write(&head_only("GET", "/ok", "", 30 << 20)).await;
+    let r = c.read_response().await;
+    assert_eq!(
+        raw_json_error(&r, 413),
+        "Public routes take no request body"
+    );
+    assert_eq!(r.header("connection"), Some("close"));
+    // A small body, and a chunked one, are refused the same way; bodiless GETs still pass.
+    let r = raw_exchange(&gw, &raw_request("GET", "/ok", "", b"{}")).await;
+    raw_json_error(&r, 413);
+    let chunked =
+        b"GET /info HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n2\r\n{}\r\n0\r\n\r\n";
+    raw_json_error(&raw_exchange(&gw, chunked).await, 413);
+    up.assert_nothing_forwarded();
+    let r = raw_exchange(&gw, &raw_request("GET", "/ok", "", b"")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(up.forwarded().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_bytes_held_at_once_are_bounded_and_given_back() {
+    let up = MockUpstream::start().await;
+    let gw = gateway_with(
+        &up,
+        ProxyConfig {
+            max_body: SMALL,
+            body_budget: 2 * SMALL,
+            ..ProxyConfig::default()
+        },
+    )
+    .await;
+    // Two clients each declare a full body and send half of it: the budget is spent.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = RawConn::connect(&gw).await;
+        c.write(&head_only("POST", "/threads", ALICE, SMALL)).await;
+        c.write(&[b' '; SMALL / 2]).await;
+        held.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A third is refused with 503 before its body is read (it never sends one).
+    let mut c = RawConn::connect(&gw).await;
+    c.write(&head_only("POST", "/threads", ALICE, 100)).await;
+    let r = c.read_response().await;
+    let detail = raw_json_error(&r, 503);
+    assert!(detail.contains("request-body bytes"), "{detail}");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    // A chunked body is reserved piece by piece and refused when a piece does not fit.
+    let chunked = format!(
+        "POST /threads HTTP/1.1\r\nHost: gw.test\r\nAuthorization: {ALICE}\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n2\r\n{{}}\r\n0\r\n\r\n"
+    );
+    raw_json_error(&raw_exchange(&gw, chunked.as_bytes()).await, 503);
+    up.assert_nothing_forwarded();
+    // The first two finish their bodies: their bytes come back, and requests pass again.
+    for mut c in held {
+        let mut rest = vec![b' '; SMALL / 2 - 2];
+        rest.extend_from_slice(b"{}");
+        c.write(&rest).await;
+        assert_eq!(c.read_response().await.status, 200);
+    }
+    raw_exchange(&gw, chunked.as_bytes()).await;
+    let r = raw_exchange(&gw, &raw_request("POST", "/threads", &format!("Authorization: {ALICE}\r\n"), b"{}")).await;
+    assert_eq!(r.status, 200, "{r:?}");
 }
