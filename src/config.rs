@@ -81,6 +81,31 @@ pub struct SettingsConfig {
     pub user_headers: Option<UserHeadersConfig>,
     /// Resource lookup cache.
     pub lookup_cache: Option<LookupCacheConfig>,
+    /// URLs a request body may make the agent server call (run and cron webhooks).
+    pub webhooks: Option<WebhooksConfig>,
+    /// Searches the gateway completes itself (filters the agent server cannot apply).
+    pub search: Option<SearchConfig>,
+}
+
+/// Which webhook URLs are forwarded. A refused one is 403.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Allowed schemes (default `[https]`; `http` may be added).
+    pub schemes: Option<Vec<String>>,
+    /// Hosts that may be called: names, `*.domain`, IP addresses or CIDRs. Absent: any public
+    /// host (IP literals checked, names resolved and every address checked). Listed hosts may
+    /// be private. An empty list refuses every webhook.
+    pub allowed_hosts: Option<Vec<String>>,
+}
+
+/// Bounds on searches the gateway completes by paging through the agent server's results.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SearchConfig {
+    /// Upstream requests (result pages of 200, and lookups of the resources a filter reads)
+    /// one search may make before it is refused (default 10).
+    pub max_upstream_requests: Option<u32>,
 }
 
 /// Header names for forwarding the user upstream.

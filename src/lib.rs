@@ -33,4 +33,5 @@ pub mod server;
 pub mod template;
 pub mod token_cache;
 pub mod upstream;
+pub mod webhook;
 pub mod user;

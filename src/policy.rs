@@ -24,6 +24,7 @@ use crate::event::{Action, Event, Resource};
 use crate::filter::{FilterTemplate, ResolvedFilter};
 use crate::template::{StrTemplate, ValueTemplate};
 use crate::user::User;
+use crate::webhook::WebhookPolicy;
 
 /// Names of the headers that carry the user upstream.
 #[derive(Debug, Clone)]
@@ -119,6 +120,10 @@ pub struct Policy {
     pub lookup_ttl: Duration,
     /// Lookup cache capacity.
     pub lookup_capacity: usize,
+    /// Which webhook URLs request bodies may carry.
+    pub webhooks: WebhookPolicy,
+    /// Upstream requests one gateway-completed search may make.
+    pub search_max_requests: u32,
     /// Authenticators in order.
     pub authenticators: Vec<Authenticator>,
     handlers: Vec<Option<Arc<Handler>>>,
@@ -400,6 +405,34 @@ impl Policy {
                 None
             }
         };
+        let webhooks = settings
+            .webhooks
+            .as_ref()
+            .map(WebhookPolicy::compile)
+            .transpose()
+            .unwrap_or_else(|m| {
+                errors.push(ConfigError {
+                    file: PathBuf::from("settings"),
+                    line: None,
+                    key: "settings.webhooks".into(),
+                    message: m,
+                });
+                None
+            })
+            .unwrap_or_default();
+        let search_max_requests = settings
+            .search
+            .as_ref()
+            .and_then(|s| s.max_upstream_requests)
+            .unwrap_or(10);
+        if search_max_requests == 0 {
+            errors.push(ConfigError {
+                file: PathBuf::from("settings"),
+                line: None,
+                key: "settings.search.max_upstream_requests".into(),
+                message: "must be at least 1".into(),
+            });
+        }
         let access = match AccessControl::compile(roles.as_ref(), &access_policies) {
             Ok(a) => Some(a),
             Err(es) => {
@@ -482,6 +515,8 @@ impl Policy {
                 cache.as_ref().and_then(|c| c.ttl_ms).unwrap_or(2000),
             ),
             lookup_capacity: cache.as_ref().and_then(|c| c.capacity).unwrap_or(10_000),
+            webhooks,
+            search_max_requests,
             authenticators,
             handlers: table,
             access,

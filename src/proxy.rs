@@ -980,13 +980,24 @@ impl Gateway {
         user: Option<&User>,
     ) -> Result<Response<RespBody>, GatewayError> {
         const PAGE: u64 = 200;
-        const MAX_PAGES: u64 = 500;
+        let mut spent = Spent {
+            requests: 0,
+            limit: policy.search_max_requests,
+        };
         let base = ObjectBody::parse(&body, decide::MAX_JSON_DEPTH)
             .map_err(|_| GatewayError::internal("rewritten search body does not parse"))?;
         let want = plan.offset.saturating_add(plan.limit);
         let mut kept: Vec<Value> = Vec::new();
         let mut more = false;
-        for page in 0..MAX_PAGES {
+        for page in 0.. {
+            if let Err(e) = spent.one() {
+                // The client's window is complete; only whether more exist is unknown.
+                if !plan.count && kept.len() as u64 >= want {
+                    more = true;
+                    break;
+                }
+                return Err(e);
+            }
             let limit = PAGE.to_string();
             let offset = (page * PAGE).to_string();
             let b = base.splice(&[
@@ -1011,7 +1022,7 @@ impl Gateway {
             })?;
             let n = items.len() as u64;
             for item in items {
-                if self.passes(policy, plan, user, &item).await? {
+                if self.passes(policy, plan, user, &item, &mut spent).await? {
                     if !plan.count && kept.len() as u64 >= want {
                         more = true;
                         break;
@@ -1021,12 +1032,6 @@ impl Gateway {
             }
             if more || n < PAGE {
                 break;
-            }
-            if page + 1 == MAX_PAGES {
-                return Err(GatewayError::upstream(
-                    StatusCode::BAD_GATEWAY,
-                    "Search too large to filter at the gateway",
-                ));
             }
         }
         if plan.count {
@@ -1070,6 +1075,7 @@ impl Gateway {
         plan: &SearchPlan,
         user: Option<&User>,
         item: &Value,
+        spent: &mut Spent,
     ) -> Result<bool, GatewayError> {
         let md = metadata_ref(item);
         if let Some(f) = &plan.filter {
@@ -1084,10 +1090,14 @@ impl Gateway {
         }
         if let Some(tf) = &plan.thread_filter {
             if let Some(tid) = item.get("thread_id").and_then(Value::as_str) {
-                let thread = self
-                    .upstream
-                    .lookup(&Target::Thread(tid.to_string()))
-                    .await?;
+                let t = Target::Thread(tid.to_string());
+                let thread = match self.upstream.cached(&t) {
+                    Some(f) => f,
+                    None => {
+                        spent.one()?;
+                        self.upstream.lookup(&t).await?
+                    }
+                };
                 let md = thread.as_deref().map_or(empty_map(), metadata_ref);
                 if !tf.matches(md) {
                     return Ok(false);
@@ -1095,6 +1105,30 @@ impl Gateway {
             }
         }
         Ok(true)
+    }
+}
+
+/// The upstream requests a gateway-completed search has made, against its bound
+/// (`settings.search.max_upstream_requests`).
+struct Spent {
+    requests: u32,
+    limit: u32,
+}
+
+impl Spent {
+    /// Count one more upstream request, or refuse the search: rather than an answer that
+    /// silently misses results, the client learns that the search is too broad for the gateway.
+    fn one(&mut self) -> Result<(), GatewayError> {
+        if self.requests >= self.limit {
+            return Err(GatewayError::bad_request(format!(
+                "Search too broad for graphguard to filter: it needs more than {} upstream \
+                 requests (settings.search.max_upstream_requests); narrow it with metadata the \
+                 agent server can match, or a smaller offset",
+                self.limit
+            )));
+        }
+        self.requests += 1;
+        Ok(())
     }
 }
 

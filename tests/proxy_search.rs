@@ -195,3 +195,50 @@ async fn assistant_versions_are_filtered_by_owner() {
     r.assert_status(404);
     assert_eq!(r.detail(), format!("Assistant {aid} not found"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_is_bounded_in_upstream_requests() {
+    let up = MockUpstream::start().await;
+    up.on(Method::POST, "/threads/search", Reply::Search(threads(3000)));
+    let read = |f: &str| std::fs::read_to_string(policy_dir("participants").join(f)).unwrap();
+    let policy = format!(
+        "{}\n{}\nsettings:\n  search: {{max_upstream_requests: 3}}\n",
+        read("authenticators.yaml"),
+        read("handlers.yaml")
+    );
+    let gw = start_gateway(
+        &up.url(),
+        GatewayOptions {
+            policy: PolicySource::Yaml(policy),
+            ..GatewayOptions::default()
+        },
+    )
+    .await;
+    // 3000 threads, alice on every third: her 1000 cannot be counted in 3 pages of 200.
+    let r = req(Method::POST, "/threads/count")
+        .auth(ALICE)
+        .json(&json!({}))
+        .send(&gw)
+        .await;
+    let d = json_error(&r, 400);
+    assert!(d.contains("max_upstream_requests"), "{d}");
+    assert_eq!(up.requests().len(), 3, "{:?}", summary(&up.requests()));
+    // A window deeper than 3 pages reach is refused the same way...
+    up.clear();
+    let r = req(Method::POST, "/threads/search")
+        .auth(ALICE)
+        .json(&json!({"limit": 10, "offset": 500}))
+        .send(&gw)
+        .await;
+    json_error(&r, 400);
+    assert_eq!(up.requests().len(), 3);
+    // ...one the pages reach is answered, its next page announced.
+    let r = req(Method::POST, "/threads/search")
+        .auth(ALICE)
+        .json(&json!({"limit": 10, "offset": 190}))
+        .send(&gw)
+        .await;
+    r.assert_status(200);
+    assert_eq!(indices(&r), (190..200).map(|k| k * 3).collect::<Vec<_>>());
+    assert_eq!(r.header("x-pagination-next").as_deref(), Some("200"));
+}
