@@ -14,11 +14,14 @@ use serde_json::{Map, Value};
 use crate::config::NamespaceMode;
 use crate::error::GatewayError;
 use crate::event::{Action, Event, Resource};
+use crate::fields::{Kind, Of, Shape, RESERVED_CONFIGURABLE_KEYS};
 use crate::filter::ResolvedFilter;
+use crate::ids::{self, IdForm};
 use crate::policy::{Grant, Policy};
 use crate::rewrite::{merge_object_pairs, pairs, BodyError, NewBody, ObjectBody};
-use crate::routes::{is_uuid, BodyKind, Miss, Op, RouteMatch};
+use crate::routes::{system_assistant_id, BodyKind, Miss, Op, RouteMatch};
 use crate::user::User;
+use crate::webhook::{self, Verdict};
 
 /// Maximum JSON nesting accepted in a body the gateway reads.
 pub const MAX_JSON_DEPTH: usize = 64;
@@ -34,6 +37,8 @@ pub enum Target {
     Cron(String),
     /// A store item by namespace (dot-joined) and key.
     StoreItem(String, String),
+    /// The addresses a host name resolves to (a webhook's host), as a JSON list of strings.
+    Host(String),
 }
 
 impl Target {
@@ -50,21 +55,7 @@ impl Target {
                     .finish();
                 format!("/store/items?{q}")
             }
-        }
-    }
-
-    /// The same target with its id in canonical form (a UUID lower-case and hyphenated), so
-    /// every spelling of one resource shares one cache entry.
-    pub fn normalized(&self) -> Target {
-        let canon = |id: &str| match uuid::Uuid::try_parse(id) {
-            Ok(u) if crate::routes::is_uuid(id) => u.to_string(),
-            _ => id.to_string(),
-        };
-        match self {
-            Target::Thread(id) => Target::Thread(canon(id)),
-            Target::Assistant(id) => Target::Assistant(canon(id)),
-            Target::Cron(id) => Target::Cron(canon(id)),
-            Target::StoreItem(ns, k) => Target::StoreItem(ns.clone(), k.clone()),
+            Target::Host(host) => format!("dns:{host}"),
         }
     }
 
@@ -113,7 +104,7 @@ pub enum Body<'a> {
 pub fn parse_body<'a>(route: &RouteMatch, raw: &'a [u8]) -> Result<Body<'a>, GatewayError> {
     match route.route.body {
         BodyKind::Opaque => Ok(Body::Opaque),
-        BodyKind::Object => {
+        BodyKind::Object(_) => {
             let src: &'a [u8] = if raw.iter().all(u8::is_ascii_whitespace) {
                 b"{}"
             } else {
@@ -123,7 +114,7 @@ pub fn parse_body<'a>(route: &RouteMatch, raw: &'a [u8]) -> Result<Body<'a>, Gat
                 .map(Body::Object)
                 .map_err(body_error)
         }
-        BodyKind::Array => {
+        BodyKind::Array(_) => {
             // Each element is spliced like an object body, so numbers and every other byte
             // the client sent reach the server unchanged.
             let items: Vec<&'a serde_json::value::RawValue> =
@@ -316,6 +307,8 @@ pub fn decide_with_cache(
         access: Vec::new(),
         subject: Subject::None,
         per_item: Vec::new(),
+        edits: Vec::new(),
+        item_edits: Vec::new(),
     };
     let outcome = match cx.run() {
         Ok(o) => o,
@@ -357,7 +350,15 @@ struct Cx<'a> {
     subject: Subject,
     /// Access events to evaluate on each result item (searches).
     per_item: Vec<Event>,
+    /// Edits of the body's top-level members that every forward carries (identity keys
+    /// removed from configuration objects), made by [`Cx::check_fields`].
+    edits: Vec<Edit>,
+    /// The same for each item of an array body (run batch).
+    item_edits: Vec<Vec<Edit>>,
 }
+
+/// A body member's new raw value.
+type Edit = (&'static str, Vec<u8>);
 
 /// Where the resource's tags come from for access policies.
 #[derive(Clone)]
@@ -585,7 +586,187 @@ impl<'a> Cx<'a> {
             .ok_or_else(|| GatewayError::internal("missing path parameter").into())
     }
 
+    /// Check the body's fields against the route's inventory, decide the route, and carry the
+    /// field edits into whatever is forwarded.
     fn run(&mut self) -> R<Outcome> {
+        self.check_fields()?;
+        let mut outcome = self.route()?;
+        if let Outcome::Forward(f) = &mut outcome {
+            if f.body.is_none() && !self.edits.is_empty() {
+                f.body = Some(self.body_with(&[])?);
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Every top-level field of the body must be in the route's inventory
+    /// ([`crate::fields`]); each one present is checked for its kind: ids canonical,
+    /// assistants resolvable, webhooks allowed, identity keys removed from configuration
+    /// objects (the edits are kept for the forward).
+    fn check_fields(&mut self) -> R<()> {
+        match (self.input.body, self.input.route.route.body) {
+            (Body::Object(o), BodyKind::Object(shape)) => {
+                self.edits = self.vet(o, shape)?;
+            }
+            (Body::Array(items), BodyKind::Array(shape)) => {
+                let mut all = Vec::with_capacity(items.len());
+                for item in items {
+                    all.push(self.vet(item, shape)?);
+                }
+                self.item_edits = all;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// [`Cx::check_fields`] for one object of a shape.
+    fn vet(&self, o: &ObjectBody<'_>, shape: &'static Shape) -> R<Vec<Edit>> {
+        let mut edits = Vec::new();
+        for field in shape.fields {
+            let Some(raw) = o.get_raw(field.name) else {
+                continue;
+            };
+            let v = || -> R<Value> {
+                serde_json::from_slice(raw).map_err(|_| body_error(BodyError::NotAnObject).into())
+            };
+            match field.kind {
+                Kind::Plain | Kind::Metadata | Kind::Route => {}
+                Kind::Id(of) => match v()? {
+                    Value::Null => {}
+                    Value::String(id) => canonical_id(of, &id).map(drop)?,
+                    _ => return Err(must_be(field.name, "a string")),
+                },
+                Kind::Ids(of) => match v()? {
+                    Value::Null => {}
+                    Value::Array(items) => {
+                        for item in items {
+                            match item {
+                                Value::String(id) => canonical_id(of, &id).map(drop)?,
+                                _ => return Err(must_be(field.name, "a list of strings")),
+                            }
+                        }
+                    }
+                    _ => return Err(must_be(field.name, "a list of strings")),
+                },
+                Kind::Assistant => match v()? {
+                    Value::Null => {}
+                    Value::String(a) => assistant_ref(&a).map(drop)?,
+                    _ => return Err(must_be(field.name, "a string")),
+                },
+                Kind::Config => {
+                    if let Some(config) = self.scrub_config(raw)? {
+                        edits.push((field.name, config));
+                    }
+                }
+                Kind::Context | Kind::Checkpoint => {
+                    if let Some(scrubbed) = self.scrub(raw)? {
+                        edits.push((field.name, scrubbed));
+                    }
+                }
+                Kind::Webhook => match v()? {
+                    Value::Null => {}
+                    Value::String(url) => self.check_webhook(&url)?,
+                    _ => return Err(must_be(field.name, "a string")),
+                },
+            }
+        }
+        if let Some(unknown) = o.keys().find(|k| shape.kind(k).is_none()) {
+            return Err(GatewayError::unprocessable(format!(
+                "Unknown field {unknown:?} in {}: graphguard forwards only the fields the agent \
+                 server's schema names",
+                shape.name
+            ))
+            .into());
+        }
+        Ok(edits)
+    }
+
+    /// A run configuration with identity keys removed from its `configurable`, if any were.
+    fn scrub_config(&self, raw: &[u8]) -> R<Option<Vec<u8>>> {
+        if raw.first() != Some(&b'{') {
+            return Ok(None);
+        }
+        let config = ObjectBody::parse(raw, MAX_JSON_DEPTH).map_err(body_error)?;
+        let Some(inner) = config.get_raw("configurable") else {
+            return Ok(None);
+        };
+        Ok(self
+            .scrub(inner)?
+            .map(|c| config.splice(&[("configurable", Some(&c))])))
+    }
+
+    /// A JSON object with identity keys removed, if it had any: the names of the headers that
+    /// carry the user (whatever `settings.user_headers` calls them, in any case, and anything
+    /// under `x-graphguard-`), and LangGraph's reserved keys. A run fired by a cron has no
+    /// request headers, so a client's copy would be all its graph sees.
+    fn scrub(&self, raw: &[u8]) -> R<Option<Vec<u8>>> {
+        if raw.first() != Some(&b'{') {
+            return Ok(None);
+        }
+        let o = ObjectBody::parse(raw, MAX_JSON_DEPTH).map_err(body_error)?;
+        let doomed: Vec<(&str, Option<&[u8]>)> = o
+            .keys()
+            .filter(|k| self.is_identity_key(k))
+            .map(|k| (k, None))
+            .collect();
+        Ok((!doomed.is_empty()).then(|| o.splice(&doomed)))
+    }
+
+    fn is_identity_key(&self, key: &str) -> bool {
+        let lower = key.to_ascii_lowercase();
+        lower.starts_with("x-graphguard-")
+            || self
+                .policy
+                .user_headers
+                .strip
+                .iter()
+                .any(|h| h.as_str() == lower)
+            || RESERVED_CONFIGURABLE_KEYS.contains(&key)
+    }
+
+    /// A webhook URL the server would call: refused (403) unless `settings.webhooks` allows it.
+    fn check_webhook(&self, url: &str) -> R<()> {
+        let refuse = |why: String| -> Stop { GatewayError::forbidden(why).into() };
+        match self.policy.webhooks.check(url).map_err(refuse)? {
+            Verdict::Allowed => Ok(()),
+            Verdict::IfPublic(host) => {
+                let addrs: Vec<std::net::IpAddr> = self
+                    .fact(Target::Host(host.clone()))?
+                    .as_deref()
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(|v| v.as_str()?.parse().ok()).collect())
+                    .unwrap_or_default();
+                if addrs.is_empty() {
+                    return Err(refuse(format!("webhook host {host} does not resolve")));
+                }
+                if !webhook::all_public(&addrs) {
+                    return Err(refuse(format!(
+                        "webhook host {host} resolves to an address that is not public"
+                    )));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The body with `op`'s edits and the field edits of [`Cx::check_fields`].
+    fn body_with(&self, op: &[(&str, Option<&[u8]>)]) -> R<NewBody> {
+        let o = self.obj()?;
+        if self.edits.is_empty() {
+            return Ok(o.splice_body(op));
+        }
+        let mut all: Vec<(&str, Option<&[u8]>)> = self
+            .edits
+            .iter()
+            .map(|(k, v)| (*k, Some(v.as_slice())))
+            .collect();
+        all.extend_from_slice(op);
+        Ok(o.splice_body(&all))
+    }
+
+    /// The route's own rules (spec section 5), once the fields are known to be sound.
+    fn route(&mut self) -> R<Outcome> {
         let p = &self.input.route.params;
         let op = self.input.route.route.op;
         Ok(Outcome::Forward(match op {
@@ -727,73 +908,15 @@ impl<'a> Cx<'a> {
                 )?;
                 forward()
             }
-            Op::RunsCancel => {
-                if let Some(tid) = self.str_field("thread_id")?.filter(|t| is_uuid(t)) {
-                    self.on(Subject::Target(Target::Thread(tid)));
-                }
-                let g = self.grant(T, Action::Update)?;
-                if g.active_filter().is_some() {
-                    match self.str_field("thread_id")? {
-                        Some(tid) if is_uuid(&tid) => {
-                            self.check(
-                                &g,
-                                Target::Thread(tid.clone()),
-                                Miss::NoRunsToCancel,
-                                &tid,
-                            )?;
-                        }
-                        Some(_) => {
-                            return Err(GatewayError::unprocessable(
-                                "Invalid thread ID: must be a UUID",
-                            )
-                            .into())
-                        }
-                        None => {
-                            return Err(GatewayError::forbidden(
-                                "Cancelling runs by status cannot be authorized thread by thread \
-                                 behind graphguard; cancel with thread_id and run_ids",
-                            )
-                            .into())
-                        }
-                    }
-                }
-                forward()
-            }
-            Op::AssistantCreate => {
-                self.on(Subject::CreateBody);
-                let g = self.grant(A, Action::Create)?;
-                if let Some(aid) = self.str_field("assistant_id")? {
-                    if g.active_filter().is_some() && is_uuid(&aid) {
-                        let miss = |id: &str| {
-                            GatewayError::conflict(format!("Assistant {id} already exists"))
-                        };
-                        if let Some(v) = self.fact(Target::Assistant(aid.clone()))? {
-                            if g.active_filter()
-                                .is_some_and(|f| !f.matches(metadata_ref(&v)))
-                            {
-                                return Err(miss(&aid).into());
-                            }
-                        }
-                    }
-                }
-                let mut f = self.stamped(&g, false)?;
-                // As for threads: a cached "missing" for a client-chosen id is stale once created.
-                if let Some(aid) = self.str_field("assistant_id")? {
-                    f.invalidate.push(Target::Assistant(aid));
-                }
-                f
-            }
+            Op::RunsCancel => self.runs_cancel()?,
+            Op::AssistantCreate => self.assistant_create()?,
             Op::AssistantSearch { count } => {
                 return self.search(A, "/assistants/search", count, None)
             }
             Op::AssistantById { miss, stamp } => {
-                let aid = self.param(&p.assistant_id)?;
-                // `/graph` also takes a graph name: it means the graph's system assistant.
-                let aid = if is_uuid(&aid) {
-                    aid
-                } else {
-                    crate::routes::system_assistant_id(&aid).to_string()
-                };
+                // `/graph` also takes a graph name: it means the graph's system assistant
+                // (`validate_params` refused every other spelling that is not canonical).
+                let aid = assistant_ref(&self.param(&p.assistant_id)?)?;
                 self.on(Subject::Target(Target::Assistant(aid.clone())));
                 let action = self
                     .input
@@ -842,8 +965,15 @@ impl<'a> Cx<'a> {
                     &aid,
                 )?;
                 if query_flag(self.input.query, "delete_threads") {
+                    // The server deletes every thread that ran with this assistant, whoever
+                    // owns it: only a caller whose thread deletes depend on nothing may.
                     let td = self.grant(T, Action::Delete)?;
-                    if td.active_filter().is_some() {
+                    let per_thread = td.active_filter().is_some()
+                        || self
+                            .policy
+                            .access
+                            .needs_tags(self.user, Event::new(T, Action::Delete));
+                    if per_thread {
                         return Err(GatewayError::forbidden(
                             "delete_threads cannot be authorized thread by thread behind graphguard; \
                              delete the threads first",
@@ -905,7 +1035,7 @@ impl<'a> Cx<'a> {
                 BodyError::NotAnObject => GatewayError::unprocessable("metadata must be an object"),
                 other => body_error(other),
             })?;
-            f.body = Some(o.splice_body(&[("metadata", Some(&merged))]));
+            f.body = Some(self.body_with(&[("metadata", Some(&merged))])?);
         }
         Ok(f)
     }
@@ -929,44 +1059,64 @@ impl<'a> Cx<'a> {
         }
     }
 
-    /// A v2 protocol command `{id, method, params}`. `run.start` starts a run: its assistant
-    /// is checked as on run creation and the handler's metadata is stamped into
-    /// `params.metadata`.
+    /// A v2 protocol command `{id, method, params}`. `run.start` starts a run and
+    /// `input.respond` resumes one: their parameters are checked against the inventory like a
+    /// run's body (the server sanitizes neither), `run.start`'s assistant is checked as on run
+    /// creation, and the handler's metadata is stamped into its `params.metadata`.
     fn command(&mut self, g: &Grant) -> R<Forward> {
-        if self.str_field("method")?.as_deref() != Some("run.start") {
+        let shape = match self.str_field("method")?.as_deref() {
+            Some("run.start") => &crate::fields::RUN_START_PARAMS,
+            Some("input.respond") => &crate::fields::INPUT_RESPOND_PARAMS,
+            _ => return Ok(forward()),
+        };
+        let params = match self.obj()?.get_raw("params") {
+            None | Some(b"null") => ObjectBody::parse(b"{}", MAX_JSON_DEPTH),
+            Some(raw) => ObjectBody::parse(raw, MAX_JSON_DEPTH),
+        }
+        .map_err(|e| match e {
+            BodyError::NotAnObject => GatewayError::unprocessable("params must be an object"),
+            other => body_error(other),
+        })?;
+        let fields = self.vet(&params, shape)?;
+        let start = std::ptr::eq(shape, &crate::fields::RUN_START_PARAMS);
+        if start {
+            if let Some(Value::String(aid)) =
+                params.get::<Value>("assistant_id").map_err(body_error)?
+            {
+                let miss = GatewayError::not_found("Thread or assistant not found.");
+                if self
+                    .fact(Target::Assistant(assistant_ref(&aid)?))?
+                    .is_none()
+                {
+                    return Err(miss.into());
+                }
+                self.assistant_read_check(&aid, miss)?;
+            }
+        }
+        let mut edits: Vec<(&str, Option<&[u8]>)> = fields
+            .iter()
+            .map(|(k, v)| (*k, Some(v.as_slice())))
+            .collect();
+        let merged = match g.metadata.as_ref().filter(|m| start && !m.is_empty()) {
+            Some(md) => Some(params.merge_metadata(pairs(md)).map_err(|e| match e {
+                BodyError::NotAnObject => {
+                    GatewayError::unprocessable("params.metadata must be an object")
+                }
+                other => body_error(other),
+            })?),
+            None => None,
+        };
+        if let Some(m) = &merged {
+            edits.push(("metadata", Some(m)));
+        }
+        if edits.is_empty() {
             return Ok(forward());
         }
-        let mut params = match self.obj()?.get::<Value>("params").map_err(body_error)? {
-            Some(Value::Object(m)) => m,
-            None | Some(Value::Null) => Map::new(),
-            Some(_) => return Err(GatewayError::unprocessable("params must be an object").into()),
-        };
-        let miss = GatewayError::not_found("Thread or assistant not found.");
-        if let Some(Value::String(aid)) = params.get("assistant_id") {
-            let aid = aid.clone();
-            self.assistant_read_check(&aid, miss)?;
-        }
-        let mut f = forward();
-        if let Some(md) = g.metadata.as_ref().filter(|m| !m.is_empty()) {
-            let target = params
-                .entry("metadata")
-                .or_insert_with(|| Value::Object(Map::new()));
-            if target.is_null() {
-                *target = Value::Object(Map::new());
-            }
-            let Value::Object(m) = target else {
-                return Err(
-                    GatewayError::unprocessable("params.metadata must be an object").into(),
-                );
-            };
-            for (k, v) in md {
-                m.insert(k.clone(), v.clone());
-            }
-            let raw = serde_json::to_vec(&Value::Object(params))
-                .map_err(|e| GatewayError::internal(e.to_string()))?;
-            f.body = Some(self.obj()?.splice_body(&[("params", Some(&raw))]));
-        }
-        Ok(f)
+        let new_params = params.splice(&edits);
+        Ok(Forward {
+            body: Some(self.body_with(&[("params", Some(&new_params))])?),
+            ..forward()
+        })
     }
 
     fn thread_create(&mut self) -> R<Forward> {
@@ -974,19 +1124,19 @@ impl<'a> Cx<'a> {
         let g = self.grant(T, Action::Create)?;
         self.on(Subject::None);
         let tid = self.str_field("thread_id")?;
-        if let (Some(tid), Some(filter)) = (&tid, g.active_filter()) {
-            if is_uuid(tid) {
+        let do_nothing = self.str_field("if_exists")?.as_deref() == Some("do_nothing");
+        let supersteps = self
+            .obj()?
+            .get_raw("supersteps")
+            .is_some_and(|r| r != b"null");
+        if let Some(tid) = &tid {
+            if g.active_filter().is_some() || do_nothing {
                 if let Some(v) = self.fact(Target::Thread(tid.clone()))? {
-                    if !filter.matches(metadata_ref(&v)) {
-                        return Err(GatewayError::conflict(format!(
-                            "Thread with ID {tid} already exists"
-                        ))
-                        .into());
-                    }
+                    self.create_on_existing(T, &g, tid, &v, do_nothing, supersteps)?;
                 }
             }
         }
-        if self.obj()?.get_raw("supersteps").is_some() {
+        if supersteps {
             self.grant(T, Action::Update)?;
             self.grant(T, Action::Read)?;
         }
@@ -995,6 +1145,113 @@ impl<'a> Cx<'a> {
             f.invalidate.push(Target::Thread(tid));
         }
         Ok(f)
+    }
+
+    /// A create that names an existing thread or assistant. LangGraph's create filter decides
+    /// first (409 on a mismatch). With `if_exists: do_nothing` the server answers with the
+    /// existing resource, so the caller must be able to read it (handler filter and access
+    /// policies on its own tags), and with `supersteps` it writes the thread's state, so the
+    /// caller must be able to update it: LangGraph checks neither; graphguard answers 409 as
+    /// for a mismatch (docs/compatibility.md). With `raise` the server answers 409 itself.
+    fn create_on_existing(
+        &mut self,
+        res: Resource,
+        g: &Grant,
+        id: &str,
+        existing: &Value,
+        do_nothing: bool,
+        supersteps: bool,
+    ) -> R<()> {
+        let (target, exists) = match res {
+            T => (
+                Target::Thread(id.to_string()),
+                format!("Thread with ID {id} already exists"),
+            ),
+            _ => (
+                Target::Assistant(id.to_string()),
+                format!("Assistant {id} already exists"),
+            ),
+        };
+        let md = metadata_ref(existing);
+        if g.active_filter().is_some_and(|f| !f.matches(md)) {
+            return Err(GatewayError::conflict(exists).into());
+        }
+        if !do_nothing {
+            return Ok(());
+        }
+        let mut actions = vec![Action::Read];
+        if supersteps && res == T {
+            actions.push(Action::Update);
+        }
+        let saved = std::mem::replace(&mut self.subject, Subject::Target(target));
+        let mut verdict = Ok(());
+        for action in actions {
+            match self.grant(res, action) {
+                Ok(g) if g.active_filter().is_none_or(|f| f.matches(md)) => {}
+                Ok(_) | Err(Stop::Refuse(_)) => {
+                    verdict = Err(GatewayError::conflict(exists.clone()).into());
+                    break;
+                }
+                Err(need) => {
+                    verdict = Err(need);
+                    break;
+                }
+            }
+        }
+        self.subject = saved;
+        verdict
+    }
+
+    fn assistant_create(&mut self) -> R<Forward> {
+        self.on(Subject::CreateBody);
+        let g = self.grant(A, Action::Create)?;
+        self.on(Subject::None);
+        let aid = self.str_field("assistant_id")?;
+        let do_nothing = self.str_field("if_exists")?.as_deref() == Some("do_nothing");
+        if let Some(aid) = &aid {
+            if g.active_filter().is_some() || do_nothing {
+                if let Some(v) = self.fact(Target::Assistant(aid.clone()))? {
+                    self.create_on_existing(A, &g, aid, &v, do_nothing, false)?;
+                }
+            }
+        }
+        let mut f = self.stamped(&g, false)?;
+        // As for threads: a cached "missing" for a client-chosen id is stale once created.
+        if let Some(aid) = aid {
+            f.invalidate.push(Target::Assistant(aid));
+        }
+        Ok(f)
+    }
+
+    /// `POST /runs/cancel`: by thread and runs, or by status. Cancelling by status reaches
+    /// every thread on the server, so it is refused whenever the caller's access depends on
+    /// the thread (a handler filter, or access policies that read its tags).
+    fn runs_cancel(&mut self) -> R<Forward> {
+        let tid = self.str_field("thread_id")?;
+        if let Some(tid) = &tid {
+            self.on(Subject::Target(Target::Thread(tid.clone())));
+        }
+        let g = self.grant(T, Action::Update)?;
+        let per_thread = g.active_filter().is_some()
+            || self
+                .policy
+                .access
+                .needs_tags(self.user, Event::new(T, Action::Update));
+        match tid {
+            Some(tid) => {
+                self.check(&g, Target::Thread(tid.clone()), Miss::NoRunsToCancel, &tid)?;
+                Ok(Forward {
+                    invalidate: vec![Target::Thread(tid)],
+                    ..forward()
+                })
+            }
+            None if per_thread => Err(GatewayError::forbidden(
+                "Cancelling runs by status cannot be authorized thread by thread behind \
+                 graphguard; cancel with thread_id and run_ids",
+            )
+            .into()),
+            None => Ok(forward()),
+        }
     }
 
     fn thread_prune(&mut self) -> R<Forward> {
@@ -1012,7 +1269,7 @@ impl<'a> Cx<'a> {
             .access
             .needs_tags(self.user, Event::new(T, Action::Delete))
         {
-            for id in ids.iter().filter(|i| is_uuid(i)) {
+            for id in &ids {
                 self.on(Subject::Target(Target::Thread(id.clone())));
                 self.check_access(Event::new(T, Action::Delete))?;
             }
@@ -1020,9 +1277,6 @@ impl<'a> Cx<'a> {
         let none = || GatewayError::not_found("At least one thread not found or not authorized");
         if let Some(filter) = g.active_filter() {
             for id in &ids {
-                if !is_uuid(id) {
-                    return Err(none().into());
-                }
                 match self.fact(Target::Thread(id.clone()))? {
                     Some(v) if filter.matches(metadata_ref(&v)) => {}
                     _ => return Err(none().into()),
@@ -1035,14 +1289,15 @@ impl<'a> Cx<'a> {
         })
     }
 
-    /// Check the run's assistant: graph names and system assistants are exempt (spec 5.2 step 4).
-    /// A system assistant is recognised by its id (`uuid5(namespace, graph_id)`), never by a
-    /// `created_by: system` metadata value, which any creator could write.
-    fn assistant_read_check(&mut self, aid: &str, miss: GatewayError) -> R<()> {
-        if !is_uuid(aid) {
-            // A graph name resolves to the graph's system assistant.
-            return Ok(());
-        }
+    /// Check the assistant a run or cron uses, named as the client wrote it (a canonical UUID
+    /// or a graph name, see [`assistant_ref`]): it must exist (the server answers `miss`
+    /// before any handler runs, spec 5.2 step 2), and unless it is a graph's system assistant,
+    /// the caller must be able to read it (step 4). A system assistant is recognised by its id
+    /// (`uuid5(namespace, graph_id)` of its own graph), never by a `created_by: system`
+    /// metadata value, which any creator could write.
+    fn assistant_read_check(&mut self, named: &str, miss: GatewayError) -> R<()> {
+        let aid = assistant_ref(named)?;
+        let aid = aid.as_str();
         let Some(v) = self.fact(Target::Assistant(aid.to_string()))? else {
             return Err(miss.into());
         };
@@ -1050,12 +1305,7 @@ impl<'a> Cx<'a> {
         let is_system = v
             .get("graph_id")
             .and_then(Value::as_str)
-            .and_then(|g| {
-                uuid::Uuid::try_parse(aid)
-                    .ok()
-                    .map(|id| id == crate::routes::system_assistant_id(g))
-            })
-            .unwrap_or(false);
+            .is_some_and(|g| system_assistant_id(g).to_string() == aid);
         if is_system {
             return Ok(());
         }
@@ -1076,8 +1326,8 @@ impl<'a> Cx<'a> {
         let miss = GatewayError::not_found("Thread or assistant not found.");
         let aid = self.str_field("assistant_id")?;
         // An unknown assistant is 404 before any handler runs (spec 5.2 step 2).
-        if let Some(aid) = aid.as_deref().filter(|a| is_uuid(a)) {
-            if self.fact(Target::Assistant(aid.to_string()))?.is_none() {
+        if let Some(aid) = &aid {
+            if self.fact(Target::Assistant(assistant_ref(aid)?))?.is_none() {
                 return Err(miss.into());
             }
         }
@@ -1128,8 +1378,10 @@ impl<'a> Cx<'a> {
             return Err(GatewayError::internal("route body kind mismatch").into());
         };
         let miss = GatewayError::not_found("Thread or assistant not found.");
+        let item_edits = std::mem::take(&mut self.item_edits);
         let mut out: Vec<Option<Vec<u8>>> = Vec::with_capacity(items.len());
-        for item in items {
+        for (i, item) in items.iter().enumerate() {
+            let fields = item_edits.get(i).map_or(&[][..], Vec::as_slice);
             let aid = match item.get::<Value>("assistant_id").map_err(body_error)? {
                 Some(Value::String(aid)) => Some(aid),
                 None | Some(Value::Null) => None,
@@ -1137,8 +1389,8 @@ impl<'a> Cx<'a> {
                     return Err(GatewayError::unprocessable("assistant_id must be a string").into())
                 }
             };
-            if let Some(aid) = aid.as_deref().filter(|a| is_uuid(a)) {
-                if self.fact(Target::Assistant(aid.to_string()))?.is_none() {
+            if let Some(aid) = &aid {
+                if self.fact(Target::Assistant(assistant_ref(aid)?))?.is_none() {
                     return Err(miss.clone().into());
                 }
             }
@@ -1146,19 +1398,23 @@ impl<'a> Cx<'a> {
             if let Some(aid) = &aid {
                 self.assistant_read_check(aid, miss.clone())?;
             }
-            let stamped = match g.metadata.as_ref().filter(|m| !m.is_empty()) {
-                Some(md) => {
-                    let merged = item.merge_metadata(pairs(md)).map_err(|e| match e {
-                        BodyError::NotAnObject => {
-                            GatewayError::unprocessable("metadata must be an object")
-                        }
-                        other => body_error(other),
-                    })?;
-                    Some(item.splice(&[("metadata", Some(&merged))]))
-                }
+            let mut edits: Vec<(&str, Option<&[u8]>)> = fields
+                .iter()
+                .map(|(k, v)| (*k, Some(v.as_slice())))
+                .collect();
+            let merged = match g.metadata.as_ref().filter(|m| !m.is_empty()) {
+                Some(md) => Some(item.merge_metadata(pairs(md)).map_err(|e| match e {
+                    BodyError::NotAnObject => {
+                        GatewayError::unprocessable("metadata must be an object")
+                    }
+                    other => body_error(other),
+                })?),
                 None => None,
             };
-            out.push(stamped);
+            if let Some(m) = &merged {
+                edits.push(("metadata", Some(m)));
+            }
+            out.push((!edits.is_empty()).then(|| item.splice(&edits)));
         }
         let mut f = forward();
         if out.iter().any(Option::is_some) {
@@ -1286,18 +1542,15 @@ impl<'a> Cx<'a> {
         let tid = self.str_field("thread_id")?;
         let thread_filter = match &tid {
             Some(tid) => {
-                if is_uuid(tid) {
-                    self.on(Subject::Target(Target::Thread(tid.clone())));
-                }
+                self.on(Subject::Target(Target::Thread(tid.clone())));
                 let read = self.grant(T, Action::Read)?;
                 if read.active_filter().is_some() {
-                    let visible = is_uuid(tid)
-                        && match self.fact(Target::Thread(tid.clone()))? {
-                            Some(v) => read
-                                .active_filter()
-                                .is_some_and(|f| f.matches(metadata_ref(&v))),
-                            None => false,
-                        };
+                    let visible = match self.fact(Target::Thread(tid.clone()))? {
+                        Some(v) => read
+                            .active_filter()
+                            .is_some_and(|f| f.matches(metadata_ref(&v))),
+                        None => false,
+                    };
                     if !visible {
                         return Ok(Outcome::Reply(empty_search(count)));
                     }
@@ -1469,6 +1722,37 @@ impl<'a> Cx<'a> {
         }
         Ok(f)
     }
+}
+
+/// A canonical id, or the 422 the server gives for an invalid one (and graphguard for another
+/// spelling of a valid one: what is authorized must be byte for byte what the server touches).
+pub fn canonical_id(of: Of, s: &str) -> Result<&str, GatewayError> {
+    match ids::read(s) {
+        IdForm::Canonical(_) => Ok(s),
+        IdForm::Variant(u) => Err(GatewayError::unprocessable(format!(
+            "Invalid {} ID: graphguard accepts a UUID only in canonical form ({u})",
+            of.word()
+        ))),
+        IdForm::NotUuid => Err(GatewayError::unprocessable(format!(
+            "Invalid {} ID: must be a UUID",
+            of.word()
+        ))),
+    }
+}
+
+/// The assistant a run or cron names, resolved as the server resolves it: a canonical UUID,
+/// or a graph name, which means the graph's system assistant (`uuid5(namespace, name)`).
+/// Another spelling of a UUID is refused (the server would read it as that UUID).
+pub fn assistant_ref(s: &str) -> Result<String, GatewayError> {
+    match ids::read(s) {
+        IdForm::Canonical(_) => Ok(s.to_string()),
+        IdForm::NotUuid => Ok(system_assistant_id(s).to_string()),
+        IdForm::Variant(_) => canonical_id(Of::Assistant, s).map(str::to_string),
+    }
+}
+
+fn must_be(field: &str, what: &str) -> Stop {
+    GatewayError::unprocessable(format!("{field} must be {what}")).into()
 }
 
 fn empty_search(count: bool) -> Reply {

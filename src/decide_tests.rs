@@ -418,7 +418,7 @@ fn thread_create_with_new_id_invalidates_cached_lookup() {
 #[test]
 fn large_create_bodies_are_spliced_in_pieces() {
     let big = "m".repeat(20 * 1024);
-    let body = format!(r#"{{"metadata":{{"owner":"bob","k":1}},"input":"{big}"}}"#);
+    let body = format!(r#"{{"metadata":{{"owner":"bob","k":1}},"ttl":"{big}"}}"#);
     let r = post(&h2(), &user("alice"), "/threads", &body);
     let Some(NewBody::Spliced(pieces)) = &r.forward().body else {
         panic!(
@@ -429,7 +429,7 @@ fn large_create_bodies_are_spliced_in_pieces() {
     assert_eq!(pieces.pieces().len(), 3);
     assert_eq!(
         r.sent(),
-        format!(r#"{{"metadata":{{"owner":"alice","k":1}},"input":"{big}"}}"#).into_bytes()
+        format!(r#"{{"metadata":{{"owner":"alice","k":1}},"ttl":"{big}"}}"#).into_bytes()
     );
     let small = post(&h2(), &user("alice"), "/threads", r#"{"metadata":{}}"#);
     assert!(matches!(small.forward().body, Some(NewBody::Whole(_))));
@@ -539,12 +539,13 @@ fn participants_contains_filter_becomes_response_search_plan() {
 }
 
 #[test]
-fn participants_count_plan_counts_with_the_clients_window() {
+fn participants_count_plan_counts_every_visible_thread() {
+    // A count has no window (ThreadCountRequest has none): the plan's is the default.
     let r = post(
         &h3(),
         &user("dave"),
         "/threads/count",
-        r#"{"limit":3,"offset":6}"#,
+        r#"{"status":"idle"}"#,
     );
     assert_eq!(
         r.forward().response,
@@ -553,8 +554,8 @@ fn participants_count_plan_counts_with_the_clients_window() {
             count: true,
             filter: Some(filter(json!({"participants": {"$contains": "dave"}}))),
             thread_filter: None,
-            limit: 3,
-            offset: 6,
+            limit: 10,
+            offset: 0,
             access: vec![],
         })
     );
@@ -1198,7 +1199,7 @@ fn run_on_own_thread_stamps_owner_into_run_metadata() {
         json!({"assistant_id": "agent", "metadata": {"rk": 2, "owner": "alice"}})
     );
     assert_eq!(r.forward().invalidate, [thread(ALICE_T)]);
-    assert_eq!(r.needed, [thread(ALICE_T)]);
+    assert_eq!(r.needed, [assistant(&system_a()), thread(ALICE_T)]);
 }
 
 #[test]
@@ -1256,7 +1257,7 @@ fn system_assistant_skips_assistant_read_check() {
 }
 
 #[test]
-fn graph_name_assistant_needs_no_lookup() {
+fn graph_name_assistant_is_looked_up_as_its_system_assistant() {
     let r = post(
         &h1(),
         &user("alice"),
@@ -1264,7 +1265,7 @@ fn graph_name_assistant_needs_no_lookup() {
         r#"{"assistant_id":"agent"}"#,
     );
     assert_eq!(r.events(), ["threads:create_run"]);
-    assert_eq!(r.needed, [thread(ALICE_T)]);
+    assert_eq!(r.needed, [assistant(&system_a()), thread(ALICE_T)]);
 }
 
 #[test]
@@ -1357,7 +1358,8 @@ fn stateless_run_stamps_owner_and_looks_up_no_thread() {
             json!({"assistant_id": "agent", "metadata": {"owner": "alice"}}),
             "{path}"
         );
-        assert!(r.needed.is_empty(), "{path}");
+        // The graph name is authorized as the assistant the server resolves it to.
+        assert_eq!(r.needed, [assistant(&system_a())], "{path}");
         assert!(r.forward().invalidate.is_empty(), "{path}");
         assert_eq!(r.events(), ["threads:create_run"], "{path}");
     }
@@ -2418,8 +2420,8 @@ fn row_request(row: &crate::routes::Route) -> (String, &'static str) {
         .replace("{*rest}", "x/y");
     let body = match row.body {
         crate::routes::BodyKind::Opaque => "",
-        crate::routes::BodyKind::Object => "{}",
-        crate::routes::BodyKind::Array => "[]",
+        crate::routes::BodyKind::Object(_) => "{}",
+        crate::routes::BodyKind::Array(_) => "[]",
     };
     (path, body)
 }
@@ -2523,10 +2525,16 @@ fn with_roles(id: &str, roles: &[&str]) -> User {
 }
 
 fn abac_world(md: Value) -> HashMap<Target, Option<Value>> {
-    HashMap::from([(
-        Target::Thread(NEW_T.into()),
-        Some(json!({"thread_id": NEW_T, "metadata": md})),
-    )])
+    HashMap::from([
+        (
+            Target::Thread(NEW_T.into()),
+            Some(json!({"thread_id": NEW_T, "metadata": md})),
+        ),
+        (
+            Target::Assistant(system_a()),
+            Some(json!({"assistant_id": system_a(), "graph_id": "agent", "metadata": {}})),
+        ),
+    ])
 }
 
 #[test]
@@ -2683,4 +2691,458 @@ fn abac_without_applicable_policies_needs_no_lookup() {
 fn run_with(p: &Policy, u: &User, method: &str, uri: &str, body: &str, w: World) -> Ran {
     let m = Method::from_bytes(method.as_bytes()).unwrap();
     try_run(p, u, m, uri, body, &w).unwrap_or_else(|e| panic!("{method} {uri}: {e}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resource identity: the resource authorized is the resource the server touches
+// ---------------------------------------------------------------------------------------------
+
+/// Spellings Python's `uuid.UUID()` reads as `id`, none of them canonical.
+fn spellings(id: &str) -> Vec<String> {
+    let hex = id.replace('-', "");
+    vec![
+        format!("{{{id}}}"),
+        format!("urn:uuid:{id}"),
+        format!("uuid:{id}"),
+        id.to_uppercase(),
+        hex.clone(),
+        format!("{{{{{hex}"),
+        format!("{}-{}", &hex[..5], &hex[5..]),
+    ]
+}
+
+#[test]
+fn every_spelling_of_an_assistant_in_a_run_body_is_refused() {
+    // Bob names alice's private assistant in another spelling: the server would run it.
+    let run_routes = [
+        format!("/threads/{BOB_T}/runs"),
+        format!("/threads/{BOB_T}/runs/wait"),
+        format!("/threads/{BOB_T}/runs/stream"),
+        "/runs".to_string(),
+        "/runs/wait".to_string(),
+        "/runs/stream".to_string(),
+    ];
+    for spelled in spellings(ALICE_A) {
+        assert_eq!(crate::ids::py_uuid(&spelled).unwrap().to_string(), ALICE_A);
+        let body = json!({"assistant_id": spelled}).to_string();
+        for path in &run_routes {
+            let r = post(&h1(), &user("bob"), path, &body);
+            let e = r.refusal();
+            assert_eq!(
+                e.status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{path} {spelled}"
+            );
+            assert!(e.detail.contains("canonical form"), "{}", e.detail);
+            assert!(r.needed.is_empty(), "nothing looked up: {:?}", r.needed);
+        }
+        let batch = format!("[{body}]");
+        post(&h1(), &user("bob"), "/runs/batch", &batch).refusal();
+        let cmd = json!({"id": 1, "method": "run.start", "params": {"assistant_id": spelled}});
+        let r = post(
+            &h1(),
+            &user("bob"),
+            &format!("/threads/{BOB_T}/commands"),
+            &cmd.to_string(),
+        );
+        assert_eq!(r.refusal().status, StatusCode::UNPROCESSABLE_ENTITY);
+        let cron = json!({"assistant_id": spelled, "schedule": "* * * * *"});
+        post(&h1(), &user("bob"), "/runs/crons", &cron.to_string()).refusal();
+    }
+}
+
+#[test]
+fn a_graph_name_is_authorized_as_the_assistant_the_server_resolves_it_to() {
+    // Bob's own assistant sits at the id a graph name `evil` would resolve to: naming the
+    // graph is naming that assistant, checked like any other (never exempt as a graph name).
+    let evil = system_assistant_id("evil").to_string();
+    let mut w = world();
+    w.insert(
+        assistant(&evil),
+        Some(json!({"assistant_id": evil, "graph_id": "agent", "metadata": {"owner": "bob"}})),
+    );
+    let body = r#"{"assistant_id":"evil"}"#;
+    let r = try_run(&h1(), &user("alice"), Method::POST, "/runs", body, &w).unwrap();
+    r.assert_refused(404, "Thread or assistant not found.");
+    assert!(r.needed.contains(&assistant(&evil)));
+    // A graph whose system assistant does not exist is not a graph: 404, nothing forwarded.
+    post(
+        &h1(),
+        &user("alice"),
+        "/runs",
+        r#"{"assistant_id":"nosuchgraph"}"#,
+    )
+    .assert_refused(404, "Thread or assistant not found.");
+    // The real system assistant is exempt.
+    assert!(matches!(
+        post(
+            &h1(),
+            &user("alice"),
+            "/runs",
+            r#"{"assistant_id":"agent"}"#
+        )
+        .decision
+        .outcome,
+        Outcome::Forward(_)
+    ));
+}
+
+#[test]
+fn every_body_id_must_be_canonical() {
+    let alt = BOB_T.to_uppercase();
+    for (path, body) in [
+        ("/threads".to_string(), json!({"thread_id": alt})),
+        (
+            "/threads/prune".to_string(),
+            json!({"thread_ids": [ALICE_T, alt]}),
+        ),
+        ("/threads/search".to_string(), json!({"ids": [alt]})),
+        (
+            "/runs/cancel".to_string(),
+            json!({"thread_id": alt, "run_ids": [RUN]}),
+        ),
+        (
+            "/runs/cancel".to_string(),
+            json!({"thread_id": BOB_T, "run_ids": [RUN.to_uppercase()]}),
+        ),
+        ("/runs/crons/search".to_string(), json!({"thread_id": alt})),
+        ("/runs/crons/count".to_string(), json!({"thread_id": alt})),
+        (
+            "/assistants".to_string(),
+            json!({"assistant_id": ALICE_A.to_uppercase(), "graph_id": "agent"}),
+        ),
+    ] {
+        let r = post(&h1(), &user("alice"), &path, &body.to_string());
+        let e = r.refusal();
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY, "{path} {body}");
+        assert!(e.detail.contains("canonical form"), "{path}: {}", e.detail);
+    }
+    post(&h1(), &user("alice"), "/threads", r#"{"thread_id":"nope"}"#)
+        .assert_refused(422, "Invalid thread ID: must be a UUID");
+}
+
+#[test]
+fn path_ids_must_be_canonical() {
+    for path in [
+        format!("/threads/{}", ALICE_T.to_uppercase()),
+        format!("/threads/{}/state", ALICE_T.replace('-', "")),
+        format!("/threads/urn:uuid:{ALICE_T}/history"),
+        format!("/threads/{ALICE_T}/runs/{}", RUN.to_uppercase()),
+        format!("/runs/crons/{}", ALICE_CRON.to_uppercase()),
+        format!("/assistants/{}", ALICE_A.to_uppercase()),
+        format!("/assistants/urn:uuid:{ALICE_A}/graph"),
+    ] {
+        let m = classify(&Method::GET, &path).unwrap();
+        let e = validate_params(&m).unwrap_err();
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY, "{path}");
+        assert!(e.detail.contains("canonical form"), "{path}: {}", e.detail);
+    }
+}
+
+#[test]
+fn do_nothing_on_an_existing_thread_needs_the_read_check() {
+    // H3's threads:create only stamps (no filter): LangGraph hands back bob's... carol's
+    // thread to anyone who names it with do_nothing. graphguard runs the read check.
+    let body = json!({"thread_id": CAROL_T, "if_exists": "do_nothing"}).to_string();
+    let r = post(&h3(), &user("dave"), "/threads", &body);
+    r.assert_refused(409, &format!("Thread with ID {CAROL_T} already exists"));
+    assert_eq!(r.events(), ["threads:create", "threads:read"]);
+    // A participant may.
+    let r = post(&h3(), &user("shared"), "/threads", &body);
+    assert!(matches!(r.decision.outcome, Outcome::Forward(_)));
+    // `raise` (the default) is left to the server, which answers 409 itself.
+    let body = json!({"thread_id": CAROL_T}).to_string();
+    let r = post(&h3(), &user("dave"), "/threads", &body);
+    assert!(matches!(r.decision.outcome, Outcome::Forward(_)));
+    assert!(r.needed.is_empty());
+}
+
+#[test]
+fn supersteps_on_an_existing_thread_need_its_update_check() {
+    let p = inline(
+        "handlers:\n  threads:create: {allow: true}\n  threads:read: {allow: true}\n  \
+         threads:update: {filter: {owner: '{user.identity}'}}\n",
+    );
+    let body = json!({"thread_id": BOB_T, "if_exists": "do_nothing",
+        "supersteps": [{"updates": [{"values": {"x": 1}, "as_node": "n"}]}]})
+    .to_string();
+    post(&p, &user("alice"), "/threads", &body)
+        .assert_refused(409, &format!("Thread with ID {BOB_T} already exists"));
+    let r = post(&p, &user("bob"), "/threads", &body);
+    assert!(matches!(r.decision.outcome, Outcome::Forward(_)));
+}
+
+#[test]
+fn do_nothing_on_an_existing_thread_reads_access_policies_on_its_tags() {
+    // The Block PII policy denies reading the thread; naming it in a create must not return it.
+    let p = inline(ABAC);
+    let body = json!({"thread_id": NEW_T, "if_exists": "do_nothing"}).to_string();
+    let r = run_with(
+        &p,
+        &with_roles("m", &["member"]),
+        "POST",
+        "/threads",
+        &body,
+        abac_world(json!({"Contains-PII": "true"})),
+    );
+    r.assert_refused(409, &format!("Thread with ID {NEW_T} already exists"));
+    let r = run_with(
+        &p,
+        &with_roles("m", &["member"]),
+        "POST",
+        "/threads",
+        &body,
+        abac_world(json!({"Contains-PII": "false"})),
+    );
+    assert!(matches!(r.decision.outcome, Outcome::Forward(_)));
+}
+
+#[test]
+fn do_nothing_on_an_existing_assistant_needs_the_read_check() {
+    let p = inline(
+        "handlers:\n  assistants:create: {allow: true}\n  \
+         assistants:read: {filter: {owner: '{user.identity}'}}\n",
+    );
+    let body = json!({"assistant_id": ALICE_A, "graph_id": "agent", "if_exists": "do_nothing"})
+        .to_string();
+    post(&p, &user("bob"), "/assistants", &body)
+        .assert_refused(409, &format!("Assistant {ALICE_A} already exists"));
+    let r = post(&p, &user("alice"), "/assistants", &body);
+    assert!(matches!(r.decision.outcome, Outcome::Forward(_)));
+}
+
+#[test]
+fn identity_keys_are_removed_from_every_configuration_a_body_carries() {
+    let spoof = json!({"x-graphguard-user-id": "root", "X-GraphGuard-User-Permissions": "[\"*\"]",
+        "langgraph_auth_user_id": "root", "x-graphguard-anything": 1, "keep": "me"});
+    let clean = json!({"keep": "me"});
+    let run = json!({"assistant_id": "agent", "config": {"tags": ["t"], "configurable": spoof},
+        "context": spoof, "checkpoint": spoof});
+    for path in [format!("/threads/{ALICE_T}/runs"), "/runs/wait".to_string()] {
+        let r = post(&h1(), &user("alice"), &path, &run.to_string());
+        let b = r.body();
+        assert_eq!(
+            b["config"],
+            json!({"tags": ["t"], "configurable": clean}),
+            "{path}"
+        );
+        assert_eq!(b["context"], clean, "{path}");
+        assert_eq!(b["checkpoint"], clean, "{path}");
+        assert_eq!(b["metadata"], json!({"owner": "alice"}), "{path}");
+    }
+    let r = post(
+        &h1(),
+        &user("alice"),
+        "/runs/batch",
+        &format!("[{run},{run}]"),
+    );
+    for item in r.body().as_array().unwrap() {
+        assert_eq!(item["config"]["configurable"], clean);
+        assert_eq!(item["context"], clean);
+    }
+    let cron = json!({"assistant_id": "agent", "schedule": "* * * * *",
+        "config": {"configurable": spoof}, "context": spoof});
+    let r = post(&h1(), &user("alice"), "/runs/crons", &cron.to_string());
+    assert_eq!(r.body()["config"]["configurable"], clean);
+    assert_eq!(r.body()["context"], clean);
+    let r = patch(
+        &h1(),
+        &user("alice"),
+        &format!("/runs/crons/{ALICE_CRON}"),
+        &json!({"config": {"configurable": spoof}}).to_string(),
+    );
+    assert_eq!(r.body()["config"]["configurable"], clean);
+    let a = json!({"graph_id": "agent", "config": {"configurable": spoof}, "context": spoof});
+    let r = post(&h1(), &user("alice"), "/assistants", &a.to_string());
+    assert_eq!(r.body()["config"]["configurable"], clean);
+    assert_eq!(r.body()["context"], clean);
+    let r = post(
+        &h1(),
+        &user("alice"),
+        &format!("/threads/{ALICE_T}/state"),
+        &json!({"values": {}, "checkpoint": spoof}).to_string(),
+    );
+    assert_eq!(r.body()["checkpoint"], clean);
+    let cmd = json!({"id": 1, "method": "run.start",
+        "params": {"assistant_id": "agent", "config": {"configurable": spoof}}});
+    let r = post(
+        &h1(),
+        &user("alice"),
+        &format!("/threads/{ALICE_T}/commands"),
+        &cmd.to_string(),
+    );
+    assert_eq!(r.body()["params"]["config"]["configurable"], clean);
+    assert_eq!(r.body()["params"]["metadata"], json!({"owner": "alice"}));
+}
+
+#[test]
+fn renamed_identity_headers_are_removed_by_their_configured_names() {
+    let p = inline(
+        "settings:\n  user_headers: {identity: x-user, permissions: x-perms, strip: [x-tenant]}\n",
+    );
+    let spoof = json!({"X-User": "root", "x-perms": "*", "x-tenant": "t", "keep": 1});
+    let r = post(
+        &p,
+        &user("alice"),
+        "/runs",
+        &json!({"assistant_id": "agent", "context": spoof}).to_string(),
+    );
+    assert_eq!(r.body()["context"], json!({"keep": 1}));
+}
+
+#[test]
+fn a_body_without_identity_keys_is_forwarded_untouched() {
+    let body = r#"{"assistant_id":"agent","config":{"configurable":{"a":1}},"context":{"b":2}}"#;
+    let p = inline("handlers: {}\n");
+    let r = post(&p, &user("alice"), "/runs", body);
+    assert_eq!(r.forward().body, None);
+}
+
+#[test]
+fn unknown_fields_are_refused_where_they_could_change_the_target() {
+    for (path, body) in [
+        ("/threads", r#"{"values":{}}"#),
+        ("/runs", r#"{"assistant_id":"agent","thread_id":"x"}"#),
+        (
+            "/runs/crons",
+            r#"{"assistant_id":"agent","schedule":"* * * * *","checkpoint":{}}"#,
+        ),
+        (
+            "/assistants",
+            r#"{"graph_id":"agent","if_not_exists":"create"}"#,
+        ),
+        (
+            "/store/items/search",
+            r#"{"namespace_prefix":[],"namespace":["x"]}"#,
+        ),
+    ] {
+        let r = post(&h1(), &user("alice"), path, body);
+        let e = r.refusal();
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY, "{path}");
+        assert!(
+            e.detail.starts_with("Unknown field"),
+            "{path}: {}",
+            e.detail
+        );
+    }
+}
+
+#[test]
+fn webhooks_to_private_addresses_are_refused() {
+    for url in [
+        "https://10.0.0.1/hook",
+        "https://169.254.169.254/latest/meta-data",
+        "http://8.8.8.8/hook",
+        "https://localhost/hook",
+        "/runs/x",
+    ] {
+        let body = json!({"assistant_id": "agent", "webhook": url}).to_string();
+        for path in ["/runs", "/runs/crons"] {
+            let body = if path == "/runs/crons" {
+                json!({"assistant_id": "agent", "webhook": url, "schedule": "* * * * *"})
+                    .to_string()
+            } else {
+                body.clone()
+            };
+            let r = post(&h1(), &user("alice"), path, &body);
+            assert_eq!(r.refusal().status, StatusCode::FORBIDDEN, "{path} {url}");
+        }
+    }
+    let r = post(
+        &h1(),
+        &user("alice"),
+        "/runs",
+        r#"{"assistant_id":"agent","webhook":"https://8.8.8.8/hook"}"#,
+    );
+    assert!(matches!(r.decision.outcome, Outcome::Forward(_)));
+}
+
+#[test]
+fn webhook_host_names_are_resolved_and_every_address_checked() {
+    let body = r#"{"assistant_id":"agent","webhook":"https://hooks.example.com/x"}"#;
+    let mut w = world();
+    w.insert(
+        Target::Host("hooks.example.com".into()),
+        Some(json!(["93.184.216.34", "10.1.2.3"])),
+    );
+    let r = try_run(&h1(), &user("alice"), Method::POST, "/runs", body, &w).unwrap();
+    assert_eq!(r.refusal().status, StatusCode::FORBIDDEN);
+    assert!(r.needed.contains(&Target::Host("hooks.example.com".into())));
+    w.insert(
+        Target::Host("hooks.example.com".into()),
+        Some(json!(["93.184.216.34"])),
+    );
+    let r = try_run(&h1(), &user("alice"), Method::POST, "/runs", body, &w).unwrap();
+    assert!(matches!(r.decision.outcome, Outcome::Forward(_)));
+    // A name that does not resolve is refused.
+    let r = post(&h1(), &user("alice"), "/runs", body);
+    assert_eq!(r.refusal().status, StatusCode::FORBIDDEN);
+}
+
+#[test]
+fn cancelling_by_status_is_refused_when_access_depends_on_the_thread() {
+    let p = inline(ABAC);
+    let r = run_with(
+        &p,
+        &with_roles("m", &["member"]),
+        "POST",
+        "/runs/cancel",
+        r#"{"status":"running"}"#,
+        HashMap::new(),
+    );
+    // member holds threads:* and no policy reads tags for threads:update: allowed.
+    assert!(matches!(r.decision.outcome, Outcome::Forward(_)));
+    let p = inline(&ABAC.replace(
+        "permission: threads:create_run",
+        "permission: threads:update",
+    ));
+    let r = run_with(
+        &p,
+        &with_roles("m", &["member"]),
+        "POST",
+        "/runs/cancel",
+        r#"{"status":"running"}"#,
+        HashMap::new(),
+    );
+    assert_eq!(r.refusal().status, StatusCode::FORBIDDEN);
+}
+
+#[test]
+fn deleting_an_assistants_threads_is_refused_when_access_depends_on_the_thread() {
+    // The server deletes every thread that ran with the assistant, whoever owns it.
+    let abac = ABAC.replace("\"assistants:read\"", "\"assistants:*\"");
+    let p = inline(&abac.replace(
+        "permission: threads:create_run",
+        "permission: threads:delete",
+    ));
+    let mut w = abac_world(json!({}));
+    w.insert(
+        assistant(ALICE_A),
+        Some(json!({"assistant_id": ALICE_A, "graph_id": "agent", "metadata": {}})),
+    );
+    let member = with_roles("m", &["member"]);
+    let uri = format!("/assistants/{ALICE_A}");
+    let r = run_with(
+        &p,
+        &member,
+        "DELETE",
+        &format!("{uri}?delete_threads=true"),
+        "",
+        w.clone(),
+    );
+    assert_eq!(r.refusal().status, StatusCode::FORBIDDEN);
+    assert!(
+        r.refusal().detail.contains("delete_threads"),
+        "{:?}",
+        r.refusal()
+    );
+    let r = run_with(
+        &inline(&abac),
+        &member,
+        "DELETE",
+        &format!("{uri}?delete_threads=true"),
+        "",
+        w,
+    );
+    assert!(matches!(r.decision.outcome, Outcome::Forward(_)));
 }

@@ -298,6 +298,7 @@ fn run_request(
                     Target::Assistant(id) => format!("assistants/{id}"),
                     Target::Cron(id) => format!("crons/{id}"),
                     Target::StoreItem(ns, k) => format!("store/{ns}/{k}"),
+                    Target::Host(h) => format!("hosts/{h}"),
                 };
                 let v = resources.get(&key).cloned().map(Arc::new);
                 facts.insert(t, v);

@@ -220,7 +220,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 /// The client's headers that may reach the upstream, filtered in place: no hop-by-hop header
 /// (RFC 9110 7.6.1, including those named in `Connection`), no identity or position claim,
 /// no configured identity header, nothing under the gateway's own `x-graphguard-` prefix, no
-/// `Expect`, at most one request id. `Host` and `Content-Length` stay: the caller overwrites
+/// name with an underscore, no `Expect`, at most one request id. `Host` and `Content-Length` stay: the caller overwrites
 /// or removes them. One pass over the names; a typical request loses nothing here, so the
 /// map is neither copied nor rebuilt and nothing is allocated.
 fn forwardable_headers(policy: &Policy, mut headers: HeaderMap) -> HeaderMap {
@@ -232,6 +232,11 @@ fn forwardable_headers(policy: &Policy, mut headers: HeaderMap) -> HeaderMap {
             || named.contains(n)
             || policy.user_headers.strip.contains(n)
             || n.as_str().starts_with("x-graphguard-")
+            // The server copies headers its `configurable_headers` match into a run's
+            // configuration, some after the path's `thread_id`: a header named `thread_id`
+            // could name another thread. No standard header has an underscore (nginx drops
+            // them by default too).
+            || n.as_str().contains('_')
     };
     if headers.keys().any(|n| drop(n)) {
         // Exactly one request id (the gateway's choice), even if a client named it in

@@ -12,16 +12,17 @@ use http::{HeaderValue, Method, StatusCode};
 use crate::config::UnmediatedGroup;
 use crate::error::GatewayError;
 use crate::event::{Action, Event, Resource};
+use crate::fields::{self as sh, Shape};
 
 /// What the request body is to the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyKind {
     /// Not read for authorization; forwarded unchanged.
     Opaque,
-    /// A JSON object the decision reads and may rewrite.
-    Object,
-    /// A JSON array of objects (run batch).
-    Array,
+    /// A JSON object of this shape, which the decision reads and may rewrite.
+    Object(&'static Shape),
+    /// A JSON array of objects of this shape (run batch).
+    Array(&'static Shape),
 }
 
 /// The status and detail the agent server gives when a filter does not match on this route.
@@ -298,27 +299,33 @@ fn build_table() -> Vec<Route> {
         row(get.clone(), "/deploy/{*rest}", Blocked, &[], Opaque),
         row(post.clone(), "/deploy/{*rest}", Blocked, &[], Opaque),
         // Threads (spec 5.1).
-        row(post.clone(), "/threads", ThreadCreate, &[T_CREATE], Object),
+        row(
+            post.clone(),
+            "/threads",
+            ThreadCreate,
+            &[T_CREATE],
+            Object(&sh::THREAD_CREATE),
+        ),
         row(
             post.clone(),
             "/threads/search",
             ThreadSearch { count: false },
             &[T_SEARCH],
-            Object,
+            Object(&sh::THREAD_SEARCH),
         ),
         row(
             post.clone(),
             "/threads/count",
             ThreadSearch { count: true },
             &[T_SEARCH],
-            Object,
+            Object(&sh::THREAD_COUNT),
         ),
         row(
             post.clone(),
             "/threads/prune",
             ThreadPrune,
             &[T_DELETE],
-            Object,
+            Object(&sh::THREAD_PRUNE),
         ),
         row(
             get.clone(),
@@ -332,7 +339,7 @@ fn build_table() -> Vec<Route> {
             "/threads/{thread_id}",
             ThreadPatch,
             &[T_UPDATE],
-            Object,
+            Object(&sh::THREAD_PATCH),
         ),
         row(
             delete.clone(),
@@ -355,7 +362,7 @@ fn build_table() -> Vec<Route> {
             "/threads/{thread_id}/state",
             ThreadStateUpdate,
             &[T_UPDATE, T_READ],
-            Opaque,
+            Object(&sh::THREAD_STATE_UPDATE),
         ),
         row(
             get.clone(),
@@ -369,7 +376,7 @@ fn build_table() -> Vec<Route> {
             "/threads/{thread_id}/state/checkpoint",
             by_id(M::ThreadWithId),
             &[T_READ],
-            Opaque,
+            Object(&sh::THREAD_STATE_CHECKPOINT),
         ),
         row(
             get.clone(),
@@ -390,7 +397,7 @@ fn build_table() -> Vec<Route> {
             "/threads/{thread_id}/history",
             by_id(M::ThreadWithId),
             &[T_READ],
-            Opaque,
+            Object(&sh::THREAD_HISTORY),
         ),
         row(
             post.clone(),
@@ -418,7 +425,7 @@ fn build_table() -> Vec<Route> {
             "/threads/{thread_id}/commands",
             ThreadCommands,
             &[T_RUN, T_READ, A_READ],
-            Object,
+            Object(&sh::THREAD_COMMAND),
         ),
         // Runs on a thread (spec 5.2).
         row(
@@ -426,21 +433,21 @@ fn build_table() -> Vec<Route> {
             "/threads/{thread_id}/runs",
             RunCreate { on_thread: true },
             &[T_RUN, A_READ],
-            Object,
+            Object(&sh::RUN_CREATE),
         ),
         row(
             post.clone(),
             "/threads/{thread_id}/runs/wait",
             RunCreate { on_thread: true },
             &[T_RUN, A_READ],
-            Object,
+            Object(&sh::RUN_CREATE),
         ),
         row(
             post.clone(),
             "/threads/{thread_id}/runs/stream",
             RunCreate { on_thread: true },
             &[T_RUN, A_READ],
-            Object,
+            Object(&sh::RUN_CREATE),
         ),
         row(
             get.clone(),
@@ -491,7 +498,7 @@ fn build_table() -> Vec<Route> {
             "/threads/{thread_id}/runs/crons",
             CronCreate { on_thread: true },
             &[C_CREATE, A_READ, T_READ],
-            Object,
+            Object(&sh::CRON_CREATE),
         ),
         // Stateless runs (spec 5.3).
         row(
@@ -499,35 +506,35 @@ fn build_table() -> Vec<Route> {
             "/runs",
             RunCreate { on_thread: false },
             &[T_RUN, A_READ],
-            Object,
+            Object(&sh::RUN_CREATE),
         ),
         row(
             post.clone(),
             "/runs/wait",
             RunCreate { on_thread: false },
             &[T_RUN, A_READ],
-            Object,
+            Object(&sh::RUN_CREATE),
         ),
         row(
             post.clone(),
             "/runs/stream",
             RunCreate { on_thread: false },
             &[T_RUN, A_READ],
-            Object,
+            Object(&sh::RUN_CREATE),
         ),
         row(
             post.clone(),
             "/runs/batch",
             RunBatch,
             &[T_RUN, A_READ],
-            Array,
+            Array(&sh::RUN_CREATE),
         ),
         row(
             post.clone(),
             "/runs/cancel",
             RunsCancel,
             &[T_UPDATE],
-            Object,
+            Object(&sh::RUNS_CANCEL),
         ),
         // Crons (spec 5.5).
         row(
@@ -535,21 +542,21 @@ fn build_table() -> Vec<Route> {
             "/runs/crons",
             CronCreate { on_thread: false },
             &[C_CREATE, A_READ],
-            Object,
+            Object(&sh::CRON_CREATE),
         ),
         row(
             post.clone(),
             "/runs/crons/search",
             CronSearch { count: false },
             &[C_SEARCH, T_SEARCH],
-            Object,
+            Object(&sh::CRON_SEARCH),
         ),
         row(
             post.clone(),
             "/runs/crons/count",
             CronSearch { count: true },
             &[C_SEARCH, T_SEARCH],
-            Object,
+            Object(&sh::CRON_COUNT),
         ),
         row(
             get.clone(),
@@ -569,7 +576,7 @@ fn build_table() -> Vec<Route> {
                 stamp: true,
             },
             &[C_UPDATE],
-            Object,
+            Object(&sh::CRON_PATCH),
         ),
         row(
             delete.clone(),
@@ -587,21 +594,21 @@ fn build_table() -> Vec<Route> {
             "/assistants",
             AssistantCreate,
             &[A_CREATE],
-            Object,
+            Object(&sh::ASSISTANT_CREATE),
         ),
         row(
             post.clone(),
             "/assistants/search",
             AssistantSearch { count: false },
             &[A_SEARCH],
-            Object,
+            Object(&sh::ASSISTANT_SEARCH),
         ),
         row(
             post.clone(),
             "/assistants/count",
             AssistantSearch { count: true },
             &[A_SEARCH],
-            Object,
+            Object(&sh::ASSISTANT_COUNT),
         ),
         row(
             get.clone(),
@@ -621,7 +628,7 @@ fn build_table() -> Vec<Route> {
                 stamp: true,
             },
             &[A_UPDATE],
-            Object,
+            Object(&sh::ASSISTANT_PATCH),
         ),
         row(
             delete.clone(),
@@ -675,7 +682,7 @@ fn build_table() -> Vec<Route> {
             "/assistants/{assistant_id}/versions",
             AssistantVersions,
             &[A_READ],
-            Opaque,
+            Object(&sh::ASSISTANT_VERSIONS),
         ),
         row(
             post.clone(),
@@ -685,31 +692,37 @@ fn build_table() -> Vec<Route> {
                 stamp: false,
             },
             &[A_UPDATE],
-            Opaque,
+            Object(&sh::ASSISTANT_LATEST),
         ),
         // Store (spec 5.6 and 6).
-        row(put.clone(), "/store/items", StorePut, &[S_PUT], Object),
+        row(
+            put.clone(),
+            "/store/items",
+            StorePut,
+            &[S_PUT],
+            Object(&sh::STORE_PUT),
+        ),
         row(get.clone(), "/store/items", StoreGet, &[S_GET], Opaque),
         row(
             delete.clone(),
             "/store/items",
             StoreDelete,
             &[S_DELETE],
-            Object,
+            Object(&sh::STORE_DELETE),
         ),
         row(
             post.clone(),
             "/store/items/search",
             StoreSearch,
             &[S_SEARCH],
-            Object,
+            Object(&sh::STORE_SEARCH),
         ),
         row(
             post.clone(),
             "/store/namespaces",
             StoreNamespaces,
             &[S_LIST],
-            Object,
+            Object(&sh::STORE_NAMESPACES),
         ),
         // Loopback surfaces (spec 5.7): refused unless enabled.
         row(
@@ -909,29 +922,31 @@ fn capture(segs: &[Seg], parts: &[&str]) -> Params {
     params
 }
 
-/// Whether a string is a UUID in any of the spellings Python's `UUID()` accepts that can
-/// appear in a path (hyphenated or 32 hex digits).
-pub fn is_uuid(s: &str) -> bool {
-    (s.len() == 36 || s.len() == 32) && uuid::Uuid::try_parse(s).is_ok()
-}
-
-/// Validate path ids before any handler runs, as the server does (422).
+/// Validate path ids before any handler runs, as the server does (422), and refuse every
+/// spelling of a UUID but the canonical one: the forwarded path names exactly the resource
+/// that was authorized.
 pub fn validate_params(m: &RouteMatch) -> Result<(), GatewayError> {
-    let check = |v: &Option<String>, what: &str| match v {
-        Some(id) if !is_uuid(id) => Err(GatewayError::unprocessable(format!(
-            "Invalid {what} ID: must be a UUID"
-        ))),
-        _ => Ok(()),
-    };
-    check(&m.params.thread_id, "thread")?;
-    check(&m.params.run_id, "run")?;
-    check(&m.params.cron_id, "cron")?;
+    use crate::fields::Of;
+    for (id, of) in [
+        (&m.params.thread_id, Of::Thread),
+        (&m.params.run_id, Of::Run),
+        (&m.params.cron_id, Of::Cron),
+    ] {
+        if let Some(id) = id {
+            crate::decide::canonical_id(of, id)?;
+        }
+    }
     // Assistant routes take UUIDs; only `/graph` also takes a graph name (the server maps it
     // to the graph's system assistant).
-    if m.route.template.starts_with("/assistants/{assistant_id}")
-        && m.route.template != "/assistants/{assistant_id}/graph"
-    {
-        check(&m.params.assistant_id, "assistant")?;
+    if let Some(id) = &m.params.assistant_id {
+        let by_name = m.route.template == "/assistants/{assistant_id}/graph"
+            || !m.route.template.starts_with("/assistants/");
+        match crate::ids::read(id) {
+            crate::ids::IdForm::NotUuid if by_name => {}
+            _ => {
+                crate::decide::canonical_id(Of::Assistant, id)?;
+            }
+        }
     }
     Ok(())
 }

@@ -187,10 +187,10 @@ impl Upstream {
         if self.ttl.is_zero() {
             return None;
         }
-        self.live(&t.normalized())
+        self.live(t)
     }
 
-    /// The live cache entry under a normalized key.
+    /// The live cache entry for a target (ids are canonical: the decision refuses others).
     fn live(&self, key: &Target) -> Option<Fetched> {
         match self.cache.get(key) {
             (Some(f), CacheStatus::Hit) => Some(f),
@@ -207,7 +207,7 @@ impl Upstream {
         if self.ttl.is_zero() {
             return self.fetch(t).await.map(|f| (f, false));
         }
-        let key = t.normalized();
+        let key = t.clone();
         if let Some(f) = self.live(&key) {
             return Ok((f, true));
         }
@@ -249,10 +249,13 @@ impl Upstream {
     /// Forget a cached resource (after a write through the gateway, successful or not).
     pub fn invalidate(&self, t: &Target) {
         self.writes.fetch_add(1, Ordering::AcqRel);
-        self.cache.remove(&t.normalized());
+        self.cache.remove(t);
     }
 
     async fn fetch(&self, t: &Target) -> Result<Fetched, GatewayError> {
+        if let Target::Host(host) = t {
+            return Ok(resolve(host).await);
+        }
         self.lookups_sent.fetch_add(1, Ordering::Relaxed);
         let (status, _, body) = self.json(http::Method::GET, &t.path(), None).await?;
         match status {
@@ -287,5 +290,19 @@ impl Upstream {
                 ))
             }
         }
+    }
+}
+
+/// The addresses `host` resolves to with the system resolver (the pod's own, search domains
+/// included, as the agent server beside the gateway would resolve it), as a JSON list of
+/// strings; `None` when it does not resolve within two seconds.
+async fn resolve(host: &str) -> Fetched {
+    let lookup = tokio::net::lookup_host((host, 443));
+    match tokio::time::timeout(Duration::from_secs(2), lookup).await {
+        Ok(Ok(addrs)) => {
+            let list: Vec<Value> = addrs.map(|a| Value::String(a.ip().to_string())).collect();
+            (!list.is_empty()).then(|| Arc::new(Value::Array(list)))
+        }
+        _ => None,
     }
 }

@@ -191,13 +191,19 @@ struct StrictUrl {
 impl StrictUrl {
     fn parse(url: &str) -> Result<StrictUrl, String> {
         let bad = |why: &str| Err(format!("webhook URL refused: {why}"));
-        if url.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'\\' || !b.is_ascii()) {
+        if url
+            .bytes()
+            .any(|b| b <= b' ' || b == 0x7f || b == b'\\' || !b.is_ascii())
+        {
             return bad("it must be ASCII without white space, control characters or backslashes");
         }
         let Some((scheme, rest)) = url.split_once("://") else {
             return bad("it must be an absolute URL (scheme://host/...)");
         };
-        if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+        if scheme.is_empty()
+            || !scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
         {
             return bad("invalid scheme");
         }
@@ -319,9 +325,7 @@ fn is_internal_name(name: &str) -> bool {
         ".svc",
         ".cluster.local",
     ];
-    !name.contains('.')
-        || name == "localhost"
-        || SUFFIXES.iter().any(|s| name.ends_with(s))
+    !name.contains('.') || name == "localhost" || SUFFIXES.iter().any(|s| name.ends_with(s))
 }
 
 /// Whether an address is on the public internet.
@@ -369,13 +373,13 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         return is_public_v4(v4);
     }
     match s {
-        [0, 0, 0, 0, 0, 0, _, _] => false,                    // ::, ::1, IPv4-compatible
+        [0, 0, 0, 0, 0, 0, _, _] => false, // ::, ::1, IPv4-compatible
         [0x64, 0xff9b, 0, 0, 0, 0, _, _] => is_public_v4(embedded_v4(6)), // NAT64
-        [0x64, 0xff9b, 1, ..] => false,                       // local-use NAT64
-        [0x100, 0, 0, 0, ..] => false,                        // discard
-        [0x2001, 0, ..] => false,                             // Teredo
-        [0x2001, 0xdb8, ..] => false,                         // documentation
-        [0x2002, ..] => is_public_v4(embedded_v4(1)),         // 6to4
+        [0x64, 0xff9b, 1, ..] => false,    // local-use NAT64
+        [0x100, 0, 0, 0, ..] => false,     // discard
+        [0x2001, 0, ..] => false,          // Teredo
+        [0x2001, 0xdb8, ..] => false,      // documentation
+        [0x2002, ..] => is_public_v4(embedded_v4(1)), // 6to4
         [first, ..] => {
             first & 0xfe00 != 0xfc00       // unique local (fd00:ec2::254 metadata)
                 && first & 0xffc0 != 0xfe80 // link-local
@@ -434,13 +438,19 @@ mod tests {
     fn public_addresses_pass_and_names_need_resolving() {
         let p = WebhookPolicy::default();
         assert_eq!(p.check("https://8.8.8.8/hook"), Ok(Verdict::Allowed));
-        assert_eq!(p.check("https://[2606:4700::1111]:443/h"), Ok(Verdict::Allowed));
+        assert_eq!(
+            p.check("https://[2606:4700::1111]:443/h"),
+            Ok(Verdict::Allowed)
+        );
         assert_eq!(
             p.check("https://Hooks.Example.com./h?x=1#f"),
             Ok(Verdict::IfPublic("hooks.example.com".into()))
         );
         assert!(all_public(&["8.8.8.8".parse().unwrap()]));
-        assert!(!all_public(&["8.8.8.8".parse().unwrap(), "10.1.1.1".parse().unwrap()]));
+        assert!(!all_public(&[
+            "8.8.8.8".parse().unwrap(),
+            "10.1.1.1".parse().unwrap()
+        ]));
         assert!(!all_public(&[]));
     }
 
@@ -451,7 +461,10 @@ mod tests {
         assert!(e.contains("scheme \"http\""), "{e}");
         assert!(p.check("ftp://8.8.8.8/").is_err());
         assert!(p.check("file:///etc/passwd").is_err());
-        assert!(p.check("/runs/x").is_err(), "relative URLs loop back into the server");
+        assert!(
+            p.check("/runs/x").is_err(),
+            "relative URLs loop back into the server"
+        );
         let p = policy("schemes: [http, https]");
         assert_eq!(p.check("http://8.8.8.8/"), Ok(Verdict::Allowed));
     }
@@ -475,7 +488,10 @@ mod tests {
         ] {
             assert!(p.check(url).is_err(), "{url}");
         }
-        assert_eq!(p.check("https://hooks.example.com:8443/x"), Ok(Verdict::Allowed));
+        assert_eq!(
+            p.check("https://hooks.example.com:8443/x"),
+            Ok(Verdict::Allowed)
+        );
     }
 
     #[test]

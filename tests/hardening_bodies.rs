@@ -157,17 +157,31 @@ async fn duplicate_keys_in_every_spelling_are_400_on_every_rewritten_route() {
 async fn metadata_and_body_shapes_are_checked_on_every_stamped_route() {
     let (up, gw) = owner_setup().await;
     let tid = up.add_thread("alice");
-    for (method, path) in [
-        (Method::POST, "/threads".to_string()),
-        (Method::PATCH, format!("/threads/{tid}")),
-        (Method::POST, "/assistants".to_string()),
-        (Method::POST, format!("/threads/{tid}/runs/wait")),
-        (Method::POST, "/runs/crons".to_string()),
+    for (method, path, rest) in [
+        (Method::POST, "/threads".to_string(), json!({})),
+        (Method::PATCH, format!("/threads/{tid}"), json!({})),
+        (
+            Method::POST,
+            "/assistants".to_string(),
+            json!({"graph_id": "agent"}),
+        ),
+        (
+            Method::POST,
+            format!("/threads/{tid}/runs/wait"),
+            json!({"assistant_id": "agent"}),
+        ),
+        (
+            Method::POST,
+            "/runs/crons".to_string(),
+            json!({"assistant_id": "agent", "schedule": "* * * * *"}),
+        ),
     ] {
         for md in [json!("x"), json!(1), json!([]), json!(false)] {
+            let mut body = rest.clone();
+            body["metadata"] = md;
             let r = req(method.clone(), path.clone())
                 .auth(ALICE)
-                .json(&json!({"metadata": md, "assistant_id": "agent", "graph_id": "agent", "schedule": "* * * * *"}))
+                .json(&body)
                 .send(&gw)
                 .await;
             assert_eq!(
@@ -204,7 +218,7 @@ async fn metadata_and_body_shapes_are_checked_on_every_stamped_route() {
 async fn huge_numbers_are_forwarded_byte_for_byte() {
     let (up, gw) = owner_setup().await;
     // (Python reads 1e400 as inf; the gateway does not interpret it, it only copies it.)
-    let body = r#"{"metadata":{"big":123456789012345678901234567890,"f":1.00000000000000000001,"e":1E2,"neg":-0,"inf":1e400},"values":{"n":18446744073709551616}}"#;
+    let body = r#"{"metadata":{"big":123456789012345678901234567890,"f":1.00000000000000000001,"e":1E2,"neg":-0,"inf":1e400},"ttl":{"n":18446744073709551616}}"#;
     post(&gw, "/threads", body).await.assert_status(200);
     let seen = up.one_forwarded();
     let text = String::from_utf8(seen.body.to_vec()).unwrap();
@@ -346,7 +360,7 @@ async fn pathological_nesting_is_refused_without_a_stack_overflow() {
     up.assert_nothing_forwarded();
     // At the limit (64 levels, the top-level object counting 1) it is forwarded.
     let body = format!(
-        "{{\"metadata\":{{}},\"x\":{}{}}}",
+        "{{\"metadata\":{{}},\"ttl\":{}{}}}",
         "[".repeat(63),
         "]".repeat(63)
     );
@@ -639,6 +653,15 @@ async fn body_bytes_held_at_once_are_bounded_and_given_back() {
         assert_eq!(c.read_response().await.status, 200);
     }
     raw_exchange(&gw, chunked.as_bytes()).await;
-    let r = raw_exchange(&gw, &raw_request("POST", "/threads", &format!("Authorization: {ALICE}\r\n"), b"{}")).await;
+    let r = raw_exchange(
+        &gw,
+        &raw_request(
+            "POST",
+            "/threads",
+            &format!("Authorization: {ALICE}\r\n"),
+            b"{}",
+        ),
+    )
+    .await;
     assert_eq!(r.status, 200, "{r:?}");
 }

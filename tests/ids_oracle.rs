@@ -87,6 +87,9 @@ fn id_reader_agrees_with_python_uuid_on_generated_spellings() {
         accepted += usize::from(verdict.is_some());
     }
     // The generator must exercise both sides of the boundary, and many variants.
-    assert!(accepted > 15_000 && accepted < 50_000, "{accepted} accepted");
+    assert!(
+        accepted > 15_000 && accepted < 50_000,
+        "{accepted} accepted"
+    );
     assert!(variants > 10_000, "{variants} variants");
 }

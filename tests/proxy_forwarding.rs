@@ -68,9 +68,8 @@ async fn large_bodies_reach_the_upstream_exactly_spliced() {
         .map(|i| format!("{{\"n\": {i}, \"s\": \"caf\\u00e9 \\\"{i}\\\"\"}}"))
         .collect::<Vec<_>>()
         .join(" ,\n ");
-    let body = format!(
-        "{{ \"metadata\" : {{\"owner\":\"bob\", \"x\": [1, 2]}},\n \"items\": [{filler}] }}"
-    );
+    let body =
+        format!("{{ \"metadata\" : {{\"owner\":\"bob\", \"x\": [1, 2]}},\n \"ttl\": [{filler}] }}");
     assert!(body.len() > 1_000_000);
     let parsed = graphguard::rewrite::ObjectBody::parse(body.as_bytes(), 64).unwrap();
     let expected = parsed.splice(&[("metadata", Some(&br#"{"owner":"alice", "x": [1, 2]}"#[..]))]);
@@ -573,7 +572,7 @@ async fn oversized_chunked_body_is_413_before_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_at_the_limit_is_forwarded() {
     let (up, gw) = small_body_setup().await;
-    let prefix = "{\"metadata\":{},\"pad\":\"";
+    let prefix = "{\"metadata\":{},\"ttl\":\"";
     let pad = "a".repeat(SMALL_MAX_BODY - prefix.len() - 2);
     let body = format!("{prefix}{pad}\"}}");
     assert_eq!(body.len(), SMALL_MAX_BODY);
@@ -585,7 +584,7 @@ async fn body_at_the_limit_is_forwarded() {
         .await;
     r.assert_status(200);
     assert_eq!(
-        up.one_forwarded().json()["pad"].as_str().unwrap().len(),
+        up.one_forwarded().json()["ttl"].as_str().unwrap().len(),
         pad.len()
     );
 }

@@ -199,7 +199,11 @@ async fn assistant_versions_are_filtered_by_owner() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_search_is_bounded_in_upstream_requests() {
     let up = MockUpstream::start().await;
-    up.on(Method::POST, "/threads/search", Reply::Search(threads(3000)));
+    up.on(
+        Method::POST,
+        "/threads/search",
+        Reply::Search(threads(3000)),
+    );
     let read = |f: &str| std::fs::read_to_string(policy_dir("participants").join(f)).unwrap();
     let policy = format!(
         "{}\n{}\nsettings:\n  search: {{max_upstream_requests: 3}}\n",

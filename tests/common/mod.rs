@@ -38,6 +38,9 @@ pub const BOB: &str = "Bearer bob-demo-key";
 /// Admin's key (permission `assistants:create`, role `admin`).
 pub const ADMIN: &str = "Bearer admin-demo-key";
 
+/// The id of the graph `agent`'s system assistant: `uuid5(6ba7b821-..., "agent")`.
+pub const SYSTEM_AGENT: &str = "fe096781-5601-53d2-b2f6-0d3403f7e9ca";
+
 /// Upper bound on any single client exchange, so a broken gateway fails a test instead of
 /// hanging the suite.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -487,6 +490,15 @@ async fn mock_handle(st: Arc<MockState>, req: Request<Incoming>) -> Response<Moc
                 Some(v) => json_response(StatusCode::OK, &v),
                 None => json_response(StatusCode::NOT_FOUND, &json!({"detail": "Not Found"})),
             };
+        }
+        // The graph `agent`'s system assistant, which the agent server creates at start-up.
+        if let ["assistants", id] = segs.as_slice() {
+            if *id == SYSTEM_AGENT {
+                return json_response(
+                    StatusCode::OK,
+                    &json!({"assistant_id": id, "graph_id": "agent", "metadata": {"created_by": "system"}}),
+                );
+            }
         }
     }
     scripted(&Reply::Echo, &seen).await
