@@ -133,7 +133,7 @@ printf '%-34s graphguard CPU %.3f cores (%.0f req/s, one connection each)\n' "20
 # Large bodies (bodies are read whole before the decision): COUNT concurrent creates of SIZE MiB.
 burst() { # COUNT SIZE_MIB
     head -c $(($2 * 1024 * 1024 - 64)) /dev/zero | tr '\0' 'a' > "$WORK/pad"
-    { printf '{"metadata":{"topic":"x"},"pad":"'; cat "$WORK/pad"; printf '"}'; } > "$WORK/big.json"
+    { printf '{"metadata":{"topic":"x","pad":"'; cat "$WORK/pad"; printf '"}}'; } > "$WORK/big.json"
     local pids=()
     for _ in $(seq 1 "$1"); do
         in_ns curl -s -o /dev/null -H 'authorization: Bearer alice-demo-key' -H 'content-type: application/json' \

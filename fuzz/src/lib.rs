@@ -90,6 +90,63 @@ fn remove_dot_segments(path: &str) -> String {
     format!("/{}", out.join("/"))
 }
 
+/// The id reader (`graphguard::ids`): `read` agrees with `py_uuid`, the canonical spelling
+/// round-trips, and on ASCII input `py_uuid` agrees with a second, literal model of CPython's
+/// `uuid.UUID(text)` (`int(text, 16)` read by its grammar rather than byte by byte).
+pub fn ids(data: &[u8]) {
+    use graphguard::ids::{py_uuid, read, IdForm};
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
+    let parsed = py_uuid(s);
+    match read(s) {
+        IdForm::Canonical(u) => {
+            assert_eq!(u.to_string(), s);
+            assert_eq!(parsed, Some(u));
+        }
+        IdForm::Variant(u) => {
+            assert_eq!(parsed, Some(u));
+            assert_ne!(u.to_string(), s);
+        }
+        IdForm::NotUuid => assert_eq!(parsed, None, "{s:?}"),
+    }
+    if let Some(u) = parsed {
+        assert_eq!(read(&u.to_string()), IdForm::Canonical(u));
+    }
+    if s.is_ascii() {
+        assert_eq!(parsed.map(|u| u.as_u128()), model_py_uuid(s), "{s:?}");
+    }
+}
+
+/// CPython's `uuid.UUID(hex=s)` for ASCII `s`, written from the language reference's grammar
+/// for integer literals: white space, sign, `0x`, digits grouped by single underscores.
+fn model_py_uuid(s: &str) -> Option<u128> {
+    let s = s.replace("urn:", "").replace("uuid:", "");
+    let s = s.trim_matches(|c| c == '{' || c == '}').replace('-', "");
+    if s.len() != 32 {
+        return None;
+    }
+    let t = s.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r'));
+    let (negative, t) = match t.as_bytes().first() {
+        Some(b'+') => (false, &t[1..]),
+        Some(b'-') => (true, &t[1..]),
+        _ => (false, t),
+    };
+    let t = match t.get(..2) {
+        Some("0x" | "0X") => t[2..].strip_prefix('_').unwrap_or(&t[2..]),
+        _ => t,
+    };
+    let groups: Vec<&str> = t.split('_').collect();
+    if groups
+        .iter()
+        .any(|g| g.is_empty() || !g.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return None;
+    }
+    let v = u128::from_str_radix(&groups.concat(), 16).ok()?;
+    (!negative || v == 0).then_some(v)
+}
+
 /// Route classification and the strict path check.
 pub fn routes(data: &[u8]) {
     let mut b = Bytes(data);
@@ -161,7 +218,10 @@ pub fn routes(data: &[u8]) {
                         .into_iter()
                         .flatten()
                     {
-                        assert!(routes::is_uuid(id), "non-UUID id {id:?} validated");
+                        assert!(
+                            graphguard::ids::is_canonical(id),
+                            "non-canonical id {id:?} validated"
+                        );
                     }
                 }
             }
@@ -774,6 +834,10 @@ mod tests {
         eprintln!("{name}: {execs} random inputs, no property broken");
     }
 
+    #[test]
+    fn ids_random() {
+        run("ids", ids);
+    }
     #[test]
     fn routes_random() {
         run("routes", routes);

@@ -246,15 +246,6 @@ def run_wrk(url: str, script: Path, duration: float, conns: int, threads: int, o
 # ------------------------------------------------------------------------------------------
 
 
-def pad_json(obj: dict[str, Any], size: int, key: str = "note") -> bytes:
-    """`obj` with a string field grown so that the JSON is exactly `size` bytes."""
-    obj = dict(obj)
-    obj[key] = ""
-    base = len(json.dumps(obj, separators=(",", ":")).encode())
-    obj[key] = "x" * max(0, size - base)
-    return json.dumps(obj, separators=(",", ":")).encode()
-
-
 SEARCH_NOTE_KEY = "note"
 
 
@@ -275,7 +266,12 @@ def search_metadata() -> dict[str, Any]:
 def create_body(size: int) -> bytes:
     md = {"source": "bench", "owner": "spoofed"}
     if size <= 1024:
-        return pad_json({"metadata": md, "if_exists": "raise"}, size)
+        # Padded inside the metadata: graphguard refuses top-level fields the server's schema
+        # does not name.
+        md["note"] = ""
+        base = len(json.dumps({"metadata": md, "if_exists": "raise"}, separators=(",", ":")).encode())
+        md["note"] = "x" * max(0, size - base)
+        return json.dumps({"metadata": md, "if_exists": "raise"}, separators=(",", ":")).encode()
     msgs, i = [], 0
     while True:
         msgs.append({"type": "human", "content": f"message {i}: please summarise the \"quarterly\" report {{draft}} \u00e9", "id": f"m-{i}"})

@@ -579,8 +579,17 @@ RESOURCE = [
             S("alice", "runs.wait", {"thread_id": "@t", "assistant_id": "agent", "input": HI}, {"status": 200, "output": {"echo": "echo: hi", "user": "alice"}}),
             S("bob", "runs.wait", {"thread_id": "@t", "assistant_id": "agent", "input": HI}, {"status": 404, "detail": RUN_404}),
             S("alice", "runs.wait", {"thread_id": None, "assistant_id": "agent", "input": HI}, {"status": 200, "output": {"user": "alice"}}, label="stateless run: create_run stamps owner"),
-            # threads.create returns no filter in H2, so an existing id is not checked against it
-            S("bob", "threads.create", {"thread_id": "@t", "if_exists": "do_nothing"}, {"status": 200, "id": "@t", "metadata": {"owner": "alice", "topic": "t", "graph_id": "agent", "assistant_id": "@agent_sys"}}, label="H2 create has no filter: existing id comes back"),
+            # threads.create returns no filter in H2, so LangGraph hands alice's thread to bob.
+            # graphguard runs the read check on the existing thread (docs/compatibility.md).
+            S(
+                "bob",
+                "threads.create",
+                {"thread_id": "@t", "if_exists": "do_nothing"},
+                {"status": 200, "id": "@t", "metadata": {"owner": "alice", "topic": "t", "graph_id": "agent", "assistant_id": "@agent_sys"}},
+                label="H2 create has no filter: existing id comes back",
+                differs="a create with if_exists: do_nothing answers with the existing thread, so graphguard requires the caller to be able to read it (LangGraph checks only the create filter)",
+                gw={"status": 409, "detail": "Thread with ID @t already exists"},
+            ),
         ],
     ),
     Scenario(
