@@ -22,7 +22,7 @@ Each ``Scenario`` is a list of steps ``S(actor, op, args, expect, ...)``:
 * ``differs="reason"`` + ``gw={...}``: graphguard deliberately answers differently from LangGraph;
   the reference must meet ``expect`` and graphguard ``gw``.
 
-The spec rows in ``rows`` refer to /work/shared/spec/langgraph-auth-semantics.md section 10.
+The rows in ``rows`` refer to docs/semantics.md section 10.
 """
 
 from __future__ import annotations
