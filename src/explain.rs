@@ -78,13 +78,10 @@ pub fn explain(
         _ => None,
     };
     match (&handler, &handler_denied) {
-        (None, None) => words.push(
-            format!(
-                "No handler covers {event}; the default decision ({:?}) applies.",
-                policy.default
-            )
-            .to_lowercase(),
-        ),
+        (None, None) => words.push(format!(
+            "No handler covers {event}; the default decision ({}) applies.",
+            format!("{:?}", policy.default).to_lowercase()
+        )),
         (None, Some(d)) => words.push(format!(
             "No handler covers {event} and the default is deny: {d}."
         )),
