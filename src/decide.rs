@@ -620,66 +620,63 @@ impl<'a> Cx<'a> {
         Ok(())
     }
 
-    /// [`Cx::check_fields`] for one object of a shape.
+    /// [`Cx::check_fields`] for one object of a shape: one pass over its members.
     fn vet(&self, o: &ObjectBody<'_>, shape: &'static Shape) -> R<Vec<Edit>> {
         let mut edits = Vec::new();
-        for field in shape.fields {
-            let Some(raw) = o.get_raw(field.name) else {
-                continue;
+        for (key, raw) in o.members() {
+            let Some(field) = shape.fields.iter().find(|f| f.name == key) else {
+                return Err(GatewayError::unprocessable(format!(
+                    "Unknown field {key:?} in {}: graphguard forwards only the fields the agent \
+                     server's schema names",
+                    shape.name
+                ))
+                .into());
             };
-            let v = || -> R<Value> {
-                serde_json::from_slice(raw).map_err(|_| body_error(BodyError::NotAnObject).into())
-            };
-            match field.kind {
-                Kind::Plain | Kind::Metadata | Kind::Route => {}
-                Kind::Id(of) => match v()? {
-                    Value::Null => {}
-                    Value::String(id) => canonical_id(of, &id).map(drop)?,
-                    _ => return Err(must_be(field.name, "a string")),
-                },
-                Kind::Ids(of) => match v()? {
-                    Value::Null => {}
-                    Value::Array(items) => {
-                        for item in items {
-                            match item {
-                                Value::String(id) => canonical_id(of, &id).map(drop)?,
-                                _ => return Err(must_be(field.name, "a list of strings")),
-                            }
-                        }
-                    }
-                    _ => return Err(must_be(field.name, "a list of strings")),
-                },
-                Kind::Assistant => match v()? {
-                    Value::Null => {}
-                    Value::String(a) => assistant_ref(&a).map(drop)?,
-                    _ => return Err(must_be(field.name, "a string")),
-                },
-                Kind::Config => {
-                    if let Some(config) = self.scrub_config(raw)? {
-                        edits.push((field.name, config));
-                    }
-                }
-                Kind::Context | Kind::Checkpoint => {
-                    if let Some(scrubbed) = self.scrub(raw)? {
-                        edits.push((field.name, scrubbed));
-                    }
-                }
-                Kind::Webhook => match v()? {
-                    Value::Null => {}
-                    Value::String(url) => self.check_webhook(&url)?,
-                    _ => return Err(must_be(field.name, "a string")),
-                },
+            if let Some(edit) = self.vet_field(field.name, field.kind, raw)? {
+                edits.push((field.name, edit));
             }
         }
-        if let Some(unknown) = o.keys().find(|k| shape.kind(k).is_none()) {
-            return Err(GatewayError::unprocessable(format!(
-                "Unknown field {unknown:?} in {}: graphguard forwards only the fields the agent \
-                 server's schema names",
-                shape.name
-            ))
-            .into());
-        }
         Ok(edits)
+    }
+
+    /// One field by its kind; `Some` is its new raw value.
+    fn vet_field(&self, name: &str, kind: Kind, raw: &[u8]) -> R<Option<Vec<u8>>> {
+        let value = || -> R<Value> {
+            serde_json::from_slice(raw).map_err(|_| body_error(BodyError::NotAnObject).into())
+        };
+        match kind {
+            Kind::Plain | Kind::Metadata | Kind::Route => {}
+            Kind::Id(of) => match value()? {
+                Value::Null => {}
+                Value::String(id) => canonical_id(of, &id).map(drop)?,
+                _ => return Err(must_be(name, "a string")),
+            },
+            Kind::Ids(of) => match value()? {
+                Value::Null => {}
+                Value::Array(items) => {
+                    for item in items {
+                        match item {
+                            Value::String(id) => canonical_id(of, &id).map(drop)?,
+                            _ => return Err(must_be(name, "a list of strings")),
+                        }
+                    }
+                }
+                _ => return Err(must_be(name, "a list of strings")),
+            },
+            Kind::Assistant => match value()? {
+                Value::Null => {}
+                Value::String(a) => assistant_ref(&a).map(drop)?,
+                _ => return Err(must_be(name, "a string")),
+            },
+            Kind::Config => return self.scrub_config(raw),
+            Kind::Context | Kind::Checkpoint => return self.scrub(raw),
+            Kind::Webhook => match value()? {
+                Value::Null => {}
+                Value::String(url) => self.check_webhook(&url)?,
+                _ => return Err(must_be(name, "a string")),
+            },
+        }
+        Ok(None)
     }
 
     /// A run configuration with identity keys removed from its `configurable`, if any were.
@@ -1124,12 +1121,12 @@ impl<'a> Cx<'a> {
         let g = self.grant(T, Action::Create)?;
         self.on(Subject::None);
         let tid = self.str_field("thread_id")?;
-        let do_nothing = self.str_field("if_exists")?.as_deref() == Some("do_nothing");
         let supersteps = self
             .obj()?
             .get_raw("supersteps")
             .is_some_and(|r| r != b"null");
         if let Some(tid) = &tid {
+            let do_nothing = self.str_field("if_exists")?.as_deref() == Some("do_nothing");
             if g.active_filter().is_some() || do_nothing {
                 if let Some(v) = self.fact(Target::Thread(tid.clone()))? {
                     self.create_on_existing(T, &g, tid, &v, do_nothing, supersteps)?;
@@ -1207,8 +1204,8 @@ impl<'a> Cx<'a> {
         let g = self.grant(A, Action::Create)?;
         self.on(Subject::None);
         let aid = self.str_field("assistant_id")?;
-        let do_nothing = self.str_field("if_exists")?.as_deref() == Some("do_nothing");
         if let Some(aid) = &aid {
+            let do_nothing = self.str_field("if_exists")?.as_deref() == Some("do_nothing");
             if g.active_filter().is_some() || do_nothing {
                 if let Some(v) = self.fact(Target::Assistant(aid.clone()))? {
                     self.create_on_existing(A, &g, aid, &v, do_nothing, false)?;

@@ -37,6 +37,8 @@ pub struct Reloader {
     metrics: Arc<Metrics>,
     status: Mutex<ReloadStatus>,
     lock: tokio::sync::Mutex<()>,
+    /// Reloads attempted, whatever triggered them (for tests and `/policies`).
+    pub attempts: std::sync::atomic::AtomicU64,
 }
 
 /// What a reload did.
@@ -65,6 +67,7 @@ impl Reloader {
             metrics,
             status: Mutex::new(status),
             lock: tokio::sync::Mutex::new(()),
+            attempts: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -80,6 +83,7 @@ impl Reloader {
                 ..ReloadStatus::default()
             }),
             lock: tokio::sync::Mutex::new(()),
+            attempts: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -92,6 +96,8 @@ impl Reloader {
     /// happens on a blocking thread and the swap is one atomic store.
     pub async fn reload(&self, why: &str) -> ReloadResult {
         let _one_at_a_time = self.lock.lock().await;
+        self.attempts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = self.dir.clone();
         let loaded = tokio::task::spawn_blocking(move || Policy::load_dir(&dir)).await;
         let now = SystemTime::now();
@@ -179,7 +185,10 @@ impl Reloader {
         let (tx, mut rx) = mpsc::unbounded_channel::<()>();
         let watch_tx = tx.clone();
         let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-            if ev.is_ok() {
+            // Only a change counts: reading the files (this reload's own reads among them)
+            // raises open and close events too, and reacting to those made every reload
+            // trigger the next one.
+            if ev.is_ok_and(|e| !e.kind.is_access()) {
                 let _ = watch_tx.send(());
             }
         });

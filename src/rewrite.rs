@@ -150,6 +150,14 @@ impl<'a> ObjectBody<'a> {
         self.members.iter().map(|m| m.key.as_ref())
     }
 
+    /// Top-level members in order: the unescaped key and the raw value.
+    pub fn members(&self) -> impl Iterator<Item = (&str, &'a [u8])> + '_ {
+        self.members.iter().map(|m| {
+            let raw = self.src.get(m.value_start..m.value_end).unwrap_or_default();
+            (m.key.as_ref(), raw)
+        })
+    }
+
     /// Produce a new body with edits applied: for each `(key, Some(raw_json))`
     /// replace the value if the key exists (keeping its position) or append a
     /// new member at the end; `(key, None)` removes the member (commas are

@@ -308,3 +308,50 @@ async fn rotating_a_keys_file_outside_the_policy_directory_is_a_new_version() {
     let v2 = Policy::load_dir(&policies).unwrap().version;
     assert_ne!(v1, v2);
 }
+
+#[tokio::test]
+async fn reading_the_policy_directory_triggers_no_reload() {
+    // A reload reads the files; so may anyone else (kubelet, a sidecar, `graphguard check`).
+    // Only a change may trigger one, or every reload would trigger the next.
+    let up = MockUpstream::start().await;
+    let root = tempfile::tempdir().unwrap();
+    swap_configmap(root.path(), 0, OPEN);
+    let gw = start_gateway(
+        &up.url(),
+        GatewayOptions {
+            policy: PolicySource::Dir(root.path().to_path_buf()),
+            ..GatewayOptions::default()
+        },
+    )
+    .await;
+    let metrics = Arc::new(Metrics::new());
+    let reloader = Arc::new(Reloader::new(
+        root.path().to_path_buf(),
+        gw.gw.clone(),
+        metrics,
+    ));
+    reloader.spawn(Duration::from_millis(50), Duration::from_secs(3600));
+    let attempts = || reloader.attempts.load(std::sync::atomic::Ordering::Relaxed);
+    reloader.reload("test").await;
+    for _ in 0..10 {
+        for entry in std::fs::read_dir(root.path()).unwrap() {
+            let _ = std::fs::read(entry.unwrap().path());
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        attempts(),
+        1,
+        "reads (and the reload's own) triggered reloads"
+    );
+    // A change still does.
+    swap_configmap(root.path(), 1, CLOSED);
+    for _ in 0..100 {
+        if attempts() > 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(attempts() >= 2, "a change was not seen");
+}
