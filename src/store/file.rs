@@ -22,9 +22,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use super::{
-    check_storable, rfc3339_micros, PolicyStore, Revision, RevisionInfo, StoreError,
-};
+use super::{check_storable, rfc3339_micros, PolicyStore, Revision, RevisionInfo, StoreError};
 
 /// Revisions in a local state directory. See the module documentation.
 pub struct FileStore {
@@ -43,10 +41,15 @@ impl FileStore {
     /// revisions. Blocking: call it from a blocking thread in async code.
     pub fn open(dir: &Path, keep: usize) -> Result<FileStore, StoreError> {
         if keep == 0 {
-            return Err(StoreError::Invalid("a store must keep at least one revision".into()));
+            return Err(StoreError::Invalid(
+                "a store must keep at least one revision".into(),
+            ));
         }
         fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Invalid(format!("cannot create state directory {}: {e}", dir.display()))
+            StoreError::Invalid(format!(
+                "cannot create state directory {}: {e}",
+                dir.display()
+            ))
         })?;
         let lock = lock_dir(dir)?;
         remove_temporaries(dir);
@@ -139,8 +142,10 @@ impl PolicyStore for FileStore {
         let head = self.head.lock().await;
         let top = before.map_or(head.number, |b| b.saturating_sub(1).min(head.number));
         self.blocking(move |dir| {
-            let mut numbers: Vec<u64> =
-                list_revisions(dir)?.into_iter().filter(|&n| n <= top).collect();
+            let mut numbers: Vec<u64> = list_revisions(dir)?
+                .into_iter()
+                .filter(|&n| n <= top)
+                .collect();
             numbers.sort_unstable_by(|a, b| b.cmp(a));
             numbers.truncate(limit);
             numbers
@@ -273,7 +278,9 @@ fn set_aside(dir: &Path, number: u64, why: &str) -> Result<(), StoreError> {
 
 /// Leftovers of commits a crash interrupted: never renamed into place, so never committed.
 fn remove_temporaries(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         if entry.file_name().to_string_lossy().starts_with(".tmp-") {
             let path = entry.path();

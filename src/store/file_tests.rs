@@ -28,16 +28,31 @@ async fn commit_head_history_and_conflict() {
     assert_eq!(*feed.borrow_and_update(), 1);
 
     let head = store.head().await.unwrap();
-    assert_eq!((head.number, head.actor.as_str(), head.summary.as_str()), (1, "alice", "first"));
+    assert_eq!(
+        (head.number, head.actor.as_str(), head.summary.as_str()),
+        (1, "alice", "first")
+    );
     assert_eq!(head.state, state);
     assert!(head.committed_at.ends_with('Z') && head.committed_at.len() == 27);
 
     // A writer that read revision 0 lost the race; one ahead of the head is refused too.
-    assert_eq!(store.commit(0, &json!({}), "bob", "stale").await, Err(StoreError::Conflict));
-    assert_eq!(store.commit(5, &json!({}), "bob", "future").await, Err(StoreError::Conflict));
+    assert_eq!(
+        store.commit(0, &json!({}), "bob", "stale").await,
+        Err(StoreError::Conflict)
+    );
+    assert_eq!(
+        store.commit(5, &json!({}), "bob", "future").await,
+        Err(StoreError::Conflict)
+    );
     assert!(!feed.has_changed().unwrap());
 
-    assert_eq!(store.commit(1, &json!({"v": 2}), "bob", "second").await.unwrap(), 2);
+    assert_eq!(
+        store
+            .commit(1, &json!({"v": 2}), "bob", "second")
+            .await
+            .unwrap(),
+        2
+    );
     let infos = store.revisions(10, None).await.unwrap();
     let numbers: Vec<u64> = infos.iter().map(|i| i.number).collect();
     assert_eq!(numbers, [2, 1]);
@@ -120,9 +135,21 @@ async fn a_crash_never_yields_a_partial_head() {
     let head = store.head().await.unwrap();
     assert_eq!((head.number, head.state), (2, json!({"i": 2})));
     assert!(!tmp.exists(), "the temporary file is removed");
-    assert!(dir.path().join(format!("{}.corrupt", file_name(3))).exists());
-    assert_eq!(store.commit(3, &json!({}), "a", "x").await, Err(StoreError::Conflict));
-    assert_eq!(store.commit(2, &json!({"new": 3}), "a", "redo").await.unwrap(), 3);
+    assert!(dir
+        .path()
+        .join(format!("{}.corrupt", file_name(3)))
+        .exists());
+    assert_eq!(
+        store.commit(3, &json!({}), "a", "x").await,
+        Err(StoreError::Conflict)
+    );
+    assert_eq!(
+        store
+            .commit(2, &json!({"new": 3}), "a", "redo")
+            .await
+            .unwrap(),
+        3
+    );
     assert_eq!(store.revision(3).await.unwrap().state, json!({"new": 3}));
 }
 
@@ -132,8 +159,14 @@ async fn a_file_naming_another_revision_is_corrupt() {
     let store = open(dir.path(), 10);
     commit_n(&store, 0, 3).await;
     fs::copy(dir.path().join(file_name(2)), dir.path().join(file_name(1))).unwrap();
-    assert!(matches!(store.revision(1).await, Err(StoreError::Corrupt(_))));
-    assert!(matches!(store.revisions(10, None).await, Err(StoreError::Corrupt(_))));
+    assert!(matches!(
+        store.revision(1).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert!(matches!(
+        store.revisions(10, None).await,
+        Err(StoreError::Corrupt(_))
+    ));
 }
 
 #[tokio::test]
@@ -142,9 +175,16 @@ async fn a_second_opener_is_refused() {
     let first = open(dir.path(), 10);
     let err = FileStore::open(dir.path(), 10).err().unwrap();
     assert!(matches!(err, StoreError::Invalid(_)));
-    assert!(err.to_string().contains("in use by another graphguard process"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("in use by another graphguard process"),
+        "{err}"
+    );
     drop(first);
-    assert!(FileStore::open(dir.path(), 10).is_ok(), "the lock goes with the store");
+    assert!(
+        FileStore::open(dir.path(), 10).is_ok(),
+        "the lock goes with the store"
+    );
 }
 
 #[tokio::test]
@@ -160,7 +200,13 @@ async fn nul_characters_are_refused_before_writing() {
 fn file_names_round_trip() {
     assert_eq!(file_name(123), "rev-000000000123.json");
     assert_eq!(parse_file_name("rev-000000000123.json"), Some(123));
-    for other in ["rev-.json", "rev-12.json.corrupt", ".tmp-rev-1.json", "rev-1a.json", "lock"] {
+    for other in [
+        "rev-.json",
+        "rev-12.json.corrupt",
+        ".tmp-rev-1.json",
+        "rev-1a.json",
+        "lock",
+    ] {
         assert_eq!(parse_file_name(other), None, "{other}");
     }
 }

@@ -200,7 +200,22 @@ fn check_storable(state: &Value) -> Result<(), StoreError> {
 }
 
 fn nul_error() -> StoreError {
-    StoreError::Invalid("the state contains a NUL character (\\u0000), which cannot be stored".into())
+    StoreError::Invalid(
+        "the state contains a NUL character (\\u0000), which cannot be stored".into(),
+    )
+}
+
+/// An error with its causes, `outer: inner: ...`: drivers keep the useful part ("connection
+/// refused") in the source chain.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.ffffffZ` in UTC, the format both backends report `committed_at` in.
@@ -249,8 +264,15 @@ mod tests {
     #[test]
     fn nul_characters_are_refused_anywhere() {
         assert!(check_storable(&json!({"a": [1, "x", {"b": null}]})).is_ok());
-        for bad in [json!("a\u{0}"), json!({"k\u{0}": 1}), json!([{"k": ["\u{0}"]}])] {
-            assert!(matches!(check_storable(&bad), Err(StoreError::Invalid(_))), "{bad}");
+        for bad in [
+            json!("a\u{0}"),
+            json!({"k\u{0}": 1}),
+            json!([{"k": ["\u{0}"]}]),
+        ] {
+            assert!(
+                matches!(check_storable(&bad), Err(StoreError::Invalid(_))),
+                "{bad}"
+            );
         }
     }
 

@@ -22,8 +22,8 @@
 //! connection is dropped (PostgreSQL rolls back whatever was open) and the caller gets
 //! [`StoreError::Unavailable`] instead of waiting on a stuck database.
 //!
-//! The feed connection `LISTEN`s and moves the [`PolicyStore::subscribe`] channel forward on
-//! each notification. A notification is lost while the feed is disconnected, so the feed polls
+//! The feed connection `LISTEN`s (before [`PgStore::open`] returns, so no later commit can go
+//! unnoticed) and moves the [`PolicyStore::subscribe`] channel forward on each notification. A notification is lost while the feed is disconnected, so the feed polls
 //! `max(number)` whenever it (re)connects and every [`PgOptions::poll_interval`] as a safety
 //! net; the poll also notices a silently dead connection. When the connection fails it
 //! reconnects forever, with a backoff doubling from 100 ms up to 5 s.
@@ -41,7 +41,9 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, Client, Connection, Row};
 
 use super::pgtls::{self, Target};
-use super::{check_storable, PolicyStore, Revision, RevisionInfo, StoreError, KEEP_REVISIONS};
+use super::{
+    check_storable, error_chain, PolicyStore, Revision, RevisionInfo, StoreError, KEEP_REVISIONS,
+};
 
 /// How a [`PgStore`] behaves; [`PgOptions::default`] is what production uses.
 #[derive(Debug, Clone)]
@@ -73,7 +75,8 @@ impl PgOptions {
         let s = &self.schema;
         let identifier = s.len() <= 56
             && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
         if !identifier {
             return Err(StoreError::Invalid(format!(
                 "schema {s:?} must be lower-case letters, digits and _, at most 56 characters"
@@ -190,11 +193,11 @@ impl PgStore {
         let deadline = Instant::now() + shared.timeout;
         let migrated = timeout_at(deadline, migrate(connected(&mut slot)?, &shared.schema)).await;
         shared.settle(&mut slot, migrated)?;
-        let head = timeout_at(deadline, max_number(connected(&mut slot)?, &shared.sql)).await;
-        let head = shared.settle(&mut slot, head)?;
         drop(slot);
-        shared.feed.send_replace(head);
-        let feed_task = tokio::spawn(run_feed(shared.clone())).abort_handle();
+        // Listening before open returns: no commit made after it can go unnoticed.
+        let session = shared.connect_feed().await?;
+        let feed_task = tokio::spawn(run_feed(shared.clone(), session)).abort_handle();
+        let head = *shared.feed.borrow();
         tracing::info!(store = %shared.target.describe, head, "postgres policy store opened");
         Ok(PgStore { shared, feed_task })
     }
@@ -232,12 +235,18 @@ impl PolicyStore for PgStore {
         let s = &self.shared;
         let deadline = Instant::now() + s.timeout;
         let mut slot = s.checkout(deadline).await?;
-        let change = Change { next, state, actor, summary };
+        let change = Change {
+            next,
+            state,
+            actor,
+            summary,
+        };
         let r = timeout_at(deadline, s.insert(connected(&mut slot)?, change)).await;
         s.settle(&mut slot, r)?;
-        let next = base + 1;
-        s.advance(next);
-        Ok(next)
+        // `next` fits an i64, so base + 1 cannot overflow.
+        let committed = base + 1;
+        s.advance(committed);
+        Ok(committed)
     }
 
     async fn revisions(
@@ -253,7 +262,10 @@ impl PolicyStore for PgStore {
         let s = &self.shared;
         let deadline = Instant::now() + s.timeout;
         let mut slot = s.checkout(deadline).await?;
-        let r = timeout_at(deadline, select_page(connected(&mut slot)?, &s.sql, before, limit));
+        let r = timeout_at(
+            deadline,
+            select_page(connected(&mut slot)?, &s.sql, before, limit),
+        );
         let r = r.await;
         s.settle(&mut slot, r)
     }
@@ -398,14 +410,18 @@ impl Shared {
     /// The store's meaning of a PostgreSQL error, and whether the connection is still usable.
     fn classify(&self, e: tokio_postgres::Error) -> (StoreError, bool) {
         let Some(db) = e.as_db_error() else {
-            let why = format!("{}: {e}", self.target.describe);
+            let why = format!("{}: {}", self.target.describe, error_chain(&e));
             return (StoreError::Unavailable(why), false);
         };
         if *db.code() == SqlState::UNIQUE_VIOLATION {
             return (StoreError::Conflict, true);
         }
         let code = db.code().code();
-        let why = format!("{}: PostgreSQL error {code}: {}", self.target.describe, db.message());
+        let why = format!(
+            "{}: PostgreSQL error {code}: {}",
+            self.target.describe,
+            db.message()
+        );
         // Class 22 is "data exception": the state, not the database, is at fault.
         if code.starts_with("22") {
             return (StoreError::Invalid(why), true);
@@ -422,7 +438,8 @@ impl Shared {
             // Dropping the transaction rolls it back.
             return Err(Fail::Store(StoreError::Conflict));
         }
-        tx.execute(&self.sql.prune, &[&(c.next - self.keep)]).await?;
+        tx.execute(&self.sql.prune, &[&(c.next - self.keep)])
+            .await?;
         let payload = c.next.to_string();
         tx.execute("SELECT pg_notify($1, $2)", &[&self.channel, &payload])
             .await?;
@@ -461,7 +478,10 @@ async fn migrate(client: &mut Client, schema: &str) -> Result<(), Fail> {
     ))
     .await?;
     let rows = tx
-        .query(&format!("SELECT version FROM {schema}.schema_migrations"), &[])
+        .query(
+            &format!("SELECT version FROM {schema}.schema_migrations"),
+            &[],
+        )
         .await?;
     let applied = rows
         .iter()
@@ -478,8 +498,11 @@ async fn migrate(client: &mut Client, schema: &str) -> Result<(), Fail> {
     }
     let known = MIGRATIONS.iter().map(|(v, _)| *v).max().unwrap_or(0);
     if let Some(newer) = applied.iter().filter(|v| **v > known).max() {
-        tracing::warn!(schema, version = newer,
-            "policy store schema was migrated by a newer graphguard; continuing");
+        tracing::warn!(
+            schema,
+            version = newer,
+            "policy store schema was migrated by a newer graphguard; continuing"
+        );
     }
     tx.commit().await?;
     Ok(())
@@ -563,18 +586,31 @@ enum FeedEvent {
     Closed(StoreError),
 }
 
-/// Runs until the store is dropped (which aborts it).
-async fn run_feed(shared: Arc<Shared>) {
-    let mut backoff = BACKOFF_MIN;
+/// Follows `session`, then reconnects whenever the feed fails, forever; runs until the store
+/// is dropped (which aborts it).
+async fn run_feed(shared: Arc<Shared>, mut session: FeedSession) {
     loop {
-        let (was_up, error) = shared.listen().await;
-        if was_up {
-            backoff = BACKOFF_MIN;
-        }
+        let error = shared.follow(session).await;
         shared.feed_down(error);
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        let mut backoff = BACKOFF_MIN;
+        session = loop {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            match shared.connect_feed().await {
+                Ok(s) => break s,
+                Err(e) => shared.feed_down(e),
+            }
+        };
+        shared.feed_up();
     }
+}
+
+/// A feed connection that is listening.
+struct FeedSession {
+    client: Client,
+    events: mpsc::UnboundedReceiver<FeedEvent>,
+    /// Owns the task polling the connection; dropping the session closes it.
+    _driver: AbortOnDrop,
 }
 
 /// Aborts a task when dropped, so a feed session that ends takes its connection with it.
@@ -596,12 +632,15 @@ where
     let closed = loop {
         match poll_fn(|cx| connection.poll_message(cx)).await {
             Some(Ok(AsyncMessage::Notification(n))) => {
-                if events.send(FeedEvent::Notified(n.payload().to_string())).is_err() {
+                if events
+                    .send(FeedEvent::Notified(n.payload().to_string()))
+                    .is_err()
+                {
                     return;
                 }
             }
             Some(Ok(_notice)) => {}
-            Some(Err(e)) => break format!("feed connection failed: {e}"),
+            Some(Err(e)) => break format!("feed connection failed: {}", error_chain(&e)),
             None => break "feed connection closed".to_string(),
         }
     };
@@ -609,43 +648,44 @@ where
 }
 
 impl Shared {
-    /// One feed session: connect, LISTEN, poll, then follow notifications and poll every
-    /// interval until something fails. Returns whether it got as far as listening, and why it
-    /// ended.
-    async fn listen(&self) -> (bool, StoreError) {
+    /// Connect, LISTEN, then poll the head (after LISTEN, so that a commit made while
+    /// disconnected is seen now and none made from here on can be missed).
+    async fn connect_feed(&self) -> Result<FeedSession, StoreError> {
         let connecting = self.target.config.connect(self.target.tls.clone());
-        let (client, connection) = match timeout(self.timeout, connecting).await {
-            Err(_) => return (false, self.timed_out()),
-            Ok(Err(e)) => return (false, self.classify(e).0),
-            Ok(Ok(pair)) => pair,
-        };
-        let (events, mut rx) = mpsc::unbounded_channel();
-        let _driver = AbortOnDrop(tokio::spawn(drive(connection, events)));
+        let (client, connection) = timeout(self.timeout, connecting)
+            .await
+            .map_err(|_| self.timed_out())?
+            .map_err(|e| self.classify(e).0)?;
+        let (tx, events) = mpsc::unbounded_channel();
+        let driver = AbortOnDrop(tokio::spawn(drive(connection, tx)));
         let listen = format!("LISTEN {}", self.channel);
-        match timeout(self.timeout, client.batch_execute(&listen)).await {
-            Err(_) => return (false, self.timed_out()),
-            Ok(Err(e)) => return (false, self.classify(e).0),
-            Ok(Ok(())) => {}
-        }
-        // After LISTEN, so that a commit made while disconnected is seen now and none made
-        // from here on can be missed.
-        if let Err(e) = self.poll(&client).await {
-            return (false, e);
-        }
-        self.feed_up();
+        timeout(self.timeout, client.batch_execute(&listen))
+            .await
+            .map_err(|_| self.timed_out())?
+            .map_err(|e| self.classify(e).0)?;
+        self.poll(&client).await?;
+        Ok(FeedSession {
+            client,
+            events,
+            _driver: driver,
+        })
+    }
+
+    /// Follow notifications and poll every interval until something fails; why it did.
+    async fn follow(&self, mut session: FeedSession) -> StoreError {
         let start = Instant::now() + self.poll_interval;
         let mut tick = tokio::time::interval_at(start, self.poll_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                event = rx.recv() => match event {
+                event = session.events.recv() => match event {
                     Some(FeedEvent::Notified(payload)) => self.notified(&payload),
-                    Some(FeedEvent::Closed(e)) => return (true, e),
-                    None => return (true, StoreError::Unavailable("feed driver ended".into())),
+                    Some(FeedEvent::Closed(e)) => return e,
+                    None => return StoreError::Unavailable("feed driver ended".into()),
                 },
                 _ = tick.tick() => {
-                    if let Err(e) = self.poll(&client).await {
-                        return (true, e);
+                    if let Err(e) = self.poll(&session.client).await {
+                        return e;
                     }
                 }
             }

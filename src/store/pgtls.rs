@@ -29,7 +29,7 @@ use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::Config;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::StoreError;
+use super::{error_chain, StoreError};
 
 /// A parsed PostgreSQL URL, ready to connect.
 pub(super) struct Target {
@@ -54,7 +54,7 @@ enum Check {
 pub(super) fn parse(url: &str) -> Result<Target, StoreError> {
     let (rest, sslmode, rootcert) = take_tls_params(url)?;
     let mut config = Config::from_str(&rest)
-        .map_err(|e| StoreError::Invalid(format!("invalid PostgreSQL URL: {e}")))?;
+        .map_err(|e| StoreError::Invalid(format!("invalid PostgreSQL URL: {}", error_chain(&e))))?;
     let (mode, check) = match (sslmode.as_deref(), rootcert.is_some()) {
         (Some("disable"), _) => (SslMode::Disable, Check::Nothing),
         (None | Some("prefer"), _) => (SslMode::Prefer, Check::Nothing),
@@ -74,7 +74,11 @@ pub(super) fn parse(url: &str) -> Result<Target, StoreError> {
     }
     let tls = MakeRustlsConnect::new(client_config(check, rootcert.as_deref())?);
     let describe = describe(&config);
-    Ok(Target { config, tls, describe })
+    Ok(Target {
+        config,
+        tls,
+        describe,
+    })
 }
 
 /// The URL without `sslmode` and `sslrootcert`, and their (percent-decoded) values. The other
@@ -123,7 +127,10 @@ fn describe(config: &Config) -> String {
             format!("{host}:{port}")
         })
         .collect();
-    let db = config.get_dbname().or(config.get_user()).unwrap_or_default();
+    let db = config
+        .get_dbname()
+        .or(config.get_user())
+        .unwrap_or_default();
     format!("postgres://{}/{db}", hosts.join(","))
 }
 
@@ -177,7 +184,9 @@ fn roots(rootcert: Option<&str>) -> Result<RootCertStore, StoreError> {
     }
     if roots.is_empty() {
         if let Some(path) = rootcert.filter(|p| *p != "system") {
-            return Err(StoreError::Invalid(format!("sslrootcert {path} holds no certificate")));
+            return Err(StoreError::Invalid(format!(
+                "sslrootcert {path} holds no certificate"
+            )));
         }
         // The system has no trust store (a distroless image): Mozilla's roots, as jwks.rs does.
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
