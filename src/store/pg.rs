@@ -181,8 +181,11 @@ impl From<StoreError> for Fail {
 }
 
 impl PgStore {
-    /// Connect to `url` (`postgres://` or `postgresql://`, libpq's URL with the `sslmode`s
-    /// documented in `pgtls`), migrate the schema and start the change feed. Fails with
+    /// Connect to `url` (libpq's `postgres://` or `postgresql://` URL; `sslmode` as libpq
+    /// means it: `disable`, `prefer` (the default) and `require` do not check the server's
+    /// certificate, `verify-ca` checks its chain, `verify-full` its chain and name, against
+    /// `sslrootcert` (a PEM file) or the system's roots), migrate the schema and start the
+    /// change feed. Fails with
     /// [`StoreError::Unavailable`] when the database cannot be reached: a replica without the
     /// managed policies must not serve as if there were none.
     pub async fn open(url: &str, options: PgOptions) -> Result<PgStore, StoreError> {
