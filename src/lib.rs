@@ -31,6 +31,7 @@ pub mod reload;
 pub mod rewrite;
 pub mod routes;
 pub mod server;
+pub mod store;
 pub mod template;
 pub mod token_cache;
 pub mod upstream;
