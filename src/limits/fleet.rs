@@ -239,7 +239,7 @@ impl Fleet {
 
     fn lease(&self, check: &Check, ttl: u64, id: String) -> Lease {
         Lease {
-            key: check.key().to_string(),
+            key: check.key().into(),
             ttl: Duration::from_micros(ttl),
             held: Held::Fleet(Slot {
                 key: slot_key(check.key()),

@@ -47,6 +47,16 @@ pub(crate) struct Raw {
     pub retry: u64,
 }
 
+impl Raw {
+    /// A refusal with nothing computed: what a check not (yet) decided stands for.
+    pub const EMPTY: Raw = Raw {
+        allowed: false,
+        remaining: 0,
+        reset: 0,
+        retry: 0,
+    };
+}
+
 /// Whole microseconds of a duration, rounded up.
 fn micros_up(d: Duration) -> u64 {
     let us = d.as_micros() + u128::from(!d.subsec_nanos().is_multiple_of(1_000));
@@ -149,7 +159,8 @@ pub(crate) fn verdicts(plans: &[Plan], raws: &[Raw], spent: bool) -> Vec<Verdict
         .collect()
 }
 
-fn verdict(plan: &Plan, raw: &Raw, spent: bool) -> Verdict {
+/// One check's verdict (see [`verdicts`]).
+pub(crate) fn verdict(plan: &Plan, raw: &Raw, spent: bool) -> Verdict {
     let us = Duration::from_micros;
     match (plan, raw.allowed) {
         (Plan::Rate(g), true) if !spent => Verdict::Allowed {

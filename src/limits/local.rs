@@ -28,6 +28,10 @@ use super::{Check, Held, Lease, LimitError, Limiter, Verdict};
 /// How often a shard looks for idle keys, in microseconds.
 const SWEEP_EVERY: u64 = 5_000_000;
 
+/// Requests of up to this many checks are decided without allocating (but for the verdicts
+/// and leases they return).
+const INLINE: usize = 4;
+
 /// The in-process limiter.
 pub struct Local {
     shards: Box<[Shard]>,
@@ -49,7 +53,7 @@ struct Table {
     /// Concurrency key → leases held. Incremented only under the shard's lock; decremented by
     /// a dropped lease without it, which can only make a concurrent count too high, never too
     /// low.
-    slots: HashMap<Box<str>, Arc<AtomicU64>, RandomState>,
+    slots: HashMap<Arc<str>, Arc<AtomicU64>, RandomState>,
     next_sweep: u64,
 }
 
@@ -118,58 +122,100 @@ impl Local {
         now: u64,
         spend: bool,
     ) -> Result<(Vec<Verdict>, Vec<Lease>), LimitError> {
-        let plans = gcra::plans(checks)?;
-        let homes: Vec<usize> = checks.iter().map(|c| self.shard_of(c.key())).collect();
-        let mut order = homes.clone();
-        order.sort_unstable();
-        order.dedup();
-        let mut locked: Vec<(usize, MutexGuard<'_, Table>)> =
-            order.iter().map(|&i| (i, lock(&self.shards[i]))).collect();
-        let mut tables: Vec<&mut Table> = Vec::with_capacity(checks.len());
-        for (_, guard) in &mut locked {
-            if now >= guard.next_sweep {
-                guard.sweep(now);
+        let n = checks.len();
+        if n <= INLINE {
+            let mut steps = [Step::EMPTY; INLINE];
+            let mut locked: [Option<MutexGuard<'_, Table>>; INLINE] = Default::default();
+            self.decide(checks, now, spend, &mut steps[..n], &mut locked)
+        } else {
+            let mut steps = vec![Step::EMPTY; n];
+            let mut locked: Vec<Option<MutexGuard<'_, Table>>> = (0..n).map(|_| None).collect();
+            self.decide(checks, now, spend, &mut steps, &mut locked)
+        }
+    }
+
+    /// [`Local::run`] with room for a step and a guard per check.
+    fn decide<'a>(
+        &'a self,
+        checks: &[Check],
+        now: u64,
+        spend: bool,
+        steps: &mut [Step],
+        locked: &mut [Option<MutexGuard<'a, Table>>],
+    ) -> Result<(Vec<Verdict>, Vec<Lease>), LimitError> {
+        for (step, check) in steps.iter_mut().zip(checks) {
+            *step = Step::new(gcra::plan(check)?, self.shard_of(check.key()));
+        }
+        let locked = self.lock_homes(steps, locked);
+        for table in locked.iter_mut().flatten() {
+            if now >= table.next_sweep {
+                table.sweep(now);
             }
         }
-        let at = |home: usize| order.partition_point(|&i| i < home);
-        let (raws, tats) = {
-            let view: Vec<&Table> = locked.iter().map(|(_, g)| &**g).collect();
-            evaluate(checks, &plans, |i| view[at(homes[i])], now)
-        };
-        let pass = raws.iter().all(|r| r.allowed);
+        evaluate(checks, steps, locked, now);
+        let spent = spend && steps.iter().all(|s| s.raw.allowed);
         let mut leases = Vec::new();
-        if pass && spend {
-            tables.extend(locked.iter_mut().map(|(_, g)| &mut **g));
-            self.make_room(checks, &homes, &order, &mut tables, now)?;
-            for (i, check) in checks.iter().enumerate() {
-                let table = &mut *tables[at(homes[i])];
-                match (plans[i], tats[i]) {
+        if spent {
+            self.make_room(steps, locked, now)?;
+            for (check, step) in checks.iter().zip(&*steps) {
+                let Some(table) = locked[step.at].as_deref_mut() else {
+                    continue; // every step's shard is locked
+                };
+                match (step.plan, step.tat) {
                     (Plan::Rate(_), Some(tat)) => table.set_tat(check.key(), tat),
                     (Plan::Slots { ttl, .. }, _) => leases.push(table.acquire(check.key(), ttl)),
                     (Plan::Rate(_), None) => {}
                 }
             }
         }
-        Ok((gcra::verdicts(&plans, &raws, pass && spend), leases))
+        let verdicts = steps
+            .iter()
+            .map(|s| gcra::verdict(&s.plan, &s.raw, spent))
+            .collect();
+        Ok((verdicts, leases))
+    }
+
+    /// Lock the distinct shards of the steps in ascending order into the first places of
+    /// `room`, noting in each step its shard's place; returns the places used. Ascending order:
+    /// of two requests that share shards, neither can hold one the other waits for while
+    /// waiting for one it holds.
+    fn lock_homes<'r, 'a>(
+        &'a self,
+        steps: &mut [Step],
+        room: &'r mut [Option<MutexGuard<'a, Table>>],
+    ) -> &'r mut [Option<MutexGuard<'a, Table>>] {
+        let mut used = 0;
+        let mut above = None;
+        // A request has a handful of checks: finding the next shard by scanning beats sorting.
+        while let Some(home) = steps
+            .iter()
+            .map(|s| s.home)
+            .filter(|&h| above.is_none_or(|a| h > a))
+            .min()
+        {
+            for step in steps.iter_mut().filter(|s| s.home == home) {
+                step.at = used;
+            }
+            room[used] = Some(lock(&self.shards[home]));
+            used += 1;
+            above = Some(home);
+        }
+        &mut room[..used]
     }
 
     /// Refuse (before anything is written) a request whose new keys do not fit in their shards
     /// even after idle keys are dropped.
     fn make_room(
         &self,
-        checks: &[Check],
-        homes: &[usize],
-        order: &[usize],
-        tables: &mut [&mut Table],
+        steps: &[Step],
+        locked: &mut [Option<MutexGuard<'_, Table>>],
         now: u64,
     ) -> Result<(), LimitError> {
-        for (slot, &shard) in order.iter().enumerate() {
-            let table = &mut *tables[slot];
-            let new = checks
-                .iter()
-                .zip(homes)
-                .filter(|(c, &h)| h == shard && !table.holds(c))
-                .count();
+        for (at, table) in locked.iter_mut().enumerate() {
+            let Some(table) = table.as_deref_mut() else {
+                continue;
+            };
+            let new = steps.iter().filter(|s| s.at == at && !s.known).count();
             if new == 0 || table.len() + new <= self.max_per_shard {
                 continue;
             }
@@ -185,39 +231,71 @@ impl Local {
     }
 }
 
+/// One check on its way through a request.
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    plan: Plan,
+    /// Its shard.
+    home: usize,
+    /// Its shard's place among the request's locked shards.
+    at: usize,
+    /// Its outcome.
+    raw: Raw,
+    /// For a passing rate, the arrival time to store.
+    tat: Option<u64>,
+    /// Whether its key is in its table already (a new one needs room).
+    known: bool,
+}
+
+impl Step {
+    /// A placeholder, overwritten before use.
+    const EMPTY: Step = Step::new(Plan::Slots { limit: 0, ttl: 0 }, 0);
+
+    const fn new(plan: Plan, home: usize) -> Step {
+        Step {
+            plan,
+            home,
+            at: 0,
+            raw: Raw::EMPTY,
+            tat: None,
+            known: false,
+        }
+    }
+}
+
 /// Decide every check against the tables as they are, with the effect of the request's own
-/// earlier checks on the same key. Returns the outcomes and, per passing rate, the arrival
-/// time to store.
-fn evaluate<'t>(
+/// earlier checks on the same key.
+fn evaluate(
     checks: &[Check],
-    plans: &[Plan],
-    table: impl Fn(usize) -> &'t Table,
+    steps: &mut [Step],
+    locked: &[Option<MutexGuard<'_, Table>>],
     now: u64,
-) -> (Vec<Raw>, Vec<Option<u64>>) {
-    let mut raws: Vec<Raw> = Vec::with_capacity(checks.len());
-    let mut tats: Vec<Option<u64>> = Vec::with_capacity(checks.len());
-    for (i, (check, plan)) in checks.iter().zip(plans).enumerate() {
+) {
+    for (i, check) in checks.iter().enumerate() {
+        let (done, rest) = steps.split_at_mut(i);
+        let Some(step) = rest.first_mut() else {
+            return;
+        };
+        let Some(table) = locked[step.at].as_deref() else {
+            continue; // every step's shard is locked; a step left as is refuses
+        };
         let key = check.key();
-        let same = |j: &usize| same_limit(&checks[*j], check) && raws[*j].allowed;
-        let (raw, tat) = match *plan {
+        let same = |j: &usize| same_limit(&checks[*j], check) && done[*j].raw.allowed;
+        (step.raw, step.tat) = match step.plan {
             Plan::Rate(g) => {
-                let earlier = (0..i).rev().find(same).and_then(|j| tats[j]);
-                let tat = earlier.or_else(|| table(i).rates.get(key).copied());
-                g.decide(now, tat.unwrap_or(0))
+                let stored = table.rates.get(key).copied();
+                step.known = stored.is_some();
+                let earlier = (0..i).rev().find(same).and_then(|j| done[j].tat);
+                g.decide(now, earlier.or(stored).unwrap_or(0))
             }
             Plan::Slots { limit, .. } => {
-                let held = table(i)
-                    .slots
-                    .get(key)
-                    .map_or(0, |c| c.load(Ordering::Acquire));
+                let stored = table.slots.get(key).map(|c| c.load(Ordering::Acquire));
+                step.known = stored.is_some();
                 let mine = (0..i).filter(same).count() as u64;
-                (gcra::slots(limit, held + mine), None)
+                (gcra::slots(limit, stored.unwrap_or(0) + mine), None)
             }
         };
-        raws.push(raw);
-        tats.push(tat);
     }
-    (raws, tats)
 }
 
 /// Whether two checks count against the same stored key (a rate and a concurrency limit
@@ -234,13 +312,6 @@ fn lock(shard: &Shard) -> MutexGuard<'_, Table> {
 impl Table {
     fn len(&self) -> usize {
         self.rates.len() + self.slots.len()
-    }
-
-    fn holds(&self, check: &Check) -> bool {
-        match check {
-            Check::Rate { key, .. } => self.rates.contains_key(key.as_str()),
-            Check::Concurrent { key, .. } => self.slots.contains_key(key.as_str()),
-        }
     }
 
     /// Drop keys that are the same as no key: rates fully replenished, counters no lease
@@ -261,17 +332,18 @@ impl Table {
     }
 
     fn acquire(&mut self, key: &str, ttl: u64) -> Lease {
-        let held = match self.slots.get(key) {
-            Some(h) => Arc::clone(h),
+        // The lease shares the map's key: acquiring a known key allocates nothing.
+        let (key, held) = match self.slots.get_key_value(key) {
+            Some((k, h)) => (Arc::clone(k), Arc::clone(h)),
             None => {
-                let h = Arc::new(AtomicU64::new(0));
-                self.slots.insert(key.into(), Arc::clone(&h));
-                h
+                let (k, h): (Arc<str>, _) = (key.into(), Arc::new(AtomicU64::new(0)));
+                self.slots.insert(Arc::clone(&k), Arc::clone(&h));
+                (k, h)
             }
         };
         held.fetch_add(1, Ordering::AcqRel);
         Lease {
-            key: key.to_string(),
+            key,
             ttl: Duration::from_micros(ttl),
             held: Held::Local(Slot(held)),
         }

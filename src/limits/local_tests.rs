@@ -259,3 +259,20 @@ fn invalid_checks_are_errors_not_verdicts() {
     assert!(matches!(l.check_now(&[bad]), Err(LimitError::Invalid(_))));
     assert!(l.describe().starts_with("local"));
 }
+
+#[test]
+fn a_request_of_many_checks_is_all_or_nothing_too() {
+    let l = Local::new(1000);
+    let many: Vec<Check> = (0..6)
+        .map(|i| rate(&format!("k{i}"), if i == 5 { 1 } else { 10 }, 60, 0))
+        .collect();
+    assert!(l
+        .run(&many, SEC, true)
+        .unwrap()
+        .0
+        .iter()
+        .all(Verdict::is_allowed));
+    let (v, _) = l.run(&many, SEC, true).unwrap();
+    assert_eq!(v.iter().filter(|v| v.is_allowed()).count(), 5);
+    assert_eq!(v[0].remaining(), 9, "k0 was not spent again");
+}

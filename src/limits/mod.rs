@@ -142,7 +142,7 @@ pub enum LimitError {
 #[must_use = "a lease dropped at once frees its slot at once"]
 #[derive(Debug)]
 pub struct Lease {
-    key: String,
+    key: Arc<str>,
     ttl: Duration,
     held: Held,
 }
