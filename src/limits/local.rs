@@ -8,10 +8,12 @@
 //! few hash lookups; two threads meet on one only when their keys share a shard.
 //!
 //! Memory is bounded: a rate key whose arrival time has passed is the same as no key, and a
-//! concurrency key no lease refers to is zero; each shard drops such keys every few seconds,
-//! and when it is full. A request that needs a new key in a shard still full after that is
-//! refused with `Unavailable` (the caller's error policy decides), rather than forgetting a
-//! live key and letting its holder start over.
+//! concurrency key no lease refers to is zero. A shard drops such keys when a request finds
+//! its last sweep five seconds old, and when it is full; [`Local::evict_idle`] sweeps every
+//! shard (for a timer, so that memory also comes back when traffic stops). A request that
+//! needs a new key in a shard still full after a sweep is refused with `Unavailable` (the
+//! caller's error policy decides), rather than forgetting a live key and letting its holder
+//! start over.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -51,8 +53,8 @@ struct Table {
     /// Rate key → theoretical arrival time (microseconds since `epoch`).
     rates: HashMap<Box<str>, u64, RandomState>,
     /// Concurrency key → leases held. Incremented only under the shard's lock; decremented by
-    /// a dropped lease without it, which can only make a concurrent count too high, never too
-    /// low.
+    /// a dropped lease without it, so a count read meanwhile may still include a lease being
+    /// dropped (too strict for an instant), never miss one that is held.
     slots: HashMap<Arc<str>, Arc<AtomicU64>, RandomState>,
     next_sweep: u64,
 }
@@ -103,6 +105,14 @@ impl Local {
                 t.rates.len() + t.slots.len()
             })
             .sum()
+    }
+
+    /// Drop idle keys from every shard now (each shard is locked in turn, briefly).
+    pub fn evict_idle(&self) {
+        let now = self.now();
+        for shard in self.shards.iter() {
+            lock(shard).sweep(now);
+        }
     }
 
     /// Microseconds since the limiter was made, from 1 (0 is a fresh key's arrival time).

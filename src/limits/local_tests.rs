@@ -192,11 +192,13 @@ fn idle_keys_are_evicted_and_live_ones_kept() {
     let (_, gone) = l.run(&[slots("dropped", 5)], SEC, true).unwrap();
     drop(gone);
     assert_eq!(l.keys(), 1002);
-    // Past every shard's sweep time and every rate's replenishment: only the held slot stays.
+    // Past every rate's replenishment: only the held slot stays.
     let later = SEC + SWEEP_EVERY + 1;
     for s in l.shards.iter() {
         lock(s).sweep(later);
     }
+    assert_eq!(l.keys(), 1);
+    l.evict_idle();
     assert_eq!(l.keys(), 1);
     drop(lease);
     // A key evicted and seen again starts fresh, as it would have anyway.
@@ -275,4 +277,17 @@ fn a_request_of_many_checks_is_all_or_nothing_too() {
     let (v, _) = l.run(&many, SEC, true).unwrap();
     assert_eq!(v.iter().filter(|v| v.is_allowed()).count(), 5);
     assert_eq!(v[0].remaining(), 9, "k0 was not spent again");
+}
+
+#[test]
+fn evict_idle_sweeps_every_shard_on_real_time() {
+    let l = Local::new(1000);
+    let (_, lease) = l
+        .check_now(&[rate("r", 1000, 1, 0), slots("s", 1)])
+        .unwrap();
+    drop(lease);
+    // The rate replenishes within a millisecond; the slot's last lease is gone.
+    std::thread::sleep(Duration::from_millis(5));
+    l.evict_idle();
+    assert_eq!(l.keys(), 0);
 }
