@@ -20,6 +20,7 @@ pub mod idle;
 pub mod ids;
 pub mod jwks;
 pub mod jwt;
+pub mod limits;
 pub mod logwriter;
 pub mod metrics;
 pub mod outgoing;
