@@ -78,7 +78,11 @@ fn policy_dir(yaml: &str) -> tempfile::TempDir {
 fn top_level_keys(yaml: &str) -> Vec<String> {
     let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).unwrap_or_default();
     v.as_mapping()
-        .map(|m| m.keys().filter_map(|k| k.as_str().map(String::from)).collect())
+        .map(|m| {
+            m.keys()
+                .filter_map(|k| k.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
