@@ -241,8 +241,17 @@ def start_langgraph(name: str, config_name: str, workroot: Path, log_dir: Path) 
     return srv, url
 
 
-def start_graphguard(name: str, binary: Path, upstream: str, policies: Path, workroot: Path, log_dir: Path) -> tuple[ServerProcess, str]:
-    port = free_port()
+def start_graphguard(
+    name: str,
+    binary: Path,
+    upstream: str,
+    policies: Path,
+    workroot: Path,
+    log_dir: Path,
+    extra_env: dict[str, str] | None = None,
+    port: int | None = None,
+) -> tuple[ServerProcess, str]:
+    port = port or free_port()
     cmd = [str(binary), "serve", "--listen", f"127.0.0.1:{port}", "--upstream", upstream, "--policies", str(policies)]
     workdir = workroot / name
     workdir.mkdir(parents=True, exist_ok=True)
@@ -253,6 +262,7 @@ def start_graphguard(name: str, binary: Path, upstream: str, policies: Path, wor
             # via the environment, so a binary without these options still starts
             "GRAPHGUARD_ADMIN_LISTEN": os.environ.get("GRAPHGUARD_ADMIN_LISTEN", f"127.0.0.1:{free_port()}"),
             "GRAPHGUARD_LOG_FORMAT": os.environ.get("GRAPHGUARD_LOG_FORMAT", "compact"),
+            **(extra_env or {}),
         }
     )
     srv = ServerProcess(name, cmd, workdir, env, log_dir / f"{name}.log")

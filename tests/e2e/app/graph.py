@@ -9,11 +9,14 @@ the caller, so a test can prove which identity reached the graph:
 * ``seen_auth_user_id``, ``seen_auth_permissions``: what LangGraph's own in-process custom auth
   puts into ``configurable`` (``langgraph_auth_user_id``, ``langgraph_auth_permissions``); empty
   behind a pure external gateway.
+
+A last message ``sleep:N`` holds the run N seconds first (tests of streams held open).
 """
 
 from __future__ import annotations
 
 import operator
+import time
 from typing import Annotated, Any
 
 from langchain_core.runnables import RunnableConfig
@@ -42,6 +45,9 @@ def echo(state: State, config: RunnableConfig) -> dict[str, Any]:
     configurable = config.get("configurable") or {}
     messages = state.get("messages") or []
     last = _text(messages[-1]) if messages else ""
+    # "sleep:N" holds the run for N seconds (tests of responses held open).
+    if last.startswith("sleep:"):
+        time.sleep(float(last.split(":", 1)[1]))
     permissions = configurable.get("langgraph_auth_permissions")
     return {
         "messages": [{"role": "assistant", "content": f"echo: {last}"}],
