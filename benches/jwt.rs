@@ -6,9 +6,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use graphguard::config::JwtConfig;
-use graphguard::jwks::KeySet;
-use graphguard::jwt::JwtAuthenticator;
+use graphguard::authn::jwt::remote::KeySet;
+use graphguard::authn::jwt::JwtAuthenticator;
+use graphguard::policy::config::JwtConfig;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use p256::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 use rsa::pkcs1::EncodeRsaPrivateKey;

@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use graphguard::admin;
-use graphguard::logwriter::{BufferedLog, FlushGuard, LogSink};
-use graphguard::metrics::Metrics;
+use graphguard::gateway::server::{self, ServerConfig};
+use graphguard::gateway::upstream::{Upstream, UpstreamConfig};
+use graphguard::gateway::{Gateway, ProxyConfig};
+use graphguard::ops::admin;
+use graphguard::ops::logwriter::{BufferedLog, FlushGuard, LogSink};
+use graphguard::ops::metrics::Metrics;
+use graphguard::ops::reload::Reloader;
 use graphguard::policy::Policy;
-use graphguard::proxy::{Gateway, ProxyConfig};
-use graphguard::reload::Reloader;
-use graphguard::server::{self, ServerConfig};
-use graphguard::upstream::{Upstream, UpstreamConfig};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 #[derive(Parser, Debug)]
@@ -241,7 +241,7 @@ fn explain(dir: &std::path::Path, user: &str, action: &str, resource: Option<&st
             return ExitCode::FAILURE;
         }
     };
-    let user = match serde_json::from_str::<graphguard::policytest::CaseUser>(user) {
+    let user = match serde_json::from_str::<graphguard::ops::policytest::CaseUser>(user) {
         Ok(u) => u.to_user(),
         Err(e) => {
             eprintln!("graphguard: --user is not a user object: {e}");
@@ -270,7 +270,7 @@ fn explain(dir: &std::path::Path, user: &str, action: &str, resource: Option<&st
             return ExitCode::FAILURE;
         }
     };
-    let ex = graphguard::explain::explain(&policy, &user, event, md.as_ref());
+    let ex = graphguard::ops::explain::explain(&policy, &user, event, md.as_ref());
     for w in &ex.words {
         say!("{w}");
     }
@@ -291,7 +291,7 @@ fn policy_test(dir: &std::path::Path, files: &[PathBuf]) -> ExitCode {
     };
     let (mut passed, mut failed) = (0, 0);
     for f in files {
-        let file: graphguard::policytest::TestFile = match std::fs::read_to_string(f)
+        let file: graphguard::ops::policytest::TestFile = match std::fs::read_to_string(f)
             .map_err(|e| e.to_string())
             .and_then(|t| serde_yaml_ng::from_str(&t).map_err(|e| e.to_string()))
         {
@@ -301,7 +301,7 @@ fn policy_test(dir: &std::path::Path, files: &[PathBuf]) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let (p, failures) = graphguard::policytest::run_file(&policy, &file);
+        let (p, failures) = graphguard::ops::policytest::run_file(&policy, &file);
         passed += p;
         failed += failures.len();
         for fl in failures {

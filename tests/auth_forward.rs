@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use graphguard::auth::{self, Authenticator};
-use graphguard::config::ForwardConfig;
+use graphguard::authn::forward::ForwardAuthenticator;
+use graphguard::authn::{self, Authenticator};
 use graphguard::error::GatewayError;
-use graphguard::forward_auth::ForwardAuthenticator;
+use graphguard::policy::config::ForwardConfig;
 use graphguard::user::User;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -161,7 +161,7 @@ fn bearer(token: &str) -> HeaderMap {
 }
 
 async fn run(f: &Arc<ForwardAuthenticator>, h: &HeaderMap) -> Result<Arc<User>, GatewayError> {
-    auth::authenticate(&[Authenticator::Forward(f.clone())], h).await
+    authn::authenticate(&[Authenticator::Forward(f.clone())], h).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

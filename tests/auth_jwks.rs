@@ -15,10 +15,10 @@ use std::time::Duration;
 use base64::Engine;
 use bytes::Bytes;
 use common::*;
-use graphguard::auth::{self, Authenticator};
-use graphguard::config::JwtConfig;
-use graphguard::jwks::KeySource;
-use graphguard::jwt::{JwtAuthenticator, JwtError, Refusal};
+use graphguard::authn::jwt::remote::KeySource;
+use graphguard::authn::jwt::{JwtAuthenticator, JwtError, Refusal};
+use graphguard::authn::{self, Authenticator};
+use graphguard::policy::config::JwtConfig;
 use graphguard::policy::Policy;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -528,7 +528,7 @@ async fn run_auth(
 ) -> Result<String, graphguard::error::GatewayError> {
     let mut h = http::HeaderMap::new();
     h.insert(http::header::AUTHORIZATION, authorization.parse().unwrap());
-    auth::authenticate(&p.authenticators, &h)
+    authn::authenticate(&p.authenticators, &h)
         .await
         .map(|u| u.identity.clone())
 }
@@ -629,7 +629,7 @@ async fn authenticator_chains_decline_reject_and_anonymous() {
         "Invalid token: signature verification failed"
     );
     // No credentials at all: anonymous.
-    let u = auth::authenticate(&p.authenticators, &http::HeaderMap::new())
+    let u = authn::authenticate(&p.authenticators, &http::HeaderMap::new())
         .await
         .unwrap();
     assert_eq!(

@@ -12,11 +12,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use graphguard::metrics::Metrics;
+use graphguard::gateway::server::{self, ServerConfig};
+use graphguard::gateway::upstream::{Upstream, UpstreamConfig};
+use graphguard::gateway::{Gateway, ProxyConfig};
+use graphguard::ops::metrics::Metrics;
 use graphguard::policy::Policy;
-use graphguard::proxy::{Gateway, ProxyConfig};
-use graphguard::server::{self, ServerConfig};
-use graphguard::upstream::{Upstream, UpstreamConfig};
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body::{Body, Frame};

@@ -18,9 +18,9 @@ use serde_json::Value;
 
 use crate::decide::{Fetched, Target};
 use crate::error::GatewayError;
-use crate::pool::{Pool, PoolConfig, PoolStats, PooledBody, SendError};
+use crate::gateway::pool::{Pool, PoolConfig, PoolStats, PooledBody, SendError};
 
-pub use crate::pool::UpBody;
+pub use crate::gateway::pool::UpBody;
 
 /// Timeouts and limits for the upstream side.
 #[derive(Debug, Clone)]

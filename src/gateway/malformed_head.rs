@@ -171,7 +171,7 @@ impl<S: AsyncWrite + Unpin> GuardedIo<S> {
             self.state.idle.store(false, Ordering::Relaxed);
             return false;
         };
-        let id = crate::proxy::new_request_id();
+        let id = crate::gateway::new_request_id();
         self.replacement = Some((refusal(status, self.max_head_bytes, &id), 0));
         if let Ok(mut r) = self.state.refused.lock() {
             *r = Some((status, id));

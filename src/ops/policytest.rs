@@ -12,11 +12,11 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::body::splice::NewBody;
 use crate::decide::{decide, parse_body, Facts, Input, Next, Outcome, Target};
 use crate::event::{Action, Event, Resource};
-use crate::explain::explain;
+use crate::ops::explain::explain;
 use crate::policy::Policy;
-use crate::rewrite::NewBody;
 use crate::routes::{check_path, classify, validate_params};
 use crate::user::User;
 

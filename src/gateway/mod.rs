@@ -5,6 +5,12 @@
 //! `{"detail": ...}` (or an SSE `error` event where the agent server reports errors that way),
 //! never a forward: what the gateway cannot classify, parse or decide is refused.
 
+pub mod idle;
+pub mod malformed_head;
+pub mod pool;
+pub mod server;
+pub mod upstream;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
@@ -18,21 +24,21 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde_json::Value;
 
-use crate::audit::{AuditLine, LineSink};
-use crate::auth;
-use crate::bodybuf::{self, BodyBudget, Reservation};
+use crate::authn;
+use crate::body::buffers::{self, BodyBudget, Reservation};
+use crate::body::outgoing::Outgoing;
+use crate::body::splice::ObjectBody;
 use crate::decide::{
     self, empty_map, metadata_ref, Decision, Facts, Forward, Input, Next, Outcome, Reply,
     ResponsePlan, SearchPlan, Target,
 };
 use crate::error::{Delivery, GatewayError, Side};
-use crate::metrics::{Metrics, ReasonLabel, RequestLabels};
-use crate::outgoing::Outgoing;
+use crate::gateway::pool::PooledBody;
+use crate::gateway::upstream::{UpBody, Upstream};
+use crate::ops::audit::{AuditLine, LineSink};
+use crate::ops::metrics::{Metrics, ReasonLabel, RequestLabels};
 use crate::policy::Policy;
-use crate::pool::PooledBody;
-use crate::rewrite::ObjectBody;
 use crate::routes::{self, Op};
-use crate::upstream::{UpBody, Upstream};
 use crate::user::User;
 
 /// Response body type.
@@ -391,7 +397,7 @@ impl Gateway {
     }
 
     /// Account for a request hyper refused before it reached the gateway (a malformed or
-    /// oversized HTTP/1 head), answered with `status` by [`crate::conn_guard`]: counted and
+    /// oversized HTTP/1 head), answered with `status` by [`crate::gateway::malformed_head`]: counted and
     /// audited as a denial with no method, path or user.
     pub fn record_unparsed(&self, status: StatusCode, request_id: &HeaderValue) {
         self.metrics
@@ -540,7 +546,7 @@ impl Gateway {
                 )));
             }
         }
-        let user = auth::authenticate(&policy.authenticators, req.headers())
+        let user = authn::authenticate(&policy.authenticators, req.headers())
             .await
             .map_err(fail)?;
         let with_user = |e: GatewayError| (e, Some(user.clone()), None);
@@ -621,7 +627,7 @@ impl Gateway {
                     .await;
                 // The upstream has answered: the body's buffer is free again unless the
                 // connection still holds a piece of it.
-                bodybuf::give_back(kept);
+                buffers::give_back(kept);
                 // Whether or not the forward succeeded, the write may have reached the upstream.
                 for t in &invalidate {
                     self.upstream.invalidate(t);
@@ -746,7 +752,7 @@ impl Gateway {
                     (Some(g), _) => g.extend_from_slice(&data),
                     (None, None) => first = Some(data),
                     (None, Some(f)) => {
-                        let mut g = bodybuf::take_for(expected, f.len() + data.len());
+                        let mut g = buffers::take_for(expected, f.len() + data.len());
                         g.extend_from_slice(f);
                         g.extend_from_slice(&data);
                         gathered = Some(g);
@@ -912,7 +918,8 @@ impl Gateway {
     fn stream_back(&self, resp: Response<PooledBody>) -> Response<RespBody> {
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        let body = crate::idle::IdleTimeout::new(body, self.config.idle_timeout).boxed_unsync();
+        let body =
+            crate::gateway::idle::IdleTimeout::new(body, self.config.idle_timeout).boxed_unsync();
         Response::from_parts(parts, body)
     }
 
@@ -921,7 +928,7 @@ impl Gateway {
         resp: Response<PooledBody>,
     ) -> Result<(http::response::Parts, Bytes), GatewayError> {
         let (parts, body) = resp.into_parts();
-        let body = crate::idle::IdleTimeout::new(body, self.config.idle_timeout);
+        let body = crate::gateway::idle::IdleTimeout::new(body, self.config.idle_timeout);
         let bytes = Limited::new(body, self.config.max_filtered_response)
             .collect()
             .await

@@ -30,10 +30,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::auth::AuthOutcome;
-use crate::config::{AnonymousConfig, ForwardConfig};
+use crate::authn::jwt::remote::{self, FetchError, HttpClient};
+use crate::authn::AuthOutcome;
 use crate::error::GatewayError;
-use crate::jwks::{self, FetchError, HttpClient};
+use crate::policy::config::{AnonymousConfig, ForwardConfig};
 use crate::user::User;
 
 /// How long an "unavailable" answer is reused.
@@ -144,8 +144,13 @@ impl Inner {
                 return unavailable("Authentication service unavailable");
             }
         };
-        let (status, headers, body) = match jwks::send(&self.client, req, self.timeout, MAX_ANSWER)
-            .await
+        let (status, headers, body) = match remote::send(
+            &self.client,
+            req,
+            self.timeout,
+            MAX_ANSWER,
+        )
+        .await
         {
             Ok(r) => r,
             Err(FetchError::Timeout) => {
@@ -252,7 +257,7 @@ impl Lookup<[u8; 32], Arc<Cached>, Call> for ForwardLookup {
 impl ForwardAuthenticator {
     /// Compile a `forward` section (no network access).
     pub fn from_config(c: &ForwardConfig) -> Result<ForwardAuthenticator, String> {
-        let url = jwks::parse_http_url(&c.url).map_err(|e| format!("url: {e}"))?;
+        let url = remote::parse_http_url(&c.url).map_err(|e| format!("url: {e}"))?;
         let method = match c.method.as_deref().map(str::to_ascii_uppercase).as_deref() {
             None | Some("GET") => Method::GET,
             Some("POST") => Method::POST,
@@ -287,7 +292,7 @@ impl ForwardAuthenticator {
             timeout,
             allow_ttl,
             deny_ttl,
-            client: jwks::http_client(timeout)?,
+            client: remote::http_client(timeout)?,
             calls: AtomicU64::new(0),
         });
         let lock = Some(timeout + Duration::from_secs(1));

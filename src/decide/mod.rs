@@ -11,17 +11,17 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue, StatusCode};
 use serde_json::{Map, Value};
 
-use crate::config::NamespaceMode;
+use crate::body::splice::{merge_object_pairs, pairs, BodyError, NewBody, ObjectBody};
 use crate::error::GatewayError;
 use crate::event::{Action, Event, Resource};
-use crate::fields::{Kind, Of, Shape, RESERVED_CONFIGURABLE_KEYS};
-use crate::filter::ResolvedFilter;
 use crate::ids::{self, IdForm};
+use crate::policy::config::NamespaceMode;
+use crate::policy::filter::ResolvedFilter;
+use crate::policy::webhook::{self, Verdict};
 use crate::policy::{Grant, Policy};
-use crate::rewrite::{merge_object_pairs, pairs, BodyError, NewBody, ObjectBody};
+use crate::routes::fields::{Kind, Of, Shape, RESERVED_CONFIGURABLE_KEYS};
 use crate::routes::{system_assistant_id, BodyKind, Miss, Op, RouteMatch};
 use crate::user::User;
-use crate::webhook::{self, Verdict};
 
 /// Maximum JSON nesting accepted in a body the gateway reads.
 pub const MAX_JSON_DEPTH: usize = 64;
@@ -255,7 +255,7 @@ pub struct Decision {
     /// The handler calls, in order.
     pub steps: Vec<Step>,
     /// Access-policy decisions made (roles and policies), in order.
-    pub access: Vec<crate::abac::AccessDecision>,
+    pub access: Vec<crate::policy::access::AccessDecision>,
     /// The outcome.
     pub outcome: Outcome,
 }
@@ -345,7 +345,7 @@ struct Cx<'a> {
     /// The facts read from `cached` so far.
     peeked: std::cell::RefCell<Vec<(Target, Fetched)>>,
     steps: Vec<Step>,
-    access: Vec<crate::abac::AccessDecision>,
+    access: Vec<crate::policy::access::AccessDecision>,
     /// What access policies read tags from for the next events.
     subject: Subject,
     /// Access events to evaluate on each result item (searches).
@@ -444,7 +444,7 @@ impl<'a> Cx<'a> {
         self.access.push(d);
         if !allowed {
             return Err(GatewayError::forbidden(match reason {
-                crate::abac::Reason::DenyWins => {
+                crate::policy::access::Reason::DenyWins => {
                     format!("Forbidden: {event} is denied by an access policy")
                 }
                 _ => format!("Forbidden: no role or access policy grants {event}"),
@@ -600,7 +600,7 @@ impl<'a> Cx<'a> {
     }
 
     /// Every top-level field of the body must be in the route's inventory
-    /// ([`crate::fields`]); each one present is checked for its kind: ids canonical,
+    /// ([`crate::routes::fields`]); each one present is checked for its kind: ids canonical,
     /// assistants resolvable, webhooks allowed, identity keys removed from configuration
     /// objects (the edits are kept for the forward).
     fn check_fields(&mut self) -> R<()> {
@@ -1065,8 +1065,8 @@ impl<'a> Cx<'a> {
     /// creation, and the handler's metadata is stamped into its `params.metadata`.
     fn command(&mut self, g: &Grant) -> R<Forward> {
         let shape = match self.str_field("method")?.as_deref() {
-            Some("run.start") => &crate::fields::RUN_START_PARAMS,
-            Some("input.respond") => &crate::fields::INPUT_RESPOND_PARAMS,
+            Some("run.start") => &crate::routes::fields::RUN_START_PARAMS,
+            Some("input.respond") => &crate::routes::fields::INPUT_RESPOND_PARAMS,
             _ => return Ok(forward()),
         };
         let params = match self.obj()?.get_raw("params") {
@@ -1078,7 +1078,7 @@ impl<'a> Cx<'a> {
             other => body_error(other),
         })?;
         let fields = self.vet(&params, shape)?;
-        let start = std::ptr::eq(shape, &crate::fields::RUN_START_PARAMS);
+        let start = std::ptr::eq(shape, &crate::routes::fields::RUN_START_PARAMS);
         if start {
             if let Some(Value::String(aid)) =
                 params.get::<Value>("assistant_id").map_err(body_error)?
@@ -1825,5 +1825,4 @@ impl StoreQuery {
 }
 
 #[cfg(test)]
-#[path = "decide_tests.rs"]
 mod tests;

@@ -14,8 +14,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::proxy::Gateway;
-use crate::reload::{ReloadResult, Reloader};
+use crate::gateway::Gateway;
+use crate::ops::reload::{ReloadResult, Reloader};
 
 /// Admin state.
 pub struct Admin {

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::error::{Delivery, GatewayError};
-use crate::filter::{FilterTemplate, ResolvedFilter};
+use crate::policy::filter::{FilterTemplate, ResolvedFilter};
 use crate::policy::Policy;
 use crate::routes::{check_path, classify, system_assistant_id, validate_params};
 use crate::user::User;
@@ -2339,7 +2339,7 @@ fn escaped_owner_key_spoof_is_overwritten_not_duplicated() {
     );
     let raw = r.sent();
     // The rewritten body must still parse strictly (no duplicate `owner`).
-    crate::rewrite::ObjectBody::parse(&raw, MAX_JSON_DEPTH).expect("no duplicate keys");
+    crate::body::splice::ObjectBody::parse(&raw, MAX_JSON_DEPTH).expect("no duplicate keys");
     assert_eq!(r.body(), json!({"metadata": {"owner": "alice"}}));
 }
 
@@ -2576,7 +2576,7 @@ fn abac_allow_grants_without_rbac_and_rbac_fallback_denies() {
     assert!(matches!(r.decision.outcome, Outcome::Forward(_)));
     assert_eq!(
         r.decision.access[0].reason,
-        crate::abac::Reason::AllowGrants
+        crate::policy::access::Reason::AllowGrants
     );
     let r = run_with(
         &p,

@@ -8,9 +8,9 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::abac::{AccessDecision, ConditionFailure, Reason};
 use crate::event::Event;
-use crate::filter::ResolvedFilter;
+use crate::policy::access::{AccessDecision, ConditionFailure, Reason};
+use crate::policy::filter::ResolvedFilter;
 use crate::policy::Policy;
 use crate::user::User;
 
@@ -216,7 +216,7 @@ mod tests {
             json!({"Annotation-Team": "Team-A", "Contains-PII": "true"}),
         );
         assert_eq!(e.effect, "deny");
-        assert_eq!(e.access.reason, crate::abac::Reason::DenyWins);
+        assert_eq!(e.access.reason, crate::policy::access::Reason::DenyWins);
         let admin = user("admin", "admin");
         assert_eq!(read(&admin, json!({"Contains-PII": "true"})).effect, "deny");
         assert_eq!(

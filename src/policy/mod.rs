@@ -4,6 +4,12 @@
 //! for every (resource, action) event, templates and filters are pre-parsed. The request path
 //! only reads it. A reload builds a new snapshot and swaps it in whole.
 
+pub mod access;
+pub mod config;
+pub mod filter;
+pub mod template;
+pub mod webhook;
+
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,18 +19,18 @@ use http::HeaderName;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::abac::AccessControl;
-use crate::auth::{ApiKeys, Authenticator};
-use crate::config::{
-    self, ConfigError, DefaultDecision, NamespaceMode, PolicyFile, RuleConfig, SettingsConfig,
-    UnmediatedGroup, WhenConfig,
-};
+use crate::authn::{ApiKeys, Authenticator};
 use crate::error::GatewayError;
 use crate::event::{Action, Event, Resource};
-use crate::filter::{FilterTemplate, ResolvedFilter};
-use crate::template::{StrTemplate, ValueTemplate};
+use crate::policy::access::AccessControl;
+use crate::policy::config::{
+    ConfigError, DefaultDecision, NamespaceMode, PolicyFile, RuleConfig, SettingsConfig,
+    UnmediatedGroup, WhenConfig,
+};
+use crate::policy::filter::{FilterTemplate, ResolvedFilter};
+use crate::policy::template::{StrTemplate, ValueTemplate};
+use crate::policy::webhook::WebhookPolicy;
 use crate::user::User;
-use crate::webhook::WebhookPolicy;
 
 /// Names of the headers that carry the user upstream.
 #[derive(Debug, Clone)]
@@ -260,17 +266,17 @@ impl Policy {
                     &a.anonymous,
                 ) {
                     (1, Some(c), _, _) => Some(
-                        crate::jwt::JwtAuthenticator::from_config(c, path.parent())
+                        crate::authn::jwt::JwtAuthenticator::from_config(c, path.parent())
                             .map(|j| Authenticator::Jwt(Arc::new(j)))
                             .map_err(|m| ("jwt", m)),
                     ),
                     (1, _, Some(c), _) => Some(
-                        crate::forward_auth::ForwardAuthenticator::from_config(c)
+                        crate::authn::forward::ForwardAuthenticator::from_config(c)
                             .map(|f| Authenticator::Forward(Arc::new(f)))
                             .map_err(|m| ("forward", m)),
                     ),
                     (1, _, _, Some(c)) => Some(
-                        crate::forward_auth::anonymous_user(c)
+                        crate::authn::forward::anonymous_user(c)
                             .map(Authenticator::Anonymous)
                             .map_err(|m| ("anonymous", m)),
                     ),

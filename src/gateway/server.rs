@@ -10,8 +10,8 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::conn_guard::{ConnState, GuardedIo, TrackedBody};
-use crate::proxy::{Gateway, Peer};
+use crate::gateway::malformed_head::{ConnState, GuardedIo, TrackedBody};
+use crate::gateway::{Gateway, Peer};
 
 /// Connection-level settings.
 #[derive(Debug, Clone)]
@@ -151,7 +151,7 @@ pub async fn serve_on_threads(
                     .enable_all()
                     .build()
                     .and_then(|rt| {
-                        crate::pool::set_home(i + 1);
+                        crate::gateway::pool::set_home(i + 1);
                         rt.block_on(async move {
                             serve(TcpListener::from_std(own)?, gw, cfg, shutdown).await;
                             Ok(())

@@ -4,14 +4,17 @@
 //! authenticates it, rejects it, or declines so that the next authenticator may try. JWT/JWKS
 //! and external (`forward`) authenticators are further variants of the same enum.
 
+pub mod forward;
+pub mod jwt;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
-use crate::config::ApiKeyEntry;
 use crate::error::GatewayError;
+use crate::policy::config::ApiKeyEntry;
 use crate::user::User;
 
 /// What an authenticator made of a request.
@@ -34,9 +37,9 @@ pub enum Authenticator {
     /// Static API keys.
     ApiKey(ApiKeys),
     /// JWT bearer tokens.
-    Jwt(Arc<crate::jwt::JwtAuthenticator>),
+    Jwt(Arc<crate::authn::jwt::JwtAuthenticator>),
     /// An external authentication service.
-    Forward(Arc<crate::forward_auth::ForwardAuthenticator>),
+    Forward(Arc<crate::authn::forward::ForwardAuthenticator>),
     /// A fixed identity for requests no other authenticator recognised (opt-in).
     Anonymous(Arc<User>),
 }

@@ -23,7 +23,7 @@ use std::fmt;
 
 use serde::de::DeserializeOwned;
 
-mod scan;
+use super::scan;
 
 /// The top-level key whose object value is also checked for duplicate keys.
 const METADATA: &str = "metadata";

@@ -8,8 +8,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::abac::AccessDecision;
 use crate::decide::Step;
+use crate::policy::access::AccessDecision;
 
 /// Where finished audit lines go (the buffered log sink in the server).
 pub trait LineSink: Send + Sync {
@@ -17,7 +17,7 @@ pub trait LineSink: Send + Sync {
     fn write_line(&self, line: &[u8]);
 }
 
-impl<W: std::io::Write + Send + 'static> LineSink for crate::logwriter::BufferedLog<W> {
+impl<W: std::io::Write + Send + 'static> LineSink for crate::ops::logwriter::BufferedLog<W> {
     fn write_line(&self, line: &[u8]) {
         let _ = self.append_line(line);
     }
@@ -412,9 +412,9 @@ mod tests {
     /// `Display`/`Debug` and `explain::filter_json`.
     #[test]
     fn lists_match_their_formatted_reference() {
-        use crate::abac::{GroupTrace, RbacResult, Reason};
         use crate::event::{Action, Event, Resource};
-        use crate::filter::{Cond, Filter};
+        use crate::policy::access::{GroupTrace, RbacResult, Reason};
+        use crate::policy::filter::{Cond, Filter};
         use serde_json::json;
         use std::sync::Arc;
 
@@ -451,7 +451,7 @@ mod tests {
         ];
         let group = |policy: &str, matched| GroupTrace {
             policy: policy.into(),
-            effect: crate::abac::Effect::Allow,
+            effect: crate::policy::access::Effect::Allow,
             group: 0,
             matched,
             failed: None,
@@ -489,7 +489,7 @@ mod tests {
         };
         let filter_ref = format!(
             "threads:create_run:{}",
-            crate::explain::filter_json(steps[0].filter.as_deref().unwrap())
+            crate::ops::explain::filter_json(steps[0].filter.as_deref().unwrap())
         );
         assert_eq!(line.filters(), filter_ref);
         assert_eq!(

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-use crate::rewrite::{NewBody, Piece, Spliced};
+use crate::body::splice::{NewBody, Piece, Spliced};
 
 /// A request body of known length, in one or more buffers.
 #[derive(Debug, Default)]
@@ -114,7 +114,7 @@ impl Body for Outgoing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rewrite::ObjectBody;
+    use crate::body::splice::ObjectBody;
     use http_body_util::BodyExt;
 
     async fn collect(o: Outgoing) -> (Vec<Bytes>, Bytes) {

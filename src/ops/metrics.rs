@@ -270,14 +270,14 @@ impl Metrics {
     }
 
     /// Read the authenticators' own counters into gauges (called at scrape time).
-    pub fn observe_authenticators(&self, authenticators: &[crate::auth::Authenticator]) {
-        use crate::auth::Authenticator;
+    pub fn observe_authenticators(&self, authenticators: &[crate::authn::Authenticator]) {
+        use crate::authn::Authenticator;
         let (mut ver, mut fetches, mut failures, mut calls) = (0u64, 0u64, 0u64, 0u64);
         for a in authenticators {
             match a {
                 Authenticator::Jwt(j) => {
                     ver += j.verification_count();
-                    if let crate::jwks::KeySource::Remote(r) = j.key_source_ref() {
+                    if let crate::authn::jwt::remote::KeySource::Remote(r) = j.key_source_ref() {
                         fetches += r.fetch_count();
                         failures += r.failure_count();
                     }
@@ -294,7 +294,7 @@ impl Metrics {
     }
 
     /// Read the upstream pool's counts into gauges (called at scrape time).
-    pub fn observe_pool(&self, stats: crate::pool::PoolStats) {
+    pub fn observe_pool(&self, stats: crate::gateway::pool::PoolStats) {
         let g = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
         self.upstream_idle_connections.set(g(stats.idle as u64));
         self.upstream_connections_opened.set(g(stats.opened));

@@ -726,7 +726,7 @@ mod tests {
             .copied()
             .chain([Algorithm::ES256, Algorithm::ES384, Algorithm::EdDSA])
             .collect();
-        let k = crate::jwt::test_keys::keys();
+        let k = crate::authn::jwt::test_keys::keys();
         let with = |mut jwk: Value, extra: Value| {
             for (n, v) in extra.as_object().unwrap() {
                 jwk[n] = v.clone();

@@ -8,7 +8,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::template::ValueTemplate;
+use crate::policy::template::ValueTemplate;
 use crate::user::User;
 
 /// One condition on a top-level metadata key.

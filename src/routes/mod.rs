@@ -5,14 +5,16 @@
 //! is, and which [`Op`] decides it. Anything not in the table is refused (404, or 405 on a known
 //! path): the gateway never forwards what it cannot classify.
 
+pub mod fields;
+
 use std::sync::LazyLock;
 
 use http::{HeaderValue, Method, StatusCode};
 
-use crate::config::UnmediatedGroup;
 use crate::error::GatewayError;
 use crate::event::{Action, Event, Resource};
-use crate::fields::{self as sh, Shape};
+use crate::policy::config::UnmediatedGroup;
+use crate::routes::fields::{self as sh, Shape};
 
 /// What the request body is to the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -926,7 +928,7 @@ fn capture(segs: &[Seg], parts: &[&str]) -> Params {
 /// spelling of a UUID but the canonical one: the forwarded path names exactly the resource
 /// that was authorized.
 pub fn validate_params(m: &RouteMatch) -> Result<(), GatewayError> {
-    use crate::fields::Of;
+    use crate::routes::fields::Of;
     for (id, of) in [
         (&m.params.thread_id, Of::Thread),
         (&m.params.run_id, Of::Run),

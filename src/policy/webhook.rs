@@ -20,7 +20,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
-use crate::config::WebhooksConfig;
+use crate::policy::config::WebhooksConfig;
 
 /// The compiled `settings.webhooks`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,6 +19,9 @@
 //!
 //! Verified tokens are remembered in a [`TokenCache`] until they expire.
 
+pub mod cache;
+pub mod remote;
+
 use std::collections::HashSet;
 use std::path::Path;
 use std::str::FromStr;
@@ -33,13 +36,13 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
-use crate::auth::AuthOutcome;
-use crate::config::{ClaimPathConfig, JwtConfig, KeyMaterialConfig, TokenSourceConfig};
-use crate::error::GatewayError;
-use crate::jwks::{
-    self, KeyMatch, KeySet, KeySource, RemoteConfig, RemoteKeys, VerifyKey, HMAC_ALGS,
+use crate::authn::jwt::cache::{now_unix, TokenCache};
+use crate::authn::jwt::remote::{
+    KeyMatch, KeySet, KeySource, RemoteConfig, RemoteKeys, VerifyKey, HMAC_ALGS,
 };
-use crate::token_cache::{now_unix, TokenCache};
+use crate::authn::AuthOutcome;
+use crate::error::GatewayError;
+use crate::policy::config::{ClaimPathConfig, JwtConfig, KeyMaterialConfig, TokenSourceConfig};
 use crate::user::User;
 
 /// Every asymmetric algorithm.
@@ -252,7 +255,7 @@ fn as_list(v: Option<&Value>) -> Vec<String> {
 
 impl ClaimMap {
     /// From the `claims` section (defaults: identity `sub`, nothing else).
-    pub fn new(c: Option<&crate::config::ClaimsConfig>) -> Result<ClaimMap, String> {
+    pub fn new(c: Option<&crate::policy::config::ClaimsConfig>) -> Result<ClaimMap, String> {
         let path = |p: &Option<ClaimPathConfig>, what: &str| -> Result<Option<ClaimPath>, String> {
             p.as_ref()
                 .map(|p| ClaimPath::parse(p).map_err(|e| format!("claims.{what}: {e}")))
@@ -713,14 +716,14 @@ impl JwtAuthenticator {
             }
             let pem = read_material(m, base, "public_key")?;
             return Ok(fixed(vec![
-                jwks::pem_key(&pem, algorithms).map_err(|e| format!("public_key: {e}"))?
+                remote::pem_key(&pem, algorithms).map_err(|e| format!("public_key: {e}"))?
             ]));
         }
         if let Some(f) = &c.jwks_file {
             let f = base.map_or_else(|| f.clone(), |d| d.join(f));
             let bytes = std::fs::read(&f)
                 .map_err(|e| format!("jwks_file: cannot read {}: {e}", f.display()))?;
-            let keys = jwks::parse_jwks(&bytes, algorithms, true)
+            let keys = remote::parse_jwks(&bytes, algorithms, true)
                 .map_err(|e| format!("jwks_file: {e}"))?;
             if keys.is_empty() {
                 return Err(format!(
@@ -733,7 +736,7 @@ impl JwtAuthenticator {
         let r = c
             .jwks_refresh
             .clone()
-            .unwrap_or(crate::config::JwksRefreshConfig {
+            .unwrap_or(crate::policy::config::JwksRefreshConfig {
                 interval_s: None,
                 min_interval_s: None,
                 max_interval_s: None,
@@ -762,16 +765,16 @@ impl JwtAuthenticator {
         let jwks_url = c
             .jwks_url
             .as_deref()
-            .map(jwks::parse_http_url)
+            .map(remote::parse_http_url)
             .transpose()
             .map_err(|e| format!("jwks_url: {e}"))?;
         let discovery_url = match (&jwks_url, &c.discovery_url, issuer) {
             (Some(_), _, _) => None,
             (None, Some(d), _) => {
-                Some(jwks::parse_http_url(d).map_err(|e| format!("discovery_url: {e}"))?)
+                Some(remote::parse_http_url(d).map_err(|e| format!("discovery_url: {e}"))?)
             }
             (None, None, Some(iss)) => Some(
-                jwks::parse_http_url(&format!(
+                remote::parse_http_url(&format!(
                     "{}/.well-known/openid-configuration",
                     iss.trim_end_matches('/')
                 ))
@@ -1232,7 +1235,7 @@ mod tests {
     #[test]
     fn every_rsa_algorithm_verifies() {
         let a = pem_auth(&keys().rsa, "");
-        for alg in crate::jwks::RSA_ALGS {
+        for alg in crate::authn::jwt::remote::RSA_ALGS {
             let t = sign(alg, &keys().rsa.private_pem, &claims("bob"), None);
             assert_eq!(check(&a, &t).unwrap().identity, "bob", "{alg:?}");
         }

@@ -28,7 +28,7 @@ pub struct PolicyFile {
     pub roles: Option<std::collections::BTreeMap<String, Vec<String>>>,
     /// ABAC access policies, LangSmith's JSON.
     #[serde(default)]
-    pub access_policies: Vec<crate::abac::AccessPolicyConfig>,
+    pub access_policies: Vec<crate::policy::access::AccessPolicyConfig>,
 }
 
 /// Decision for an event no handler covers.

@@ -14,9 +14,9 @@ use std::time::{Duration, SystemTime};
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::metrics::{Metrics, ReasonLabel};
+use crate::gateway::Gateway;
+use crate::ops::metrics::{Metrics, ReasonLabel};
 use crate::policy::Policy;
-use crate::proxy::Gateway;
 
 /// The outcome of the last reload attempts, for `/readyz` and `/policies`.
 #[derive(Debug, Clone, Default)]
