@@ -248,15 +248,10 @@ fn explain(dir: &std::path::Path, user: &str, action: &str, resource: Option<&st
             return ExitCode::FAILURE;
         }
     };
-    let event = match action.split_once(':').and_then(|(r, a)| {
-        Some(graphguard::event::Event::new(
-            graphguard::event::Resource::parse(r)?,
-            graphguard::event::Action::parse(a)?,
-        ))
-    }) {
-        Some(e) if e.is_valid() => e,
-        _ => {
-            eprintln!("graphguard: --action must be RESOURCE:ACTION, e.g. threads:read");
+    let event = match action.parse::<graphguard::event::Event>() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("graphguard: --action: {e}");
             return ExitCode::FAILURE;
         }
     };

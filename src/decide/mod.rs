@@ -3,7 +3,7 @@
 //!
 //! Pure: no I/O, no clock. The proxy calls [`decide`] in a loop, fetching each [`Target`] it
 //! asks for (a resource's metadata from the upstream, cached), until it gets a decision. Each
-//! [`Op`] below follows the route's row in the semantics spec (section 5): which handlers run,
+//! [`Op`] below follows the route's row in docs/semantics.md §5: which handlers run,
 //! in which order, what the filter is checked against, and what a mismatch looks like.
 
 use std::sync::Arc;
@@ -14,13 +14,14 @@ use serde_json::{Map, Value};
 use crate::body::splice::{merge_object_pairs, pairs, BodyError, NewBody, ObjectBody};
 use crate::error::GatewayError;
 use crate::event::{Action, Event, Resource};
-use crate::ids::{self, IdForm};
 use crate::policy::config::NamespaceMode;
 use crate::policy::filter::ResolvedFilter;
 use crate::policy::webhook::{self, Verdict};
 use crate::policy::{Grant, Policy};
-use crate::routes::fields::{Kind, Of, Shape, RESERVED_CONFIGURABLE_KEYS};
-use crate::routes::{system_assistant_id, BodyKind, Miss, Op, RouteMatch};
+use crate::routes::fields::{Kind, Shape, RESERVED_CONFIGURABLE_KEYS};
+use crate::routes::{
+    assistant_ref, canonical_id, system_assistant_id, Admission, BodyKind, Miss, Op, RouteMatch,
+};
 use crate::user::User;
 
 /// Maximum JSON nesting accepted in a body the gateway reads.
@@ -412,7 +413,7 @@ pub fn empty_map() -> &'static Map<String, Value> {
 }
 
 impl<'a> Cx<'a> {
-    /// Roles and access policies for an event on the current subject (seed 002's tables),
+    /// Roles and access policies for an event on the current subject (the tables of docs/access-control.md),
     /// before the handler runs on what they allow.
     fn check_access(&mut self, event: Event) -> R<()> {
         let ac = &self.policy.access;
@@ -765,7 +766,7 @@ impl<'a> Cx<'a> {
         Ok(o.splice_body(&all))
     }
 
-    /// The route's own rules (spec section 5), once the fields are known to be sound.
+    /// The route's own rules (docs/semantics.md §5), once the fields are known to be sound.
     fn route(&mut self) -> R<Outcome> {
         let p = &self.input.route.params;
         let op = self.input.route.route.op;
@@ -774,11 +775,9 @@ impl<'a> Cx<'a> {
                 authenticated: false,
                 ..forward()
             },
-            Op::Blocked => {
-                return Ok(Outcome::Refuse(GatewayError::forbidden(
-                    "graphguard never forwards the agent server's /internal and /deploy routes",
-                )))
-            }
+            // Refused before authentication by the gateway (`routes::admission`); here for
+            // every other caller of the decision (policy tests, explain, fuzzing).
+            Op::Blocked => return Ok(Outcome::Refuse(Admission::refusal())),
             Op::Unmediated(g) => {
                 if !self.policy.unmediated.contains(&g) {
                     return Ok(Outcome::Refuse(GatewayError::forbidden(format!(
@@ -1291,7 +1290,7 @@ impl<'a> Cx<'a> {
 
     /// Check the assistant a run or cron uses, named as the client wrote it (a canonical UUID
     /// or a graph name, see [`assistant_ref`]): it must exist (the server answers `miss`
-    /// before any handler runs, spec 5.2 step 2), and unless it is a graph's system assistant,
+    /// before any handler runs, semantics §5.2 step 2), and unless it is a graph's system assistant,
     /// the caller must be able to read it (step 4). A system assistant is recognised by its id
     /// (`uuid5(namespace, graph_id)` of its own graph), never by a `created_by: system`
     /// metadata value, which any creator could write.
@@ -1325,7 +1324,7 @@ impl<'a> Cx<'a> {
     fn run_create(&mut self, on_thread: bool) -> R<Forward> {
         let miss = GatewayError::not_found("Thread or assistant not found.");
         let aid = self.str_field("assistant_id")?;
-        // An unknown assistant is 404 before any handler runs (spec 5.2 step 2).
+        // An unknown assistant is 404 before any handler runs (semantics §5.2 step 2).
         if let Some(aid) = &aid {
             if self.fact(Target::Assistant(assistant_ref(aid)?))?.is_none() {
                 return Err(miss.into());
@@ -1434,7 +1433,7 @@ impl<'a> Cx<'a> {
         Ok(f)
     }
 
-    /// Thread, assistant and cron search and count (spec 4.3 and section 9): stamped metadata
+    /// Thread, assistant and cron search and count (semantics §4.3 and §9): stamped metadata
     /// and scalar equalities are written over the client's own `metadata`; the rest is
     /// evaluated on the results by the proxy.
     fn search(
@@ -1611,7 +1610,7 @@ impl<'a> Cx<'a> {
                 .into());
             }
         }
-        // Labels are validated before the handler runs (spec 6).
+        // Labels are validated before the handler runs (semantics §6).
         self.on(Subject::Deferred);
         let g = self.grant(S, action)?;
         if let Some((prefix, mode, message)) = &g.namespace {
@@ -1721,33 +1720,6 @@ impl<'a> Cx<'a> {
             }
         }
         Ok(f)
-    }
-}
-
-/// A canonical id, or the 422 the server gives for an invalid one (and graphguard for another
-/// spelling of a valid one: what is authorized must be byte for byte what the server touches).
-pub fn canonical_id(of: Of, s: &str) -> Result<&str, GatewayError> {
-    match ids::read(s) {
-        IdForm::Canonical(_) => Ok(s),
-        IdForm::Variant(u) => Err(GatewayError::unprocessable(format!(
-            "Invalid {} ID: graphguard accepts a UUID only in canonical form ({u})",
-            of.word()
-        ))),
-        IdForm::NotUuid => Err(GatewayError::unprocessable(format!(
-            "Invalid {} ID: must be a UUID",
-            of.word()
-        ))),
-    }
-}
-
-/// The assistant a run or cron names, resolved as the server resolves it: a canonical UUID,
-/// or a graph name, which means the graph's system assistant (`uuid5(namespace, name)`).
-/// Another spelling of a UUID is refused (the server would read it as that UUID).
-pub fn assistant_ref(s: &str) -> Result<String, GatewayError> {
-    match ids::read(s) {
-        IdForm::Canonical(_) => Ok(s.to_string()),
-        IdForm::NotUuid => Ok(system_assistant_id(s).to_string()),
-        IdForm::Variant(_) => canonical_id(Of::Assistant, s).map(str::to_string),
     }
 }
 

@@ -1,4 +1,4 @@
-//! Decision tests: every route-table op and the spec's scenarios (section 10), one behaviour
+//! Decision tests: every route-table op and the scenarios of docs/semantics.md §10, one behaviour
 //! per test. Each test classifies a request, parses its body and runs the `decide` loop against
 //! a fake upstream store, then checks the outcome, the rewritten request, the lookups made and
 //! the handler calls (`steps`).
@@ -1298,7 +1298,7 @@ fn denied_assistant_read_is_forbidden_even_for_its_creator() {
 
 #[test]
 fn run_with_missing_assistant_is_404_before_any_handler() {
-    // Spec 5.2 step 2 and 8.4: an unknown assistant is 404 and no handler is called, so a
+    // semantics §5.2 step 2 and §8.4: an unknown assistant is 404 and no handler is called, so a
     // denying create_run handler does not turn it into a 403.
     let p = inline("handlers:\n  threads:create_run: {allow: false}\n");
     let body = format!(r#"{{"assistant_id":"{MISSING_A}"}}"#);
@@ -1910,7 +1910,7 @@ fn cron_with_missing_assistant_is_assistant_not_found() {
 
 #[test]
 fn cron_with_user_assistant_labelled_system_is_still_checked() {
-    // System assistants are recognised by id, as the spec says cron creation does.
+    // System assistants are recognised by id, as docs/semantics.md says cron creation does.
     let body = format!(r#"{{"assistant_id":"{BOB_FAKE_SYSTEM_A}","schedule":"* * * * *"}}"#);
     let r = post(&h1(), &user("alice"), "/runs/crons", &body);
     assert_eq!(r.events(), ["crons:create", "assistants:read"]);
@@ -2284,7 +2284,7 @@ fn store_search_rewrite_and_filter_apply_together() {
 
 #[test]
 fn store_invalid_label_is_unprocessable_even_when_denied() {
-    // Spec 6: labels are validated before the handler runs.
+    // semantics §6: labels are validated before the handler runs.
     let p = inline("handlers:\n  store: {allow: false}\n");
     let r = put(
         &p,

@@ -38,7 +38,7 @@ use crate::gateway::upstream::{UpBody, Upstream};
 use crate::ops::audit::{AuditLine, LineSink};
 use crate::ops::metrics::{Metrics, ReasonLabel, RequestLabels};
 use crate::policy::Policy;
-use crate::routes::{self, Op};
+use crate::routes::{self, Admission};
 use crate::user::User;
 
 /// Response body type.
@@ -513,37 +513,13 @@ impl Gateway {
         let classified = routes::classify(&method, &path);
         // Public and blocked routes are decided before authentication, as on the server.
         if let Ok(m) = &classified {
-            let public = matches!(m.route.op, Op::Public)
-                && (m.route.template == "/ui/{*rest}"
-                    || policy.public_paths.iter().any(|p| *p == path));
-            if public {
-                let fwd = Forward {
-                    body: None,
-                    query: None,
-                    response: ResponsePlan::Stream,
-                    invalidate: Vec::new(),
-                    authenticated: false,
-                };
-                let (parts, body) = req.into_parts();
-                // Anyone may call a public route: it reads no body, so an anonymous client
-                // cannot make the gateway hold one.
-                if !hyper::body::Body::is_end_stream(&body) {
-                    return Err(fail(GatewayError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "Public routes take no request body",
-                    )));
+            match routes::admission(m, &path, &policy.public_paths) {
+                Admission::Public => {
+                    let r = self.forward_public(req, peer, policy).await;
+                    return r.map(|r| (r, None, None)).map_err(fail);
                 }
-                let body = Bytes::new();
-                let r = self
-                    .forward(policy, parts, body, fwd, None, peer)
-                    .await
-                    .map_err(fail)?;
-                return Ok((r, None, None));
-            }
-            if matches!(m.route.op, Op::Blocked) {
-                return Err(fail(GatewayError::forbidden(
-                    "graphguard never forwards the agent server's /internal and /deploy routes",
-                )));
+                Admission::Blocked => return Err(fail(Admission::refusal())),
+                Admission::Authenticate => {}
             }
         }
         let user = authn::authenticate(&policy.authenticators, req.headers())
@@ -636,6 +612,32 @@ impl Gateway {
                 Ok((r, Some(user.clone()), Some(decision)))
             }
         }
+    }
+
+    /// Forward a public route: no user, no handler, and no body (anyone may call a public
+    /// route, so an anonymous client cannot make the gateway hold a body).
+    async fn forward_public(
+        &self,
+        req: Request<Incoming>,
+        peer: &Peer,
+        policy: &Arc<Policy>,
+    ) -> Result<Response<RespBody>, GatewayError> {
+        let fwd = Forward {
+            body: None,
+            query: None,
+            response: ResponsePlan::Stream,
+            invalidate: Vec::new(),
+            authenticated: false,
+        };
+        let (parts, body) = req.into_parts();
+        if !hyper::body::Body::is_end_stream(&body) {
+            return Err(GatewayError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Public routes take no request body",
+            ));
+        }
+        self.forward(policy, parts, Bytes::new(), fwd, None, peer)
+            .await
     }
 
     /// Evaluate the shadow policy on the same request and facts (looking up only what the

@@ -1,6 +1,6 @@
 //! `graphguard explain`: one decision, as data and in words.
 //!
-//! Answers the seed's troubleshooting questions directly: which handler ran and what it
+//! Answers the troubleshooting questions of docs/access-control.md directly: which handler ran and what it
 //! returned, whether RBAC permitted and through which role, every access policy group that
 //! matched or failed (and the condition that failed), whether deny won or RBAC decided by
 //! fallback, and whether the handler's filter lets this resource through.

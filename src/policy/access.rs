@@ -1,4 +1,4 @@
-//! Roles (RBAC) and access policies (ABAC), as LangSmith defines them (seed 002), over the
+//! Roles (RBAC) and access policies (ABAC), as LangSmith defines them (docs/access-control.md), over the
 //! agent server's resources.
 //!
 //! A policy's JSON is LangSmith's, unchanged: `name`, `description`, `effect`,
@@ -8,7 +8,7 @@
 //! LangSmith evaluates runs against their project's), `assistant`, `cron`, `store_item`. A
 //! resource's tags are its `metadata` (for the store, the item's `value`).
 //!
-//! Combination, exactly the seed's tables: with neither roles nor policies everything is
+//! Combination, exactly the tables of docs/access-control.md: with neither roles nor policies everything is
 //! allowed; with roles only, RBAC decides; with both, deny always wins, a matching allow grants
 //! even without the RBAC permission, and with no match RBAC decides (fallback). Policies
 //! without roles configured are evaluated with RBAC taken as permitting.
@@ -874,7 +874,7 @@ mod tests {
 
     #[test]
     fn seed_outcome_table_row_by_row() {
-        // (RBAC permits, allow matches, deny matches) -> result, the seed's seven rows.
+        // (RBAC permits, allow matches, deny matches) -> result, the seven rows of docs/access-control.md.
         assert!(table_case(true, true, false));
         assert!(table_case(true, false, false));
         assert!(!table_case(true, true, true));

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+
+use crate::routes::UnmediatedGroup;
 use serde_json::{Map, Value};
 
 /// One policy file. Sections from all files in the directory are merged.
@@ -40,29 +42,6 @@ pub enum DefaultDecision {
     Allow,
     /// Fail closed: 403.
     Deny,
-}
-
-/// Route groups whose inner calls the gateway cannot mediate (they loop back inside the server).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Hash)]
-#[serde(rename_all = "snake_case")]
-pub enum UnmediatedGroup {
-    /// `/mcp`
-    Mcp,
-    /// `/a2a/...` and `/.well-known/agent-card.json`
-    A2a,
-    /// `POST /ui/{graph_id}`
-    Ui,
-}
-
-impl UnmediatedGroup {
-    /// The name used in `settings.unmediated_routes`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UnmediatedGroup::Mcp => "mcp",
-            UnmediatedGroup::A2a => "a2a",
-            UnmediatedGroup::Ui => "ui",
-        }
-    }
 }
 
 /// Gateway-wide settings.

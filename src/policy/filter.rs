@@ -1,4 +1,4 @@
-//! LangGraph's filter language (spec section 4), compiled once and matched without allocation.
+//! LangGraph's filter language (docs/semantics.md §4), compiled once and matched without allocation.
 //!
 //! Accepted: a plain value (equality), `{"$eq": v}`, `{"$contains": v}`, and top-level `$or` /
 //! `$and` lists of at least two sub-filters, nested at most two levels. Equality is Python's

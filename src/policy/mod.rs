@@ -24,12 +24,12 @@ use crate::error::GatewayError;
 use crate::event::{Action, Event, Resource};
 use crate::policy::access::AccessControl;
 use crate::policy::config::{
-    ConfigError, DefaultDecision, NamespaceMode, PolicyFile, RuleConfig, SettingsConfig,
-    UnmediatedGroup, WhenConfig,
+    ConfigError, DefaultDecision, NamespaceMode, PolicyFile, RuleConfig, SettingsConfig, WhenConfig,
 };
 use crate::policy::filter::{FilterTemplate, ResolvedFilter};
 use crate::policy::template::{StrTemplate, ValueTemplate};
 use crate::policy::webhook::WebhookPolicy;
+use crate::routes::UnmediatedGroup;
 use crate::user::User;
 
 /// Names of the headers that carry the user upstream.

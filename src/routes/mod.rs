@@ -6,15 +6,38 @@
 //! path): the gateway never forwards what it cannot classify.
 
 pub mod fields;
-
-use std::sync::LazyLock;
+pub mod table;
 
 use http::{HeaderValue, Method, StatusCode};
 
 use crate::error::GatewayError;
-use crate::event::{Action, Event, Resource};
-use crate::policy::config::UnmediatedGroup;
-use crate::routes::fields::{self as sh, Shape};
+use crate::event::Event;
+use crate::ids::{self, IdForm};
+use crate::routes::fields::{Of, Shape};
+use serde::Deserialize;
+
+/// Route groups whose inner calls the gateway cannot mediate (they loop back inside the server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum UnmediatedGroup {
+    /// `/mcp`
+    Mcp,
+    /// `/a2a/...` and `/.well-known/agent-card.json`
+    A2a,
+    /// `POST /ui/{graph_id}`
+    Ui,
+}
+
+impl UnmediatedGroup {
+    /// The name used in `settings.unmediated_routes`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnmediatedGroup::Mcp => "mcp",
+            UnmediatedGroup::A2a => "a2a",
+            UnmediatedGroup::Ui => "ui",
+        }
+    }
+}
 
 /// What the request body is to the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +100,7 @@ impl Miss {
     }
 }
 
-/// How a route is decided. Each variant's rules are in `decide.rs`, with the spec section.
+/// How a route is decided. Each variant's rules are in `decide.rs`, with its section of docs/semantics.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     /// Served without authentication (health, docs, static UI).
@@ -212,592 +235,43 @@ pub struct RouteMatch {
     pub params: Params,
 }
 
-const fn ev(r: Resource, a: Action) -> Event {
-    Event::new(r, a)
-}
-use Action::*;
-use Resource::*;
-const T_CREATE: Event = ev(Threads, Create);
-const T_READ: Event = ev(Threads, Read);
-const T_UPDATE: Event = ev(Threads, Update);
-const T_DELETE: Event = ev(Threads, Delete);
-const T_SEARCH: Event = ev(Threads, Search);
-const T_RUN: Event = ev(Threads, CreateRun);
-const A_CREATE: Event = ev(Assistants, Create);
-const A_READ: Event = ev(Assistants, Read);
-const A_UPDATE: Event = ev(Assistants, Update);
-const A_DELETE: Event = ev(Assistants, Delete);
-const A_SEARCH: Event = ev(Assistants, Search);
-const C_CREATE: Event = ev(Crons, Create);
-const C_READ: Event = ev(Crons, Read);
-const C_UPDATE: Event = ev(Crons, Update);
-const C_DELETE: Event = ev(Crons, Delete);
-const C_SEARCH: Event = ev(Crons, Search);
-const S_PUT: Event = ev(Store, Put);
-const S_GET: Event = ev(Store, Get);
-const S_DELETE: Event = ev(Store, Delete);
-const S_SEARCH: Event = ev(Store, Search);
-const S_LIST: Event = ev(Store, ListNamespaces);
+pub use table::TABLE;
 
-fn row(
-    method: Method,
-    template: &'static str,
-    op: Op,
-    events: &'static [Event],
-    body: BodyKind,
-) -> Route {
-    let segments = template
-        .split('/')
-        .skip(1)
-        .map(|s| {
-            if s == "{*rest}" {
-                Seg::Rest
-            } else if let Some(p) = s.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
-                Seg::Param(p)
-            } else {
-                Seg::Lit(s)
-            }
-        })
-        .collect();
-    Route {
-        method,
-        template,
-        op,
-        events,
-        body,
-        segments,
+/// What the table alone decides about a request, before anyone is authenticated. This is the
+/// one place public and blocked routes are decided: the gateway asks it before
+/// authentication, and the decision core refuses a blocked row with [`Admission::refusal`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Forwarded to anyone, unauthenticated and without a body: an [`Op::Public`] row whose
+    /// path is listed in `settings.public_paths` (the UI's static files always are).
+    Public,
+    /// Never forwarded (`/internal/*`, `/deploy*`).
+    Blocked,
+    /// Authenticate first; the route's rules decide (an [`Op::Public`] row whose path is not
+    /// listed public is then forwarded with no handler).
+    Authenticate,
+}
+
+impl Admission {
+    /// The refusal of a blocked route.
+    pub fn refusal() -> GatewayError {
+        GatewayError::forbidden(
+            "graphguard never forwards the agent server's /internal and /deploy routes",
+        )
     }
 }
 
-/// The whole table.
-pub static TABLE: LazyLock<Vec<Route>> = LazyLock::new(build_table);
-
-fn build_table() -> Vec<Route> {
-    use BodyKind::*;
-    use Miss as M;
-    use Op::*;
-    let (get, post, put, patch, delete) = (
-        Method::GET,
-        Method::POST,
-        Method::PUT,
-        Method::PATCH,
-        Method::DELETE,
-    );
-    let by_id = |miss| ThreadById { miss };
-    vec![
-        // Meta. Public paths are configurable; these rows make them routable.
-        row(get.clone(), "/", Public, &[], Opaque),
-        row(get.clone(), "/ok", Public, &[], Opaque),
-        row(get.clone(), "/info", Public, &[], Opaque),
-        row(get.clone(), "/docs", Public, &[], Opaque),
-        row(get.clone(), "/openapi.json", Public, &[], Opaque),
-        row(get.clone(), "/metrics", Public, &[], Opaque),
-        row(get.clone(), "/ui/{*rest}", Public, &[], Opaque),
-        // In-memory test routes: unauthenticated on the server, one wipes everything.
-        row(post.clone(), "/internal/{*rest}", Blocked, &[], Opaque),
-        row(get.clone(), "/internal/{*rest}", Blocked, &[], Opaque),
-        row(get.clone(), "/deploy", Blocked, &[], Opaque),
-        row(post.clone(), "/deploy", Blocked, &[], Opaque),
-        row(get.clone(), "/deploy/{*rest}", Blocked, &[], Opaque),
-        row(post.clone(), "/deploy/{*rest}", Blocked, &[], Opaque),
-        // Threads (spec 5.1).
-        row(
-            post.clone(),
-            "/threads",
-            ThreadCreate,
-            &[T_CREATE],
-            Object(&sh::THREAD_CREATE),
-        ),
-        row(
-            post.clone(),
-            "/threads/search",
-            ThreadSearch { count: false },
-            &[T_SEARCH],
-            Object(&sh::THREAD_SEARCH),
-        ),
-        row(
-            post.clone(),
-            "/threads/count",
-            ThreadSearch { count: true },
-            &[T_SEARCH],
-            Object(&sh::THREAD_COUNT),
-        ),
-        row(
-            post.clone(),
-            "/threads/prune",
-            ThreadPrune,
-            &[T_DELETE],
-            Object(&sh::THREAD_PRUNE),
-        ),
-        row(
-            get.clone(),
-            "/threads/{thread_id}",
-            by_id(M::ThreadWithId),
-            &[T_READ],
-            Opaque,
-        ),
-        row(
-            patch.clone(),
-            "/threads/{thread_id}",
-            ThreadPatch,
-            &[T_UPDATE],
-            Object(&sh::THREAD_PATCH),
-        ),
-        row(
-            delete.clone(),
-            "/threads/{thread_id}",
-            ThreadById {
-                miss: M::ThreadWithId,
-            },
-            &[T_DELETE],
-            Opaque,
-        ),
-        row(
-            get.clone(),
-            "/threads/{thread_id}/state",
-            by_id(M::ThreadWithId),
-            &[T_READ],
-            Opaque,
-        ),
-        row(
-            post.clone(),
-            "/threads/{thread_id}/state",
-            ThreadStateUpdate,
-            &[T_UPDATE, T_READ],
-            Object(&sh::THREAD_STATE_UPDATE),
-        ),
-        row(
-            get.clone(),
-            "/threads/{thread_id}/state/{checkpoint_id}",
-            by_id(M::ThreadWithId),
-            &[T_READ],
-            Opaque,
-        ),
-        row(
-            post.clone(),
-            "/threads/{thread_id}/state/checkpoint",
-            by_id(M::ThreadWithId),
-            &[T_READ],
-            Object(&sh::THREAD_STATE_CHECKPOINT),
-        ),
-        row(
-            get.clone(),
-            "/threads/{thread_id}/storage",
-            by_id(M::ThreadWithId),
-            &[T_READ],
-            Opaque,
-        ),
-        row(
-            get.clone(),
-            "/threads/{thread_id}/history",
-            by_id(M::ThreadWithId),
-            &[T_READ],
-            Opaque,
-        ),
-        row(
-            post.clone(),
-            "/threads/{thread_id}/history",
-            by_id(M::ThreadWithId),
-            &[T_READ],
-            Object(&sh::THREAD_HISTORY),
-        ),
-        row(
-            post.clone(),
-            "/threads/{thread_id}/copy",
-            ThreadCopy,
-            &[T_READ, T_CREATE],
-            Opaque,
-        ),
-        row(
-            get.clone(),
-            "/threads/{thread_id}/stream",
-            by_id(M::ThreadNotFoundSse),
-            &[T_READ],
-            Opaque,
-        ),
-        row(
-            post.clone(),
-            "/threads/{thread_id}/stream/events",
-            by_id(M::ThreadNotFoundSse),
-            &[T_READ],
-            Opaque,
-        ),
-        row(
-            post.clone(),
-            "/threads/{thread_id}/commands",
-            ThreadCommands,
-            &[T_RUN, T_READ, A_READ],
-            Object(&sh::THREAD_COMMAND),
-        ),
-        // Runs on a thread (spec 5.2).
-        row(
-            post.clone(),
-            "/threads/{thread_id}/runs",
-            RunCreate { on_thread: true },
-            &[T_RUN, A_READ],
-            Object(&sh::RUN_CREATE),
-        ),
-        row(
-            post.clone(),
-            "/threads/{thread_id}/runs/wait",
-            RunCreate { on_thread: true },
-            &[T_RUN, A_READ],
-            Object(&sh::RUN_CREATE),
-        ),
-        row(
-            post.clone(),
-            "/threads/{thread_id}/runs/stream",
-            RunCreate { on_thread: true },
-            &[T_RUN, A_READ],
-            Object(&sh::RUN_CREATE),
-        ),
-        row(
-            get.clone(),
-            "/threads/{thread_id}/runs",
-            RunList,
-            &[T_READ, T_SEARCH],
-            Opaque,
-        ),
-        row(
-            get.clone(),
-            "/threads/{thread_id}/runs/{run_id}",
-            by_id(M::ThreadWithId),
-            &[T_READ],
-            Opaque,
-        ),
-        row(
-            delete.clone(),
-            "/threads/{thread_id}/runs/{run_id}",
-            ThreadById { miss: M::NotFound },
-            &[T_DELETE],
-            Opaque,
-        ),
-        row(
-            get.clone(),
-            "/threads/{thread_id}/runs/{run_id}/join",
-            by_id(M::ThreadNotFound),
-            &[T_READ],
-            Opaque,
-        ),
-        row(
-            get.clone(),
-            "/threads/{thread_id}/runs/{run_id}/stream",
-            by_id(M::ThreadNotFoundSse),
-            &[T_READ],
-            Opaque,
-        ),
-        row(
-            post.clone(),
-            "/threads/{thread_id}/runs/{run_id}/cancel",
-            ThreadById {
-                miss: M::NoRunsToCancel,
-            },
-            &[T_UPDATE],
-            Opaque,
-        ),
-        row(
-            post.clone(),
-            "/threads/{thread_id}/runs/crons",
-            CronCreate { on_thread: true },
-            &[C_CREATE, A_READ, T_READ],
-            Object(&sh::CRON_CREATE),
-        ),
-        // Stateless runs (spec 5.3).
-        row(
-            post.clone(),
-            "/runs",
-            RunCreate { on_thread: false },
-            &[T_RUN, A_READ],
-            Object(&sh::RUN_CREATE),
-        ),
-        row(
-            post.clone(),
-            "/runs/wait",
-            RunCreate { on_thread: false },
-            &[T_RUN, A_READ],
-            Object(&sh::RUN_CREATE),
-        ),
-        row(
-            post.clone(),
-            "/runs/stream",
-            RunCreate { on_thread: false },
-            &[T_RUN, A_READ],
-            Object(&sh::RUN_CREATE),
-        ),
-        row(
-            post.clone(),
-            "/runs/batch",
-            RunBatch,
-            &[T_RUN, A_READ],
-            Array(&sh::RUN_CREATE),
-        ),
-        row(
-            post.clone(),
-            "/runs/cancel",
-            RunsCancel,
-            &[T_UPDATE],
-            Object(&sh::RUNS_CANCEL),
-        ),
-        // Crons (spec 5.5).
-        row(
-            post.clone(),
-            "/runs/crons",
-            CronCreate { on_thread: false },
-            &[C_CREATE, A_READ],
-            Object(&sh::CRON_CREATE),
-        ),
-        row(
-            post.clone(),
-            "/runs/crons/search",
-            CronSearch { count: false },
-            &[C_SEARCH, T_SEARCH],
-            Object(&sh::CRON_SEARCH),
-        ),
-        row(
-            post.clone(),
-            "/runs/crons/count",
-            CronSearch { count: true },
-            &[C_SEARCH, T_SEARCH],
-            Object(&sh::CRON_COUNT),
-        ),
-        row(
-            get.clone(),
-            "/runs/crons/{cron_id}",
-            CronById {
-                miss: M::NotFound,
-                stamp: false,
-            },
-            &[C_READ],
-            Opaque,
-        ),
-        row(
-            patch.clone(),
-            "/runs/crons/{cron_id}",
-            CronById {
-                miss: M::Cron,
-                stamp: true,
-            },
-            &[C_UPDATE],
-            Object(&sh::CRON_PATCH),
-        ),
-        row(
-            delete.clone(),
-            "/runs/crons/{cron_id}",
-            CronById {
-                miss: M::NotFound,
-                stamp: false,
-            },
-            &[C_DELETE],
-            Opaque,
-        ),
-        // Assistants (spec 5.4).
-        row(
-            post.clone(),
-            "/assistants",
-            AssistantCreate,
-            &[A_CREATE],
-            Object(&sh::ASSISTANT_CREATE),
-        ),
-        row(
-            post.clone(),
-            "/assistants/search",
-            AssistantSearch { count: false },
-            &[A_SEARCH],
-            Object(&sh::ASSISTANT_SEARCH),
-        ),
-        row(
-            post.clone(),
-            "/assistants/count",
-            AssistantSearch { count: true },
-            &[A_SEARCH],
-            Object(&sh::ASSISTANT_COUNT),
-        ),
-        row(
-            get.clone(),
-            "/assistants/{assistant_id}",
-            AssistantById {
-                miss: M::NotFound,
-                stamp: false,
-            },
-            &[A_READ],
-            Opaque,
-        ),
-        row(
-            patch.clone(),
-            "/assistants/{assistant_id}",
-            AssistantById {
-                miss: M::Assistant,
-                stamp: true,
-            },
-            &[A_UPDATE],
-            Object(&sh::ASSISTANT_PATCH),
-        ),
-        row(
-            delete.clone(),
-            "/assistants/{assistant_id}",
-            AssistantDelete,
-            &[A_DELETE],
-            Opaque,
-        ),
-        row(
-            get.clone(),
-            "/assistants/{assistant_id}/graph",
-            AssistantById {
-                miss: M::NotFound,
-                stamp: false,
-            },
-            &[A_READ],
-            Opaque,
-        ),
-        row(
-            get.clone(),
-            "/assistants/{assistant_id}/schemas",
-            AssistantById {
-                miss: M::NotFound,
-                stamp: false,
-            },
-            &[A_READ],
-            Opaque,
-        ),
-        row(
-            get.clone(),
-            "/assistants/{assistant_id}/subgraphs",
-            AssistantById {
-                miss: M::NotFound,
-                stamp: false,
-            },
-            &[A_READ],
-            Opaque,
-        ),
-        row(
-            get.clone(),
-            "/assistants/{assistant_id}/subgraphs/{namespace}",
-            AssistantById {
-                miss: M::NotFound,
-                stamp: false,
-            },
-            &[A_READ],
-            Opaque,
-        ),
-        row(
-            post.clone(),
-            "/assistants/{assistant_id}/versions",
-            AssistantVersions,
-            &[A_READ],
-            Object(&sh::ASSISTANT_VERSIONS),
-        ),
-        row(
-            post.clone(),
-            "/assistants/{assistant_id}/latest",
-            AssistantById {
-                miss: M::Assistant,
-                stamp: false,
-            },
-            &[A_UPDATE],
-            Object(&sh::ASSISTANT_LATEST),
-        ),
-        // Store (spec 5.6 and 6).
-        row(
-            put.clone(),
-            "/store/items",
-            StorePut,
-            &[S_PUT],
-            Object(&sh::STORE_PUT),
-        ),
-        row(get.clone(), "/store/items", StoreGet, &[S_GET], Opaque),
-        row(
-            delete.clone(),
-            "/store/items",
-            StoreDelete,
-            &[S_DELETE],
-            Object(&sh::STORE_DELETE),
-        ),
-        row(
-            post.clone(),
-            "/store/items/search",
-            StoreSearch,
-            &[S_SEARCH],
-            Object(&sh::STORE_SEARCH),
-        ),
-        row(
-            post.clone(),
-            "/store/namespaces",
-            StoreNamespaces,
-            &[S_LIST],
-            Object(&sh::STORE_NAMESPACES),
-        ),
-        // Loopback surfaces (spec 5.7): refused unless enabled.
-        row(
-            get.clone(),
-            "/mcp",
-            Unmediated(UnmediatedGroup::Mcp),
-            &[],
-            Opaque,
-        ),
-        row(
-            post.clone(),
-            "/mcp",
-            Unmediated(UnmediatedGroup::Mcp),
-            &[],
-            Opaque,
-        ),
-        row(
-            delete.clone(),
-            "/mcp",
-            Unmediated(UnmediatedGroup::Mcp),
-            &[],
-            Opaque,
-        ),
-        row(
-            get.clone(),
-            "/a2a/{assistant_id}",
-            Unmediated(UnmediatedGroup::A2a),
-            &[],
-            Opaque,
-        ),
-        row(
-            post.clone(),
-            "/a2a/{assistant_id}",
-            Unmediated(UnmediatedGroup::A2a),
-            &[],
-            Opaque,
-        ),
-        row(
-            delete.clone(),
-            "/a2a/{assistant_id}",
-            Unmediated(UnmediatedGroup::A2a),
-            &[],
-            Opaque,
-        ),
-        row(
-            get.clone(),
-            "/a2a/{assistant_id}/.well-known/agent-card.json",
-            Unmediated(UnmediatedGroup::A2a),
-            &[],
-            Opaque,
-        ),
-        row(
-            get.clone(),
-            "/a2a/{assistant_id}/.well-known/agent.json",
-            Unmediated(UnmediatedGroup::A2a),
-            &[],
-            Opaque,
-        ),
-        row(
-            get.clone(),
-            "/.well-known/agent-card.json",
-            Unmediated(UnmediatedGroup::A2a),
-            &[],
-            Opaque,
-        ),
-        row(
-            post,
-            "/ui/{assistant_id}",
-            Unmediated(UnmediatedGroup::Ui),
-            &[],
-            Opaque,
-        ),
-    ]
+/// How the table admits a classified request for `path`, given the public paths.
+pub fn admission(m: &RouteMatch, path: &str, public_paths: &[String]) -> Admission {
+    match m.route.op {
+        Op::Blocked => Admission::Blocked,
+        Op::Public
+            if m.route.template == "/ui/{*rest}" || public_paths.iter().any(|p| p == path) =>
+        {
+            Admission::Public
+        }
+        _ => Admission::Authenticate,
+    }
 }
 
 /// Refuse paths whose routing could differ between the gateway and the upstream.
@@ -928,14 +402,13 @@ fn capture(segs: &[Seg], parts: &[&str]) -> Params {
 /// spelling of a UUID but the canonical one: the forwarded path names exactly the resource
 /// that was authorized.
 pub fn validate_params(m: &RouteMatch) -> Result<(), GatewayError> {
-    use crate::routes::fields::Of;
     for (id, of) in [
         (&m.params.thread_id, Of::Thread),
         (&m.params.run_id, Of::Run),
         (&m.params.cron_id, Of::Cron),
     ] {
         if let Some(id) = id {
-            crate::decide::canonical_id(of, id)?;
+            canonical_id(of, id)?;
         }
     }
     // Assistant routes take UUIDs; only `/graph` also takes a graph name (the server maps it
@@ -943,14 +416,41 @@ pub fn validate_params(m: &RouteMatch) -> Result<(), GatewayError> {
     if let Some(id) = &m.params.assistant_id {
         let by_name = m.route.template == "/assistants/{assistant_id}/graph"
             || !m.route.template.starts_with("/assistants/");
-        match crate::ids::read(id) {
-            crate::ids::IdForm::NotUuid if by_name => {}
+        match ids::read(id) {
+            IdForm::NotUuid if by_name => {}
             _ => {
-                crate::decide::canonical_id(Of::Assistant, id)?;
+                canonical_id(Of::Assistant, id)?;
             }
         }
     }
     Ok(())
+}
+
+/// A canonical id, or the 422 the server gives for an invalid one (and graphguard for another
+/// spelling of a valid one: what is authorized must be byte for byte what the server touches).
+pub fn canonical_id(of: Of, s: &str) -> Result<&str, GatewayError> {
+    match ids::read(s) {
+        IdForm::Canonical(_) => Ok(s),
+        IdForm::Variant(u) => Err(GatewayError::unprocessable(format!(
+            "Invalid {} ID: graphguard accepts a UUID only in canonical form ({u})",
+            of.word()
+        ))),
+        IdForm::NotUuid => Err(GatewayError::unprocessable(format!(
+            "Invalid {} ID: must be a UUID",
+            of.word()
+        ))),
+    }
+}
+
+/// The assistant a run or cron names, resolved as the server resolves it: a canonical UUID,
+/// or a graph name, which means the graph's system assistant (`uuid5(namespace, name)`).
+/// Another spelling of a UUID is refused (the server would read it as that UUID).
+pub fn assistant_ref(s: &str) -> Result<String, GatewayError> {
+    match ids::read(s) {
+        IdForm::Canonical(_) => Ok(s.to_string()),
+        IdForm::NotUuid => Ok(system_assistant_id(s).to_string()),
+        IdForm::Variant(_) => canonical_id(Of::Assistant, s).map(str::to_string),
+    }
 }
 
 /// The id of a graph's default (system) assistant: `uuid5(6ba7b821-..., graph_id)`.
@@ -962,6 +462,7 @@ pub fn system_assistant_id(graph_id: &str) -> uuid::Uuid {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::routes::table::*;
 
     fn op(method: Method, path: &str) -> Op {
         check_path(path).unwrap();
