@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use graphguard::authn::jwt::remote::KeySet;
+use graphguard::authn::jwt::keys::KeySet;
 use graphguard::authn::jwt::JwtAuthenticator;
 use graphguard::policy::config::JwtConfig;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};

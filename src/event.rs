@@ -145,7 +145,7 @@ pub enum EventParseError {
     #[error("unknown resource {0:?} (valid: threads, assistants, crons, store)")]
     UnknownResource(String),
     /// The action is not one the resource has.
-    #[error("{resource} has no action {action:?} (valid: {})", valid_actions(*.resource))]
+    #[error("{resource} has no action {action:?} (valid: {})", valid_actions(.resource))]
     UnknownAction {
         /// The resource.
         resource: &'static str,

@@ -30,9 +30,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::authn::jwt::remote::{self, FetchError, HttpClient};
+use crate::authn::http_client::{self, FetchError, HttpClient};
 use crate::authn::AuthOutcome;
-use crate::error::GatewayError;
+use crate::error::{AuthFailure, GatewayError};
 use crate::policy::config::{AnonymousConfig, ForwardConfig};
 use crate::user::User;
 
@@ -144,7 +144,7 @@ impl Inner {
                 return unavailable("Authentication service unavailable");
             }
         };
-        let (status, headers, body) = match remote::send(
+        let (status, headers, body) = match http_client::send(
             &self.client,
             req,
             self.timeout,
@@ -181,7 +181,8 @@ impl Inner {
                     .unwrap_or(HeaderValue::from_static("Bearer error=\"invalid_token\""));
                 Answer::Refuse(
                     GatewayError::new(StatusCode::UNAUTHORIZED, detail)
-                        .with_header(http::header::WWW_AUTHENTICATE, challenge),
+                        .with_header(http::header::WWW_AUTHENTICATE, challenge)
+                        .with_auth_failure(AuthFailure::Other),
                 )
             }
             403 => Answer::Refuse(GatewayError::forbidden(
@@ -221,14 +222,9 @@ fn to_user(b: AllowBody) -> Result<User, String> {
     })
 }
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("forward lookup without a call context")]
 struct NoContext;
-impl std::fmt::Display for NoContext {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("forward lookup without a call context")
-    }
-}
-impl std::error::Error for NoContext {}
 
 #[async_trait]
 impl Lookup<[u8; 32], Arc<Cached>, Call> for ForwardLookup {
@@ -257,7 +253,7 @@ impl Lookup<[u8; 32], Arc<Cached>, Call> for ForwardLookup {
 impl ForwardAuthenticator {
     /// Compile a `forward` section (no network access).
     pub fn from_config(c: &ForwardConfig) -> Result<ForwardAuthenticator, String> {
-        let url = remote::parse_http_url(&c.url).map_err(|e| format!("url: {e}"))?;
+        let url = http_client::parse_http_url(&c.url).map_err(|e| format!("url: {e}"))?;
         let method = match c.method.as_deref().map(str::to_ascii_uppercase).as_deref() {
             None | Some("GET") => Method::GET,
             Some("POST") => Method::POST,
@@ -292,7 +288,7 @@ impl ForwardAuthenticator {
             timeout,
             allow_ttl,
             deny_ttl,
-            client: remote::http_client(timeout)?,
+            client: http_client::http_client(timeout)?,
             calls: AtomicU64::new(0),
         });
         let lock = Some(timeout + Duration::from_secs(1));

@@ -5,6 +5,7 @@
 //! and external (`forward`) authenticators are further variants of the same enum.
 
 pub mod forward;
+pub mod http_client;
 pub mod jwt;
 
 use std::collections::HashMap;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
-use crate::error::GatewayError;
+use crate::error::{AuthFailure, GatewayError};
 use crate::policy::config::ApiKeyEntry;
 use crate::user::User;
 
@@ -98,10 +99,10 @@ pub async fn authenticate(
     if let Some(e) = declined {
         return Err(e);
     }
-    Err(GatewayError::unauthorized(
-        "Missing authentication credentials",
-        BEARER_CHALLENGE,
-    ))
+    Err(
+        GatewayError::unauthorized("Missing authentication credentials", BEARER_CHALLENGE)
+            .with_auth_failure(AuthFailure::Missing),
+    )
 }
 
 /// Static API keys, held as SHA-256 digests and looked up by the digest of the presented
@@ -179,10 +180,13 @@ impl ApiKeys {
             return AuthOutcome::NotMine;
         };
         if values.next().is_some() {
-            return AuthOutcome::Rejected(GatewayError::unauthorized(
-                format!("More than one {} header", self.header),
-                BEARER_CHALLENGE,
-            ));
+            return AuthOutcome::Rejected(
+                GatewayError::unauthorized(
+                    format!("More than one {} header", self.header),
+                    BEARER_CHALLENGE,
+                )
+                .with_auth_failure(AuthFailure::Other),
+            );
         }
         let Ok(value) = value.to_str() else {
             return AuthOutcome::Rejected(invalid_key());
@@ -196,10 +200,13 @@ impl ApiKeys {
                 // Another scheme (e.g. Basic) may belong to another authenticator.
                 (Some(scheme), Some(_)) if !scheme.is_empty() => return AuthOutcome::NotMine,
                 _ => {
-                    return AuthOutcome::Rejected(GatewayError::unauthorized(
-                        "Invalid authorization header: expected 'Bearer <token>'",
-                        BEARER_CHALLENGE,
-                    ))
+                    return AuthOutcome::Rejected(
+                        GatewayError::unauthorized(
+                            "Invalid authorization header: expected 'Bearer <token>'",
+                            BEARER_CHALLENGE,
+                        )
+                        .with_auth_failure(AuthFailure::InvalidToken),
+                    )
                 }
             }
         } else {
@@ -218,6 +225,7 @@ impl ApiKeys {
 
 fn invalid_key() -> GatewayError {
     GatewayError::unauthorized("Invalid API key", "Bearer error=\"invalid_token\"")
+        .with_auth_failure(AuthFailure::InvalidApiKey)
 }
 
 fn parse_digest(hexstr: &str) -> Result<[u8; 32], String> {

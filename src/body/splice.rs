@@ -33,40 +33,30 @@ const METADATA: &str = "metadata";
 const LINEAR_LIMIT: usize = 16;
 
 /// Why a body could not be used.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BodyError {
     /// Not valid JSON (includes invalid UTF-8 and trailing garbage); carries
     /// the parser's message.
+    #[error("request body is not valid JSON: {0}")]
     InvalidJson(String),
     /// The top-level value is valid JSON but not an object.
+    #[error("request body is not a JSON object")]
     NotAnObject,
     /// The same key (compared after unescaping) appears twice at top level or
     /// twice inside the object under `metadata`; carries the unescaped key.
+    #[error("duplicate key {} in request body", quoted(.0))]
     DuplicateKey(String),
     /// Objects/arrays are nested deeper than the allowed limit.
+    #[error("request body is nested too deeply")]
     TooDeep,
 }
 
-impl fmt::Display for BodyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BodyError::InvalidJson(msg) => write!(f, "request body is not valid JSON: {msg}"),
-            BodyError::NotAnObject => f.write_str("request body is not a JSON object"),
-            BodyError::DuplicateKey(key) => {
-                let mut quoted = Vec::with_capacity(key.len() + 2);
-                write_json_string(&mut quoted, key);
-                write!(
-                    f,
-                    "duplicate key {} in request body",
-                    String::from_utf8_lossy(&quoted)
-                )
-            }
-            BodyError::TooDeep => f.write_str("request body is nested too deeply"),
-        }
-    }
+/// A key as a JSON string literal.
+fn quoted(key: &str) -> String {
+    let mut quoted = Vec::with_capacity(key.len() + 2);
+    write_json_string(&mut quoted, key);
+    String::from_utf8_lossy(&quoted).into_owned()
 }
-
-impl std::error::Error for BodyError {}
 
 /// One object member: unescaped key plus byte offsets into the source.
 struct Member<'a> {

@@ -222,7 +222,8 @@ pub struct Reply {
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
-/// The final outcome.
+/// The final outcome. (Not boxed: one outcome per request, moved out of the decision.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// Forward upstream.
@@ -261,7 +262,8 @@ pub struct Decision {
     pub outcome: Outcome,
 }
 
-/// The result of one call to [`decide`].
+/// The result of one call to [`decide`]. (Not boxed: a decision is made once per request.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Next {
     /// Look this up and call again.
@@ -334,7 +336,9 @@ impl From<GatewayError> for Stop {
     }
 }
 
-type R<T> = Result<T, Stop>;
+/// A step of the decision: its value, or the end of the decision (a refusal, or a fact to
+/// look up before deciding again).
+type Decided<THREADS> = Result<THREADS, Stop>;
 
 struct Cx<'a> {
     policy: &'a Policy,
@@ -379,10 +383,10 @@ enum Subject {
     Deferred,
 }
 
-const T: Resource = Resource::Threads;
-const A: Resource = Resource::Assistants;
-const C: Resource = Resource::Crons;
-const S: Resource = Resource::Store;
+const THREADS: Resource = Resource::Threads;
+const ASSISTANTS: Resource = Resource::Assistants;
+const CRONS: Resource = Resource::Crons;
+const STORE: Resource = Resource::Store;
 
 fn forward() -> Forward {
     Forward {
@@ -415,7 +419,7 @@ pub fn empty_map() -> &'static Map<String, Value> {
 impl<'a> Cx<'a> {
     /// Roles and access policies for an event on the current subject (the tables of docs/access-control.md),
     /// before the handler runs on what they allow.
-    fn check_access(&mut self, event: Event) -> R<()> {
+    fn check_access(&mut self, event: Event) -> Decided<()> {
         let ac = &self.policy.access;
         if !ac.is_enabled() {
             return Ok(());
@@ -456,7 +460,7 @@ impl<'a> Cx<'a> {
     }
 
     /// A create: the handler stamps first, then access policies read the stamped metadata.
-    fn grant_create(&mut self, event: Event) -> R<Grant> {
+    fn grant_create(&mut self, event: Event) -> Decided<Grant> {
         let r = self.policy.evaluate(event, self.user);
         self.record(event, &r);
         let g = r?;
@@ -515,7 +519,7 @@ impl<'a> Cx<'a> {
     }
 
     /// Run the access check and then the handler for an event; a refusal stops the decision.
-    fn grant(&mut self, resource: Resource, action: Action) -> R<Grant> {
+    fn grant(&mut self, resource: Resource, action: Action) -> Decided<Grant> {
         let event = Event::new(resource, action);
         if matches!(self.subject, Subject::CreateBody) {
             return self.grant_create(event);
@@ -539,7 +543,7 @@ impl<'a> Cx<'a> {
     }
 
     /// A looked-up fact, or stop and ask for it.
-    fn fact(&self, t: Target) -> R<Option<Arc<Value>>> {
+    fn fact(&self, t: Target) -> Decided<Option<Arc<Value>>> {
         if let Some(f) = self.facts.get(&t) {
             return Ok(f.clone());
         }
@@ -557,7 +561,7 @@ impl<'a> Cx<'a> {
     }
 
     /// LangGraph's by-id check: with an active filter the resource must exist and pass.
-    fn check(&self, g: &Grant, t: Target, miss: Miss, id: &str) -> R<()> {
+    fn check(&self, g: &Grant, t: Target, miss: Miss, id: &str) -> Decided<()> {
         if let Some(f) = g.active_filter() {
             match self.fact(t)? {
                 Some(v) if f.matches(metadata_ref(&v)) => {}
@@ -567,14 +571,14 @@ impl<'a> Cx<'a> {
         Ok(())
     }
 
-    fn obj(&self) -> R<&'a ObjectBody<'a>> {
+    fn obj(&self) -> Decided<&'a ObjectBody<'a>> {
         match self.input.body {
             Body::Object(o) => Ok(o),
             _ => Err(GatewayError::internal("route body kind mismatch").into()),
         }
     }
 
-    fn str_field(&self, key: &str) -> R<Option<String>> {
+    fn str_field(&self, key: &str) -> Decided<Option<String>> {
         match self.obj()?.get::<Value>(key).map_err(body_error)? {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
@@ -582,14 +586,14 @@ impl<'a> Cx<'a> {
         }
     }
 
-    fn param(&self, v: &Option<String>) -> R<String> {
+    fn param(&self, v: &Option<String>) -> Decided<String> {
         v.clone()
             .ok_or_else(|| GatewayError::internal("missing path parameter").into())
     }
 
     /// Check the body's fields against the route's inventory, decide the route, and carry the
     /// field edits into whatever is forwarded.
-    fn run(&mut self) -> R<Outcome> {
+    fn run(&mut self) -> Decided<Outcome> {
         self.check_fields()?;
         let mut outcome = self.route()?;
         if let Outcome::Forward(f) = &mut outcome {
@@ -604,7 +608,7 @@ impl<'a> Cx<'a> {
     /// ([`crate::routes::fields`]); each one present is checked for its kind: ids canonical,
     /// assistants resolvable, webhooks allowed, identity keys removed from configuration
     /// objects (the edits are kept for the forward).
-    fn check_fields(&mut self) -> R<()> {
+    fn check_fields(&mut self) -> Decided<()> {
         match (self.input.body, self.input.route.route.body) {
             (Body::Object(o), BodyKind::Object(shape)) => {
                 self.edits = self.vet(o, shape)?;
@@ -622,13 +626,13 @@ impl<'a> Cx<'a> {
     }
 
     /// [`Cx::check_fields`] for one object of a shape.
-    fn vet(&self, o: &ObjectBody<'_>, shape: &'static Shape) -> R<Vec<Edit>> {
+    fn vet(&self, o: &ObjectBody<'_>, shape: &'static Shape) -> Decided<Vec<Edit>> {
         let mut edits = Vec::new();
         for field in shape.fields {
             let Some(raw) = o.get_raw(field.name) else {
                 continue;
             };
-            let v = || -> R<Value> {
+            let v = || -> Decided<Value> {
                 serde_json::from_slice(raw).map_err(|_| body_error(BodyError::NotAnObject).into())
             };
             match field.kind {
@@ -684,7 +688,7 @@ impl<'a> Cx<'a> {
     }
 
     /// A run configuration with identity keys removed from its `configurable`, if any were.
-    fn scrub_config(&self, raw: &[u8]) -> R<Option<Vec<u8>>> {
+    fn scrub_config(&self, raw: &[u8]) -> Decided<Option<Vec<u8>>> {
         if raw.first() != Some(&b'{') {
             return Ok(None);
         }
@@ -701,7 +705,7 @@ impl<'a> Cx<'a> {
     /// carry the user (whatever `settings.user_headers` calls them, in any case, and anything
     /// under `x-graphguard-`), and LangGraph's reserved keys. A run fired by a cron has no
     /// request headers, so a client's copy would be all its graph sees.
-    fn scrub(&self, raw: &[u8]) -> R<Option<Vec<u8>>> {
+    fn scrub(&self, raw: &[u8]) -> Decided<Option<Vec<u8>>> {
         if raw.first() != Some(&b'{') {
             return Ok(None);
         }
@@ -727,7 +731,7 @@ impl<'a> Cx<'a> {
     }
 
     /// A webhook URL the server would call: refused (403) unless `settings.webhooks` allows it.
-    fn check_webhook(&self, url: &str) -> R<()> {
+    fn check_webhook(&self, url: &str) -> Decided<()> {
         let refuse = |why: String| -> Stop { GatewayError::forbidden(why).into() };
         match self.policy.webhooks.check(url).map_err(refuse)? {
             Verdict::Allowed => Ok(()),
@@ -752,7 +756,7 @@ impl<'a> Cx<'a> {
     }
 
     /// The body with `op`'s edits and the field edits of [`Cx::check_fields`].
-    fn body_with(&self, op: &[(&str, Option<&[u8]>)]) -> R<NewBody> {
+    fn body_with(&self, op: &[(&str, Option<&[u8]>)]) -> Decided<NewBody> {
         let o = self.obj()?;
         if self.edits.is_empty() {
             return Ok(o.splice_body(op));
@@ -767,7 +771,7 @@ impl<'a> Cx<'a> {
     }
 
     /// The route's own rules (docs/semantics.md §5), once the fields are known to be sound.
-    fn route(&mut self) -> R<Outcome> {
+    fn route(&mut self) -> Decided<Outcome> {
         let p = &self.input.route.params;
         let op = self.input.route.route.op;
         Ok(Outcome::Forward(match op {
@@ -790,7 +794,7 @@ impl<'a> Cx<'a> {
             }
             Op::ThreadCreate => self.thread_create()?,
             Op::ThreadSearch { count } => {
-                return self.search(T, "/threads/search", count, None);
+                return self.search(THREADS, "/threads/search", count, None);
             }
             Op::ThreadPrune => self.thread_prune()?,
             Op::ThreadById { miss } => {
@@ -804,7 +808,7 @@ impl<'a> Cx<'a> {
                     .first()
                     .map(|e| e.action)
                     .unwrap_or(Action::Read);
-                let g = match self.grant(T, action) {
+                let g = match self.grant(THREADS, action) {
                     Err(Stop::Refuse(e)) if miss == Miss::ThreadNotFoundSse => {
                         return Err(self.sse_headers(e.as_sse()).into())
                     }
@@ -828,7 +832,7 @@ impl<'a> Cx<'a> {
                 self.on(Subject::Target(Target::Thread(tid.clone())));
                 // The handler runs only if the thread exists: a missing thread is 404 even
                 // when the handler would deny.
-                let g = match self.grant(T, Action::Update) {
+                let g = match self.grant(THREADS, Action::Update) {
                     Ok(g) => g,
                     Err(Stop::Refuse(e)) => {
                         return match self.fact(Target::Thread(tid.clone()))? {
@@ -846,8 +850,8 @@ impl<'a> Cx<'a> {
             Op::ThreadStateUpdate => {
                 let tid = self.param(&p.thread_id)?;
                 self.on(Subject::Target(Target::Thread(tid.clone())));
-                let upd = self.grant(T, Action::Update)?;
-                let read = self.grant(T, Action::Read)?;
+                let upd = self.grant(THREADS, Action::Update)?;
+                let read = self.grant(THREADS, Action::Read)?;
                 self.check(&read, Target::Thread(tid.clone()), Miss::ThreadWithId, &tid)?;
                 if upd.active_filter().is_some() {
                     self.check(&upd, Target::Thread(tid.clone()), Miss::ThreadWithId, &tid)
@@ -864,23 +868,23 @@ impl<'a> Cx<'a> {
             Op::ThreadCopy => {
                 let tid = self.param(&p.thread_id)?;
                 self.on(Subject::Target(Target::Thread(tid.clone())));
-                let read = self.grant(T, Action::Read)?;
+                let read = self.grant(THREADS, Action::Read)?;
                 self.check(&read, Target::Thread(tid.clone()), Miss::Conflict, &tid)?;
                 // The create handler is only a veto: the copy keeps the source's metadata.
-                self.grant(T, Action::Create)?;
+                self.grant(THREADS, Action::Create)?;
                 forward()
             }
             Op::ThreadCommands => {
                 let tid = self.param(&p.thread_id)?;
                 self.on(Subject::Target(Target::Thread(tid.clone())));
-                let g = self.grant(T, Action::CreateRun)?;
+                let g = self.grant(THREADS, Action::CreateRun)?;
                 self.check(
                     &g,
                     Target::Thread(tid.clone()),
                     Miss::ThreadOrAssistant,
                     &tid,
                 )?;
-                let read = self.grant(T, Action::Read)?;
+                let read = self.grant(THREADS, Action::Read)?;
                 self.check(
                     &read,
                     Target::Thread(tid.clone()),
@@ -896,9 +900,9 @@ impl<'a> Cx<'a> {
             Op::RunList => {
                 let tid = self.param(&p.thread_id)?;
                 self.on(Subject::Target(Target::Thread(tid.clone())));
-                let read = self.grant(T, Action::Read)?;
+                let read = self.grant(THREADS, Action::Read)?;
                 self.check(&read, Target::Thread(tid.clone()), Miss::ThreadWithId, &tid)?;
-                let search = self.grant(T, Action::Search)?;
+                let search = self.grant(THREADS, Action::Search)?;
                 self.check(
                     &search,
                     Target::Thread(tid.clone()),
@@ -910,7 +914,7 @@ impl<'a> Cx<'a> {
             Op::RunsCancel => self.runs_cancel()?,
             Op::AssistantCreate => self.assistant_create()?,
             Op::AssistantSearch { count } => {
-                return self.search(A, "/assistants/search", count, None)
+                return self.search(ASSISTANTS, "/assistants/search", count, None)
             }
             Op::AssistantById { miss, stamp } => {
                 // `/graph` also takes a graph name: it means the graph's system assistant
@@ -925,7 +929,7 @@ impl<'a> Cx<'a> {
                     .first()
                     .map(|e| e.action)
                     .unwrap_or(Action::Read);
-                let g = self.grant(A, action)?;
+                let g = self.grant(ASSISTANTS, action)?;
                 self.check(&g, Target::Assistant(aid.clone()), miss, &aid)?;
                 let mut f = if stamp {
                     self.stamped(&g, false)?
@@ -940,7 +944,7 @@ impl<'a> Cx<'a> {
             Op::AssistantVersions => {
                 let aid = self.param(&p.assistant_id)?;
                 self.on(Subject::Target(Target::Assistant(aid.clone())));
-                let g = self.grant(A, Action::Read)?;
+                let g = self.grant(ASSISTANTS, Action::Read)?;
                 let mut f = forward();
                 if let Some(filter) = g.active_filter() {
                     if self.fact(Target::Assistant(aid.clone()))?.is_none() {
@@ -956,7 +960,7 @@ impl<'a> Cx<'a> {
             Op::AssistantDelete => {
                 let aid = self.param(&p.assistant_id)?;
                 self.on(Subject::Target(Target::Assistant(aid.clone())));
-                let g = self.grant(A, Action::Delete)?;
+                let g = self.grant(ASSISTANTS, Action::Delete)?;
                 self.check(
                     &g,
                     Target::Assistant(aid.clone()),
@@ -966,12 +970,12 @@ impl<'a> Cx<'a> {
                 if query_flag(self.input.query, "delete_threads") {
                     // The server deletes every thread that ran with this assistant, whoever
                     // owns it: only a caller whose thread deletes depend on nothing may.
-                    let td = self.grant(T, Action::Delete)?;
+                    let td = self.grant(THREADS, Action::Delete)?;
                     let per_thread = td.active_filter().is_some()
                         || self
                             .policy
                             .access
-                            .needs_tags(self.user, Event::new(T, Action::Delete));
+                            .needs_tags(self.user, Event::new(THREADS, Action::Delete));
                     if per_thread {
                         return Err(GatewayError::forbidden(
                             "delete_threads cannot be authorized thread by thread behind graphguard; \
@@ -997,7 +1001,7 @@ impl<'a> Cx<'a> {
                     .first()
                     .map(|e| e.action)
                     .unwrap_or(Action::Read);
-                let g = self.grant(C, action)?;
+                let g = self.grant(CRONS, action)?;
                 self.check(&g, Target::Cron(cid.clone()), miss, &cid)?;
                 let stamp = stamp
                     && self
@@ -1026,7 +1030,7 @@ impl<'a> Cx<'a> {
     /// Stamp the grant's metadata into the body's `metadata` (overwriting client values).
     /// `search`: the body's metadata is a containment filter; stamping narrows it, exactly as
     /// LangGraph's in-place mutation does.
-    fn stamped(&self, g: &Grant, _search: bool) -> R<Forward> {
+    fn stamped(&self, g: &Grant, _search: bool) -> Decided<Forward> {
         let mut f = forward();
         if let Some(md) = g.metadata.as_ref().filter(|m| !m.is_empty()) {
             let o = self.obj()?;
@@ -1062,7 +1066,7 @@ impl<'a> Cx<'a> {
     /// `input.respond` resumes one: their parameters are checked against the inventory like a
     /// run's body (the server sanitizes neither), `run.start`'s assistant is checked as on run
     /// creation, and the handler's metadata is stamped into its `params.metadata`.
-    fn command(&mut self, g: &Grant) -> R<Forward> {
+    fn command(&mut self, g: &Grant) -> Decided<Forward> {
         let shape = match self.str_field("method")?.as_deref() {
             Some("run.start") => &crate::routes::fields::RUN_START_PARAMS,
             Some("input.respond") => &crate::routes::fields::INPUT_RESPOND_PARAMS,
@@ -1118,9 +1122,9 @@ impl<'a> Cx<'a> {
         })
     }
 
-    fn thread_create(&mut self) -> R<Forward> {
+    fn thread_create(&mut self) -> Decided<Forward> {
         self.on(Subject::CreateBody);
-        let g = self.grant(T, Action::Create)?;
+        let g = self.grant(THREADS, Action::Create)?;
         self.on(Subject::None);
         let tid = self.str_field("thread_id")?;
         let do_nothing = self.str_field("if_exists")?.as_deref() == Some("do_nothing");
@@ -1131,13 +1135,13 @@ impl<'a> Cx<'a> {
         if let Some(tid) = &tid {
             if g.active_filter().is_some() || do_nothing {
                 if let Some(v) = self.fact(Target::Thread(tid.clone()))? {
-                    self.create_on_existing(T, &g, tid, &v, do_nothing, supersteps)?;
+                    self.create_on_existing(THREADS, &g, tid, &v, do_nothing, supersteps)?;
                 }
             }
         }
         if supersteps {
-            self.grant(T, Action::Update)?;
-            self.grant(T, Action::Read)?;
+            self.grant(THREADS, Action::Update)?;
+            self.grant(THREADS, Action::Read)?;
         }
         let mut f = self.stamped(&g, false)?;
         if let Some(tid) = tid {
@@ -1160,9 +1164,9 @@ impl<'a> Cx<'a> {
         existing: &Value,
         do_nothing: bool,
         supersteps: bool,
-    ) -> R<()> {
+    ) -> Decided<()> {
         let (target, exists) = match res {
-            T => (
+            THREADS => (
                 Target::Thread(id.to_string()),
                 format!("Thread with ID {id} already exists"),
             ),
@@ -1179,7 +1183,7 @@ impl<'a> Cx<'a> {
             return Ok(());
         }
         let mut actions = vec![Action::Read];
-        if supersteps && res == T {
+        if supersteps && res == THREADS {
             actions.push(Action::Update);
         }
         let saved = std::mem::replace(&mut self.subject, Subject::Target(target));
@@ -1201,16 +1205,16 @@ impl<'a> Cx<'a> {
         verdict
     }
 
-    fn assistant_create(&mut self) -> R<Forward> {
+    fn assistant_create(&mut self) -> Decided<Forward> {
         self.on(Subject::CreateBody);
-        let g = self.grant(A, Action::Create)?;
+        let g = self.grant(ASSISTANTS, Action::Create)?;
         self.on(Subject::None);
         let aid = self.str_field("assistant_id")?;
         let do_nothing = self.str_field("if_exists")?.as_deref() == Some("do_nothing");
         if let Some(aid) = &aid {
             if g.active_filter().is_some() || do_nothing {
                 if let Some(v) = self.fact(Target::Assistant(aid.clone()))? {
-                    self.create_on_existing(A, &g, aid, &v, do_nothing, false)?;
+                    self.create_on_existing(ASSISTANTS, &g, aid, &v, do_nothing, false)?;
                 }
             }
         }
@@ -1225,17 +1229,17 @@ impl<'a> Cx<'a> {
     /// `POST /runs/cancel`: by thread and runs, or by status. Cancelling by status reaches
     /// every thread on the server, so it is refused whenever the caller's access depends on
     /// the thread (a handler filter, or access policies that read its tags).
-    fn runs_cancel(&mut self) -> R<Forward> {
+    fn runs_cancel(&mut self) -> Decided<Forward> {
         let tid = self.str_field("thread_id")?;
         if let Some(tid) = &tid {
             self.on(Subject::Target(Target::Thread(tid.clone())));
         }
-        let g = self.grant(T, Action::Update)?;
+        let g = self.grant(THREADS, Action::Update)?;
         let per_thread = g.active_filter().is_some()
             || self
                 .policy
                 .access
-                .needs_tags(self.user, Event::new(T, Action::Update));
+                .needs_tags(self.user, Event::new(THREADS, Action::Update));
         match tid {
             Some(tid) => {
                 self.check(&g, Target::Thread(tid.clone()), Miss::NoRunsToCancel, &tid)?;
@@ -1253,7 +1257,7 @@ impl<'a> Cx<'a> {
         }
     }
 
-    fn thread_prune(&mut self) -> R<Forward> {
+    fn thread_prune(&mut self) -> Decided<Forward> {
         let ids: Vec<String> = self
             .obj()?
             .get::<Vec<String>>("thread_ids")
@@ -1262,15 +1266,15 @@ impl<'a> Cx<'a> {
         if ids.is_empty() {
             return Ok(forward());
         }
-        let g = self.grant(T, Action::Delete)?;
+        let g = self.grant(THREADS, Action::Delete)?;
         if self
             .policy
             .access
-            .needs_tags(self.user, Event::new(T, Action::Delete))
+            .needs_tags(self.user, Event::new(THREADS, Action::Delete))
         {
             for id in &ids {
                 self.on(Subject::Target(Target::Thread(id.clone())));
-                self.check_access(Event::new(T, Action::Delete))?;
+                self.check_access(Event::new(THREADS, Action::Delete))?;
             }
         }
         let none = || GatewayError::not_found("At least one thread not found or not authorized");
@@ -1294,7 +1298,7 @@ impl<'a> Cx<'a> {
     /// the caller must be able to read it (step 4). A system assistant is recognised by its id
     /// (`uuid5(namespace, graph_id)` of its own graph), never by a `created_by: system`
     /// metadata value, which any creator could write.
-    fn assistant_read_check(&mut self, named: &str, miss: GatewayError) -> R<()> {
+    fn assistant_read_check(&mut self, named: &str, miss: GatewayError) -> Decided<()> {
         let aid = assistant_ref(named)?;
         let aid = aid.as_str();
         let Some(v) = self.fact(Target::Assistant(aid.to_string()))? else {
@@ -1312,7 +1316,7 @@ impl<'a> Cx<'a> {
             &mut self.subject,
             Subject::Target(Target::Assistant(aid.to_string())),
         );
-        let g = self.grant(A, Action::Read);
+        let g = self.grant(ASSISTANTS, Action::Read);
         self.subject = saved;
         let g = g?;
         if g.active_filter().is_some_and(|f| !f.matches(md)) {
@@ -1321,7 +1325,7 @@ impl<'a> Cx<'a> {
         Ok(())
     }
 
-    fn run_create(&mut self, on_thread: bool) -> R<Forward> {
+    fn run_create(&mut self, on_thread: bool) -> Decided<Forward> {
         let miss = GatewayError::not_found("Thread or assistant not found.");
         let aid = self.str_field("assistant_id")?;
         // An unknown assistant is 404 before any handler runs (semantics §5.2 step 2).
@@ -1338,7 +1342,7 @@ impl<'a> Cx<'a> {
             if self
                 .policy
                 .access
-                .needs_tags(self.user, Event::new(T, Action::CreateRun))
+                .needs_tags(self.user, Event::new(THREADS, Action::CreateRun))
                 && self.fact(t.clone())?.is_none()
             {
                 Subject::CreateBody
@@ -1349,7 +1353,7 @@ impl<'a> Cx<'a> {
             Subject::CreateBody
         };
         self.on(subject);
-        let g = self.grant(T, Action::CreateRun)?;
+        let g = self.grant(THREADS, Action::CreateRun)?;
         if let Some(aid) = aid {
             self.assistant_read_check(&aid, miss.clone())?;
         }
@@ -1372,7 +1376,7 @@ impl<'a> Cx<'a> {
         Ok(f)
     }
 
-    fn run_batch(&mut self) -> R<Forward> {
+    fn run_batch(&mut self) -> Decided<Forward> {
         let Body::Array(items) = self.input.body else {
             return Err(GatewayError::internal("route body kind mismatch").into());
         };
@@ -1393,7 +1397,7 @@ impl<'a> Cx<'a> {
                     return Err(miss.clone().into());
                 }
             }
-            let g = self.grant(T, Action::CreateRun)?;
+            let g = self.grant(THREADS, Action::CreateRun)?;
             if let Some(aid) = &aid {
                 self.assistant_read_check(aid, miss.clone())?;
             }
@@ -1442,7 +1446,7 @@ impl<'a> Cx<'a> {
         path: &'static str,
         count: bool,
         thread_filter: Option<ResolvedFilter>,
-    ) -> R<Outcome> {
+    ) -> Decided<Outcome> {
         self.on(Subject::PerItem);
         let g = self.grant(res, Action::Search)?;
         Ok(Outcome::Forward(self.search_forward(
@@ -1459,7 +1463,7 @@ impl<'a> Cx<'a> {
         path: &'static str,
         count: bool,
         thread_filter: Option<ResolvedFilter>,
-    ) -> R<Forward> {
+    ) -> Decided<Forward> {
         let o = self.obj()?;
         // The stamped metadata, then the filter's equalities (a later value for a key wins).
         let mut set: Vec<(&str, &Value)> = Vec::with_capacity(
@@ -1488,7 +1492,7 @@ impl<'a> Cx<'a> {
                 )
                 .into());
             }
-            let num = |k: &str, d: u64| -> R<u64> {
+            let num = |k: &str, d: u64| -> Decided<u64> {
                 match o.get::<Value>(k).map_err(body_error)? {
                     None | Some(Value::Null) => Ok(d),
                     Some(v) => v.as_u64().ok_or_else(|| {
@@ -1511,9 +1515,9 @@ impl<'a> Cx<'a> {
         Ok(f)
     }
 
-    fn cron_create(&mut self, on_thread: bool) -> R<Forward> {
+    fn cron_create(&mut self, on_thread: bool) -> Decided<Forward> {
         self.on(Subject::CreateBody);
-        let g = self.grant(C, Action::Create)?;
+        let g = self.grant(CRONS, Action::Create)?;
         self.on(Subject::None);
         if let Some(aid) = self.str_field("assistant_id")? {
             let miss = GatewayError::not_found(format!("Assistant '{aid}' not found"));
@@ -1523,7 +1527,7 @@ impl<'a> Cx<'a> {
         if on_thread {
             let tid = self.param(&self.input.route.params.thread_id)?;
             self.on(Subject::Target(Target::Thread(tid.clone())));
-            let read = self.grant(T, Action::Read)?;
+            let read = self.grant(THREADS, Action::Read)?;
             self.check(
                 &read,
                 Target::Thread(tid.clone()),
@@ -1534,15 +1538,15 @@ impl<'a> Cx<'a> {
         Ok(f)
     }
 
-    fn cron_search(&mut self, count: bool) -> R<Outcome> {
+    fn cron_search(&mut self, count: bool) -> Decided<Outcome> {
         self.on(Subject::PerItem);
-        let g = self.grant(C, Action::Search)?;
+        let g = self.grant(CRONS, Action::Search)?;
         self.on(Subject::None);
         let tid = self.str_field("thread_id")?;
         let thread_filter = match &tid {
             Some(tid) => {
                 self.on(Subject::Target(Target::Thread(tid.clone())));
-                let read = self.grant(T, Action::Read)?;
+                let read = self.grant(THREADS, Action::Read)?;
                 if read.active_filter().is_some() {
                     let visible = match self.fact(Target::Thread(tid.clone()))? {
                         Some(v) => read
@@ -1556,7 +1560,10 @@ impl<'a> Cx<'a> {
                 }
                 None
             }
-            None => self.grant(T, Action::Search)?.active_filter().cloned(),
+            None => self
+                .grant(THREADS, Action::Search)?
+                .active_filter()
+                .cloned(),
         };
         Ok(Outcome::Forward(self.search_forward(
             &g,
@@ -1566,7 +1573,7 @@ impl<'a> Cx<'a> {
         )?))
     }
 
-    fn store(&mut self, op: Op) -> R<Forward> {
+    fn store(&mut self, op: Op) -> Decided<Forward> {
         let (action, field) = match op {
             Op::StorePut => (Action::Put, "namespace"),
             Op::StoreGet => (Action::Get, "namespace"),
@@ -1612,7 +1619,7 @@ impl<'a> Cx<'a> {
         }
         // Labels are validated before the handler runs (semantics §6).
         self.on(Subject::Deferred);
-        let g = self.grant(S, action)?;
+        let g = self.grant(STORE, action)?;
         if let Some((prefix, mode, message)) = &g.namespace {
             let current = ns.clone().unwrap_or_default();
             let has_prefix =
@@ -1638,7 +1645,7 @@ impl<'a> Cx<'a> {
             }
         }
         // Access policies read the item at its final namespace.
-        let event = Event::new(S, action);
+        let event = Event::new(STORE, action);
         let final_ns = match (&g.namespace, &ns) {
             (Some((prefix, NamespaceMode::Rewrite, _)), cur) => {
                 let cur = cur.clone().unwrap_or_default();
@@ -1759,20 +1766,15 @@ impl StoreQuery {
         let mut namespace = None;
         let mut key: Option<String> = None;
         for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-            match k.as_ref() {
-                "namespace" => {
-                    if namespace.replace(v.into_owned()).is_some() {
-                        return Err(GatewayError::bad_request(
-                            "Repeated query parameter 'namespace'",
-                        ));
-                    }
-                }
-                "key" => {
-                    if key.replace(v.into_owned()).is_some() {
-                        return Err(GatewayError::bad_request("Repeated query parameter 'key'"));
-                    }
-                }
-                _ => {}
+            let slot = match k.as_ref() {
+                "namespace" => &mut namespace,
+                "key" => &mut key,
+                _ => continue,
+            };
+            if slot.replace(v.into_owned()).is_some() {
+                return Err(GatewayError::bad_request(format!(
+                    "Repeated query parameter '{k}'"
+                )));
             }
         }
         Ok(StoreQuery { namespace, key })

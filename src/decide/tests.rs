@@ -106,20 +106,20 @@ fn example(name: &str) -> Policy {
     Policy::load_dir(&dir).unwrap_or_else(|e| panic!("{}: {e:?}", dir.display()))
 }
 
-/// H1: one global handler stamping and filtering `owner`.
-fn h1() -> Policy {
+/// policies/owner: one global handler stamping and filtering `owner`.
+fn owner() -> Policy {
     example("owner")
 }
-/// H2: resource-specific handlers (assistants and crons denied, store namespace required).
-fn h2() -> Policy {
+/// policies/resource: resource-specific handlers (assistants and crons denied, store namespace required).
+fn resource() -> Policy {
     example("resource")
 }
-/// H3: participants stamped at create, `$contains` filter elsewhere.
-fn h3() -> Policy {
+/// policies/participants: participants stamped at create, `$contains` filter elsewhere.
+fn participants() -> Policy {
     example("participants")
 }
-/// H4: store namespaces rewritten under the identity, owner isolation elsewhere.
-fn h4() -> Policy {
+/// policies/store-rewrite: store namespaces rewritten under the identity, owner isolation elsewhere.
+fn store_rewrite() -> Policy {
     example("store-rewrite")
 }
 
@@ -290,7 +290,7 @@ fn cron(id: &str) -> Target {
 
 #[test]
 fn public_route_is_forwarded_unauthenticated_without_handlers() {
-    let r = get(&h1(), &user("alice"), "/ok");
+    let r = get(&owner(), &user("alice"), "/ok");
     assert_eq!(
         r.forward(),
         &Forward {
@@ -311,7 +311,7 @@ fn internal_and_deploy_routes_are_blocked() {
         (Method::POST, "/deploy"),
         (Method::GET, "/deploy/op1/stream"),
     ] {
-        let r = run(&h1(), &user("alice"), m, uri, "");
+        let r = run(&owner(), &user("alice"), m, uri, "");
         r.assert_refused(
             403,
             "graphguard never forwards the agent server's /internal and /deploy routes",
@@ -322,7 +322,7 @@ fn internal_and_deploy_routes_are_blocked() {
 
 #[test]
 fn mcp_is_refused_unless_enabled() {
-    let r = post(&h1(), &user("alice"), "/mcp", "{}");
+    let r = post(&owner(), &user("alice"), "/mcp", "{}");
     r.assert_refused(
         403,
         "This route's inner calls bypass authorization handlers; enable it with settings.unmediated_routes: [mcp]",
@@ -331,7 +331,7 @@ fn mcp_is_refused_unless_enabled() {
 
 #[test]
 fn ui_post_is_refused_unless_enabled() {
-    let r = post(&h1(), &user("alice"), "/ui/agent", "{}");
+    let r = post(&owner(), &user("alice"), "/ui/agent", "{}");
     r.assert_refused(
         403,
         "This route's inner calls bypass authorization handlers; enable it with settings.unmediated_routes: [ui]",
@@ -358,7 +358,7 @@ fn enabled_unmediated_route_is_forwarded_authenticated() {
 fn thread_create_stamps_owner_over_client_owner() {
     // Scenario 4.
     let r = post(
-        &h1(),
+        &owner(),
         &user("alice"),
         "/threads",
         r#"{"metadata":{"owner":"bob","topic":"t"}}"#,
@@ -376,7 +376,7 @@ fn thread_create_stamps_owner_over_client_owner() {
 #[test]
 fn thread_create_adds_metadata_when_client_sent_none() {
     let r = post(
-        &h1(),
+        &owner(),
         &user("alice"),
         "/threads",
         r#"{"if_exists":"raise"}"#,
@@ -391,7 +391,7 @@ fn thread_create_adds_metadata_when_client_sent_none() {
 fn thread_create_with_foreign_existing_id_is_conflict_even_with_do_nothing() {
     // Scenario 9, bob.
     let body = format!(r#"{{"thread_id":"{ALICE_T}","if_exists":"do_nothing"}}"#);
-    let r = post(&h1(), &user("bob"), "/threads", &body);
+    let r = post(&owner(), &user("bob"), "/threads", &body);
     r.assert_refused(409, &format!("Thread with ID {ALICE_T} already exists"));
     assert_eq!(r.needed, [thread(ALICE_T)]);
 }
@@ -400,7 +400,7 @@ fn thread_create_with_foreign_existing_id_is_conflict_even_with_do_nothing() {
 fn thread_create_with_own_existing_id_is_forwarded() {
     // Scenario 9, alice: the upstream answers 200 with the unchanged thread.
     let body = format!(r#"{{"thread_id":"{ALICE_T}","if_exists":"do_nothing"}}"#);
-    let r = post(&h1(), &user("alice"), "/threads", &body);
+    let r = post(&owner(), &user("alice"), "/threads", &body);
     assert_eq!(r.body()["metadata"], json!({"owner": "alice"}));
     assert_eq!(r.forward().invalidate, [thread(ALICE_T)]);
 }
@@ -408,7 +408,7 @@ fn thread_create_with_own_existing_id_is_forwarded() {
 #[test]
 fn thread_create_with_new_id_invalidates_cached_lookup() {
     let body = format!(r#"{{"thread_id":"{NEW_T}"}}"#);
-    let r = post(&h1(), &user("alice"), "/threads", &body);
+    let r = post(&owner(), &user("alice"), "/threads", &body);
     assert_eq!(r.needed, [thread(NEW_T)]);
     assert_eq!(r.forward().invalidate, [thread(NEW_T)]);
 }
@@ -419,7 +419,7 @@ fn thread_create_with_new_id_invalidates_cached_lookup() {
 fn large_create_bodies_are_spliced_in_pieces() {
     let big = "m".repeat(20 * 1024);
     let body = format!(r#"{{"metadata":{{"owner":"bob","k":1}},"ttl":"{big}"}}"#);
-    let r = post(&h2(), &user("alice"), "/threads", &body);
+    let r = post(&resource(), &user("alice"), "/threads", &body);
     let Some(NewBody::Spliced(pieces)) = &r.forward().body else {
         panic!(
             "expected pieces, got {:?}",
@@ -431,7 +431,12 @@ fn large_create_bodies_are_spliced_in_pieces() {
         r.sent(),
         format!(r#"{{"metadata":{{"owner":"alice","k":1}},"ttl":"{big}"}}"#).into_bytes()
     );
-    let small = post(&h2(), &user("alice"), "/threads", r#"{"metadata":{}}"#);
+    let small = post(
+        &resource(),
+        &user("alice"),
+        "/threads",
+        r#"{"metadata":{}}"#,
+    );
     assert!(matches!(small.forward().body, Some(NewBody::Whole(_))));
     assert_eq!(small.body()["metadata"], json!({"owner": "alice"}));
 }
@@ -440,7 +445,7 @@ fn large_create_bodies_are_spliced_in_pieces() {
 fn thread_create_without_create_filter_does_not_look_up_the_id() {
     // H2's threads:create only stamps: LangGraph uses no filter, so no conflict check.
     let body = format!(r#"{{"thread_id":"{BOB_T}"}}"#);
-    let r = post(&h2(), &user("alice"), "/threads", &body);
+    let r = post(&resource(), &user("alice"), "/threads", &body);
     assert!(r.needed.is_empty());
     assert_eq!(r.handlers(), ["threads:create"]);
     assert_eq!(r.body()["metadata"], json!({"owner": "alice"}));
@@ -448,7 +453,7 @@ fn thread_create_without_create_filter_does_not_look_up_the_id() {
 
 #[test]
 fn thread_create_with_supersteps_raises_update_and_read() {
-    let r = post(&h1(), &user("alice"), "/threads", r#"{"supersteps":[]}"#);
+    let r = post(&owner(), &user("alice"), "/threads", r#"{"supersteps":[]}"#);
     assert_eq!(
         r.events(),
         ["threads:create", "threads:update", "threads:read"]
@@ -465,13 +470,13 @@ fn thread_create_denied_is_forbidden() {
 
 #[test]
 fn thread_create_with_non_object_metadata_is_unprocessable() {
-    let r = post(&h1(), &user("alice"), "/threads", r#"{"metadata":"x"}"#);
+    let r = post(&owner(), &user("alice"), "/threads", r#"{"metadata":"x"}"#);
     r.assert_refused(422, "metadata must be an object");
 }
 
 #[test]
 fn participants_create_stamps_creator_and_shared() {
-    let r = post(&h3(), &user("carol"), "/threads", "{}");
+    let r = post(&participants(), &user("carol"), "/threads", "{}");
     assert_eq!(
         r.body(),
         json!({"metadata": {"participants": ["carol", "shared"]}})
@@ -487,7 +492,7 @@ fn participants_create_stamps_creator_and_shared() {
 fn search_spoof_is_overwritten_with_own_owner() {
     // Scenario 10.
     let r = post(
-        &h1(),
+        &owner(),
         &user("alice"),
         "/threads/search",
         r#"{"metadata":{"owner":"bob"},"limit":5}"#,
@@ -509,7 +514,7 @@ fn search_spoof_is_overwritten_with_own_owner() {
 fn count_spoof_is_overwritten_with_own_owner() {
     // Scenario 11.
     let r = post(
-        &h1(),
+        &owner(),
         &user("alice"),
         "/threads/count",
         r#"{"metadata":{"owner":"bob","x":1}}"#,
@@ -521,7 +526,7 @@ fn count_spoof_is_overwritten_with_own_owner() {
 #[test]
 fn participants_contains_filter_becomes_response_search_plan() {
     // Scenario 29: $contains cannot be pushed into the upstream's containment.
-    let r = post(&h3(), &user("shared"), "/threads/search", "{}");
+    let r = post(&participants(), &user("shared"), "/threads/search", "{}");
     let f = r.forward();
     assert_eq!(f.body, None);
     assert_eq!(
@@ -542,7 +547,7 @@ fn participants_contains_filter_becomes_response_search_plan() {
 fn participants_count_plan_counts_every_visible_thread() {
     // A count has no window (ThreadCountRequest has none): the plan's is the default.
     let r = post(
-        &h3(),
+        &participants(),
         &user("dave"),
         "/threads/count",
         r#"{"status":"idle"}"#,
@@ -600,7 +605,7 @@ fn mixed_search_filter_pushes_equalities_and_keeps_the_rest() {
 #[test]
 fn search_with_select_and_result_filter_is_bad_request() {
     let r = post(
-        &h3(),
+        &participants(),
         &user("shared"),
         "/threads/search",
         r#"{"select":["thread_id"]}"#,
@@ -613,7 +618,12 @@ fn search_with_select_and_result_filter_is_bad_request() {
 
 #[test]
 fn search_with_negative_limit_and_result_filter_is_unprocessable() {
-    let r = post(&h3(), &user("shared"), "/threads/search", r#"{"limit":-1}"#);
+    let r = post(
+        &participants(),
+        &user("shared"),
+        "/threads/search",
+        r#"{"limit":-1}"#,
+    );
     r.assert_refused(422, "limit must be a non-negative integer");
 }
 
@@ -643,7 +653,7 @@ fn search_without_filter_forwards_the_original_body() {
 fn prune_of_foreign_thread_is_not_found_or_not_authorized() {
     // Scenario 35, bob.
     let body = format!(r#"{{"thread_ids":["{BOB_T}","{ALICE_T}"]}}"#);
-    let r = post(&h1(), &user("bob"), "/threads/prune", &body);
+    let r = post(&owner(), &user("bob"), "/threads/prune", &body);
     r.assert_refused(404, "At least one thread not found or not authorized");
     assert_eq!(r.events(), ["threads:delete"]);
 }
@@ -651,7 +661,7 @@ fn prune_of_foreign_thread_is_not_found_or_not_authorized() {
 #[test]
 fn prune_of_missing_thread_is_not_found_or_not_authorized() {
     let body = format!(r#"{{"thread_ids":["{NEW_T}"]}}"#);
-    let r = post(&h1(), &user("alice"), "/threads/prune", &body);
+    let r = post(&owner(), &user("alice"), "/threads/prune", &body);
     r.assert_refused(404, "At least one thread not found or not authorized");
 }
 
@@ -659,7 +669,7 @@ fn prune_of_missing_thread_is_not_found_or_not_authorized() {
 fn prune_of_own_threads_is_forwarded_and_invalidates_them() {
     // Scenario 35, alice.
     let body = format!(r#"{{"thread_ids":["{ALICE_T}"],"strategy":"delete"}}"#);
-    let r = post(&h1(), &user("alice"), "/threads/prune", &body);
+    let r = post(&owner(), &user("alice"), "/threads/prune", &body);
     assert_eq!(
         r.forward(),
         &Forward {
@@ -673,7 +683,7 @@ fn prune_of_own_threads_is_forwarded_and_invalidates_them() {
 #[test]
 fn prune_of_empty_list_calls_no_handler() {
     let r = post(
-        &h1(),
+        &owner(),
         &user("alice"),
         "/threads/prune",
         r#"{"thread_ids":[]}"#,
@@ -696,7 +706,7 @@ fn prune_denied_is_forbidden() {
 #[test]
 fn foreign_thread_read_is_not_found() {
     // Scenario 5.
-    let r = get(&h1(), &user("bob"), &format!("/threads/{ALICE_T}"));
+    let r = get(&owner(), &user("bob"), &format!("/threads/{ALICE_T}"));
     r.assert_refused(404, &format!("Thread with ID {ALICE_T} not found"));
     assert_eq!(r.needed, [thread(ALICE_T)]);
     assert_eq!(r.events(), ["threads:read"]);
@@ -705,7 +715,7 @@ fn foreign_thread_read_is_not_found() {
 #[test]
 fn own_thread_read_is_forwarded_without_invalidation() {
     let r = get(
-        &h1(),
+        &owner(),
         &user("alice"),
         &format!("/threads/{ALICE_T}?include=ttl"),
     );
@@ -715,7 +725,7 @@ fn own_thread_read_is_forwarded_without_invalidation() {
 
 #[test]
 fn missing_thread_read_is_not_found() {
-    let r = get(&h1(), &user("alice"), &format!("/threads/{NEW_T}"));
+    let r = get(&owner(), &user("alice"), &format!("/threads/{NEW_T}"));
     r.assert_refused(404, &format!("Thread with ID {NEW_T} not found"));
 }
 
@@ -743,14 +753,23 @@ fn or_read_filter_admits_either_owner_only() {
 #[test]
 fn participants_thread_is_readable_by_shared() {
     // Scenario 29.
-    get(&h3(), &user("shared"), &format!("/threads/{CAROL_T}")).assert_plain_forward();
+    get(
+        &participants(),
+        &user("shared"),
+        &format!("/threads/{CAROL_T}"),
+    )
+    .assert_plain_forward();
 }
 
 #[test]
 fn participants_thread_is_not_found_for_outsider() {
     // Scenario 29.
-    get(&h3(), &user("dave"), &format!("/threads/{CAROL_T}"))
-        .assert_refused(404, &format!("Thread with ID {CAROL_T} not found"));
+    get(
+        &participants(),
+        &user("dave"),
+        &format!("/threads/{CAROL_T}"),
+    )
+    .assert_refused(404, &format!("Thread with ID {CAROL_T} not found"));
 }
 
 #[test]
@@ -812,14 +831,14 @@ fn first_matching_rule_decides_and_is_recorded() {
 #[test]
 fn foreign_thread_delete_is_thread_with_id_not_found() {
     // Scenario 7.
-    let r = delete(&h1(), &user("bob"), &format!("/threads/{ALICE_T}"));
+    let r = delete(&owner(), &user("bob"), &format!("/threads/{ALICE_T}"));
     r.assert_refused(404, &format!("Thread with ID {ALICE_T} not found"));
     assert_eq!(r.events(), ["threads:delete"]);
 }
 
 #[test]
 fn own_thread_delete_invalidates_lookup() {
-    let r = delete(&h1(), &user("alice"), &format!("/threads/{ALICE_T}"));
+    let r = delete(&owner(), &user("alice"), &format!("/threads/{ALICE_T}"));
     assert_eq!(
         r.forward(),
         &Forward {
@@ -847,7 +866,7 @@ fn foreign_thread_state_and_history_are_thread_with_id_not_found() {
         (Method::POST, format!("/threads/{ALICE_T}/history")),
         (Method::GET, format!("/threads/{ALICE_T}/storage")),
     ] {
-        let r = run(&h1(), &user("bob"), m.clone(), &path, "{}");
+        let r = run(&owner(), &user("bob"), m.clone(), &path, "{}");
         r.assert_refused(404, &want);
         assert_eq!(r.events(), ["threads:read"], "{m} {path}");
     }
@@ -856,7 +875,7 @@ fn foreign_thread_state_and_history_are_thread_with_id_not_found() {
 #[test]
 fn own_thread_history_is_forwarded_with_original_body() {
     let r = post(
-        &h1(),
+        &owner(),
         &user("alice"),
         &format!("/threads/{ALICE_T}/history"),
         r#"{"limit":3}"#,
@@ -871,7 +890,7 @@ fn sse_stream_on_foreign_thread_is_error_event() {
         format!("/threads/{ALICE_T}/stream"),
         format!("/threads/{ALICE_T}/runs/{RUN}/stream"),
     ] {
-        let r = get(&h1(), &user("bob"), &path);
+        let r = get(&owner(), &user("bob"), &path);
         let e = r.refusal();
         assert_eq!(
             (e.status, e.detail.as_str()),
@@ -891,7 +910,7 @@ fn sse_stream_on_foreign_thread_is_error_event() {
 #[test]
 fn v2_event_stream_on_foreign_thread_is_error_event() {
     let r = post(
-        &h1(),
+        &owner(),
         &user("bob"),
         &format!("/threads/{ALICE_T}/stream/events"),
         "{}",
@@ -923,7 +942,7 @@ fn sse_stream_without_filter_does_not_check_existence() {
 fn foreign_run_read_is_thread_with_id_not_found() {
     // Scenario 14, GET run.
     let r = get(
-        &h1(),
+        &owner(),
         &user("bob"),
         &format!("/threads/{ALICE_T}/runs/{RUN}"),
     );
@@ -934,7 +953,7 @@ fn foreign_run_read_is_thread_with_id_not_found() {
 fn foreign_run_join_is_thread_not_found_json() {
     // Scenario 14, join: checked before the response starts, so a JSON error.
     let r = get(
-        &h1(),
+        &owner(),
         &user("bob"),
         &format!("/threads/{ALICE_T}/runs/{RUN}/join"),
     );
@@ -945,7 +964,7 @@ fn foreign_run_join_is_thread_not_found_json() {
 fn foreign_run_delete_is_plain_not_found() {
     // Scenario 14, DELETE run.
     let r = delete(
-        &h1(),
+        &owner(),
         &user("bob"),
         &format!("/threads/{ALICE_T}/runs/{RUN}"),
     );
@@ -957,7 +976,7 @@ fn foreign_run_delete_is_plain_not_found() {
 fn foreign_run_cancel_is_no_runs_found_to_cancel() {
     // Scenario 14, cancel.
     let r = post(
-        &h1(),
+        &owner(),
         &user("bob"),
         &format!("/threads/{ALICE_T}/runs/{RUN}/cancel?wait=1"),
         "",
@@ -969,7 +988,7 @@ fn foreign_run_cancel_is_no_runs_found_to_cancel() {
 #[test]
 fn own_run_cancel_is_forwarded_and_invalidates_thread() {
     let r = post(
-        &h1(),
+        &owner(),
         &user("alice"),
         &format!("/threads/{ALICE_T}/runs/{RUN}/cancel"),
         "",
@@ -991,7 +1010,7 @@ fn own_run_cancel_is_forwarded_and_invalidates_thread() {
 fn foreign_thread_patch_is_plain_not_found() {
     // Scenario 6.
     let r = patch(
-        &h1(),
+        &owner(),
         &user("bob"),
         &format!("/threads/{ALICE_T}"),
         r#"{"metadata":{"x":1}}"#,
@@ -1003,7 +1022,7 @@ fn foreign_thread_patch_is_plain_not_found() {
 #[test]
 fn own_thread_patch_stamps_owner_and_invalidates() {
     let r = patch(
-        &h1(),
+        &owner(),
         &user("alice"),
         &format!("/threads/{ALICE_T}"),
         r#"{"metadata":{"owner":"bob","x":1}}"#,
@@ -1040,7 +1059,7 @@ fn patch_existing_thread_when_denied_is_forbidden() {
 #[test]
 fn state_update_on_foreign_thread_is_thread_with_id_not_found() {
     let r = post(
-        &h1(),
+        &owner(),
         &user("bob"),
         &format!("/threads/{ALICE_T}/state"),
         r#"{"values":{}}"#,
@@ -1066,7 +1085,7 @@ fn state_update_failing_only_the_update_filter_is_forbidden() {
 #[test]
 fn own_state_update_is_forwarded_and_invalidates_thread() {
     let r = post(
-        &h1(),
+        &owner(),
         &user("alice"),
         &format!("/threads/{ALICE_T}/state"),
         r#"{"values":{}}"#,
@@ -1087,22 +1106,32 @@ fn own_state_update_is_forwarded_and_invalidates_thread() {
 #[test]
 fn copy_of_foreign_thread_is_conflict() {
     // Scenario 8.
-    let r = post(&h1(), &user("bob"), &format!("/threads/{ALICE_T}/copy"), "");
+    let r = post(
+        &owner(),
+        &user("bob"),
+        &format!("/threads/{ALICE_T}/copy"),
+        "",
+    );
     r.assert_refused(409, "Conflict");
     assert_eq!(r.events(), ["threads:read"]);
 }
 
 #[test]
 fn copy_of_missing_thread_is_conflict() {
-    post(&h1(), &user("alice"), &format!("/threads/{NEW_T}/copy"), "")
-        .assert_refused(409, "Conflict");
+    post(
+        &owner(),
+        &user("alice"),
+        &format!("/threads/{NEW_T}/copy"),
+        "",
+    )
+    .assert_refused(409, "Conflict");
 }
 
 #[test]
 fn copy_of_own_thread_reads_then_creates_as_a_veto() {
     // The copy keeps the source's metadata: no stamping.
     let r = post(
-        &h1(),
+        &owner(),
         &user("alice"),
         &format!("/threads/{ALICE_T}/copy"),
         "",
@@ -1126,7 +1155,7 @@ fn copy_with_denying_create_is_forbidden() {
 fn commands_on_foreign_thread_is_json_thread_or_assistant_not_found() {
     // Deliberate difference: 404 JSON instead of the server's 200 JSON-RPC error.
     let r = post(
-        &h1(),
+        &owner(),
         &user("bob"),
         &format!("/threads/{ALICE_T}/commands"),
         r#"{"method":"run.start"}"#,
@@ -1141,7 +1170,7 @@ fn commands_run_start_checks_the_assistant_and_stamps_params_metadata() {
         r#"{{"id":1,"method":"run.start","params":{{"assistant_id":"{ALICE_A}","metadata":{{"owner":"bob"}}}}}}"#
     );
     let r = post(
-        &h1(),
+        &owner(),
         &user("alice"),
         &format!("/threads/{ALICE_T}/commands"),
         &body,
@@ -1162,7 +1191,7 @@ fn commands_run_start_with_foreign_assistant_is_thread_or_assistant_not_found() 
     let body =
         format!(r#"{{"id":1,"method":"run.start","params":{{"assistant_id":"{ALICE_A}"}}}}"#);
     post(
-        &h1(),
+        &owner(),
         &user("bob"),
         &format!("/threads/{BOB_T}/commands"),
         &body,
@@ -1175,7 +1204,7 @@ fn run_on_foreign_thread_is_thread_or_assistant_not_found() {
     // Scenario 13, for all three create routes.
     for suffix in ["runs", "runs/wait", "runs/stream"] {
         let r = post(
-            &h1(),
+            &owner(),
             &user("bob"),
             &format!("/threads/{ALICE_T}/{suffix}"),
             r#"{"assistant_id":"agent"}"#,
@@ -1189,7 +1218,7 @@ fn run_on_foreign_thread_is_thread_or_assistant_not_found() {
 fn run_on_own_thread_stamps_owner_into_run_metadata() {
     // Scenario 18.
     let r = post(
-        &h1(),
+        &owner(),
         &user("alice"),
         &format!("/threads/{ALICE_T}/runs"),
         r#"{"assistant_id":"agent","metadata":{"rk":2,"owner":"bob"}}"#,
@@ -1206,7 +1235,7 @@ fn run_on_own_thread_stamps_owner_into_run_metadata() {
 fn run_on_missing_thread_with_if_not_exists_create_is_forwarded() {
     // Scenario 17: the implicitly created thread gets the stamped run metadata.
     let r = post(
-        &h1(),
+        &owner(),
         &user("alice"),
         &format!("/threads/{NEW_T}/runs/wait"),
         r#"{"assistant_id":"agent","if_not_exists":"create","metadata":{"owner":"bob","m":1}}"#,
@@ -1218,7 +1247,7 @@ fn run_on_missing_thread_with_if_not_exists_create_is_forwarded() {
 #[test]
 fn run_on_missing_thread_without_create_is_thread_or_assistant_not_found() {
     let r = post(
-        &h1(),
+        &owner(),
         &user("alice"),
         &format!("/threads/{NEW_T}/runs"),
         r#"{"assistant_id":"agent","if_not_exists":"reject"}"#,
@@ -1230,7 +1259,7 @@ fn run_on_missing_thread_without_create_is_thread_or_assistant_not_found() {
 fn run_create_raises_create_run_then_assistant_read_for_a_user_assistant() {
     let body = format!(r#"{{"assistant_id":"{ALICE_A}"}}"#);
     let r = post(
-        &h1(),
+        &owner(),
         &user("alice"),
         &format!("/threads/{ALICE_T}/runs/wait"),
         &body,
@@ -1246,7 +1275,7 @@ fn system_assistant_skips_assistant_read_check() {
     // Scenario 20: a run with the graph's default assistant works under an owner filter.
     let body = format!(r#"{{"assistant_id":"{}"}}"#, system_a());
     let r = post(
-        &h1(),
+        &owner(),
         &user("alice"),
         &format!("/threads/{ALICE_T}/runs/wait"),
         &body,
@@ -1259,7 +1288,7 @@ fn system_assistant_skips_assistant_read_check() {
 #[test]
 fn graph_name_assistant_is_looked_up_as_its_system_assistant() {
     let r = post(
-        &h1(),
+        &owner(),
         &user("alice"),
         &format!("/threads/{ALICE_T}/runs"),
         r#"{"assistant_id":"agent"}"#,
@@ -1273,7 +1302,7 @@ fn foreign_assistant_run_is_thread_or_assistant_not_found() {
     // Scenario 21: bob runs alice's assistant on his own thread.
     let body = format!(r#"{{"assistant_id":"{ALICE_A}"}}"#);
     let r = post(
-        &h1(),
+        &owner(),
         &user("bob"),
         &format!("/threads/{BOB_T}/runs/wait"),
         &body,
@@ -1287,7 +1316,7 @@ fn denied_assistant_read_is_forbidden_even_for_its_creator() {
     // Scenario 23 (H2): assistants:* always denies.
     let body = format!(r#"{{"assistant_id":"{ADMIN_A}"}}"#);
     let r = post(
-        &h2(),
+        &resource(),
         &admin(),
         &format!("/threads/{ADMIN_T}/runs/wait"),
         &body,
@@ -1334,7 +1363,7 @@ fn user_assistant_labelled_system_is_still_checked() {
     // assistants by id (uuid5 of the graph id) only, so bob's fake "system" assistant is hidden.
     let body = format!(r#"{{"assistant_id":"{BOB_FAKE_SYSTEM_A}"}}"#);
     let r = post(
-        &h1(),
+        &owner(),
         &user("alice"),
         &format!("/threads/{ALICE_T}/runs"),
         &body,
@@ -1348,7 +1377,7 @@ fn stateless_run_stamps_owner_and_looks_up_no_thread() {
     // Scenario 19: stamping matters because the temporary thread takes the run metadata.
     for path in ["/runs", "/runs/wait", "/runs/stream"] {
         let r = post(
-            &h1(),
+            &owner(),
             &user("alice"),
             path,
             r#"{"assistant_id":"agent","metadata":{"owner":"bob"}}"#,
@@ -1368,12 +1397,13 @@ fn stateless_run_stamps_owner_and_looks_up_no_thread() {
 #[test]
 fn stateless_run_with_foreign_assistant_is_thread_or_assistant_not_found() {
     let body = format!(r#"{{"assistant_id":"{ALICE_A}"}}"#);
-    post(&h1(), &user("bob"), "/runs", &body).assert_refused(404, "Thread or assistant not found.");
+    post(&owner(), &user("bob"), "/runs", &body)
+        .assert_refused(404, "Thread or assistant not found.");
 }
 
 #[test]
 fn run_body_with_non_string_assistant_is_unprocessable() {
-    let r = post(&h1(), &user("alice"), "/runs", r#"{"assistant_id":1}"#);
+    let r = post(&owner(), &user("alice"), "/runs", r#"{"assistant_id":1}"#);
     r.assert_refused(422, "assistant_id must be a string");
 }
 
@@ -1385,7 +1415,7 @@ fn run_body_with_non_string_assistant_is_unprocessable() {
 fn batch_stamps_owner_into_every_item() {
     // Scenario 19.
     let r = post(
-        &h1(),
+        &owner(),
         &user("alice"),
         "/runs/batch",
         r#"[{"assistant_id":"agent"},{"assistant_id":"agent","metadata":{"owner":"bob","k":1}}]"#,
@@ -1403,7 +1433,7 @@ fn batch_stamps_owner_into_every_item() {
 #[test]
 fn batch_with_one_foreign_assistant_fails_the_whole_request() {
     let body = format!(r#"[{{"assistant_id":"agent"}},{{"assistant_id":"{ALICE_A}"}}]"#);
-    let r = post(&h1(), &user("bob"), "/runs/batch", &body);
+    let r = post(&owner(), &user("bob"), "/runs/batch", &body);
     r.assert_refused(404, "Thread or assistant not found.");
     assert_eq!(
         r.events(),
@@ -1430,7 +1460,7 @@ fn batch_without_stamping_forwards_original_bytes() {
 #[test]
 fn batch_body_must_be_an_array_of_objects() {
     let e = try_run(
-        &h1(),
+        &owner(),
         &user("alice"),
         Method::POST,
         "/runs/batch",
@@ -1443,7 +1473,7 @@ fn batch_body_must_be_an_array_of_objects() {
         (422, "Request body must be a JSON array of objects")
     );
     let e = try_run(
-        &h1(),
+        &owner(),
         &user("alice"),
         Method::POST,
         "/runs/batch",
@@ -1464,7 +1494,7 @@ fn batch_body_must_be_an_array_of_objects() {
 #[test]
 fn run_list_on_foreign_thread_is_thread_with_id_not_found() {
     // Scenario 16.
-    let r = get(&h1(), &user("bob"), &format!("/threads/{ALICE_T}/runs"));
+    let r = get(&owner(), &user("bob"), &format!("/threads/{ALICE_T}/runs"));
     r.assert_refused(404, &format!("Thread with ID {ALICE_T} not found"));
     assert_eq!(r.events(), ["threads:read"]);
 }
@@ -1472,7 +1502,7 @@ fn run_list_on_foreign_thread_is_thread_with_id_not_found() {
 #[test]
 fn run_list_on_own_thread_raises_read_then_search() {
     let r = get(
-        &h1(),
+        &owner(),
         &user("alice"),
         &format!("/threads/{ALICE_T}/runs?limit=5"),
     );
@@ -1498,7 +1528,7 @@ fn run_list_failing_only_the_search_filter_is_not_found() {
 fn bulk_cancel_by_status_with_filter_is_refused() {
     // Deliberate difference: the gateway cannot evaluate thread by thread.
     let r = post(
-        &h1(),
+        &owner(),
         &user("alice"),
         "/runs/cancel",
         r#"{"status":"running"}"#,
@@ -1525,7 +1555,7 @@ fn bulk_cancel_by_status_without_filter_is_forwarded() {
 #[test]
 fn bulk_cancel_on_foreign_thread_is_no_runs_found_to_cancel() {
     let body = format!(r#"{{"thread_id":"{ALICE_T}","run_ids":["{RUN}"]}}"#);
-    let r = post(&h1(), &user("bob"), "/runs/cancel", &body);
+    let r = post(&owner(), &user("bob"), "/runs/cancel", &body);
     r.assert_refused(404, "No runs found to cancel.");
     assert_eq!(r.needed, [thread(ALICE_T)]);
 }
@@ -1533,13 +1563,13 @@ fn bulk_cancel_on_foreign_thread_is_no_runs_found_to_cancel() {
 #[test]
 fn bulk_cancel_on_own_thread_is_forwarded() {
     let body = format!(r#"{{"thread_id":"{ALICE_T}","run_ids":["{RUN}"]}}"#);
-    post(&h1(), &user("alice"), "/runs/cancel", &body).assert_plain_forward();
+    post(&owner(), &user("alice"), "/runs/cancel", &body).assert_plain_forward();
 }
 
 #[test]
 fn bulk_cancel_with_invalid_thread_id_is_unprocessable() {
     let r = post(
-        &h1(),
+        &owner(),
         &user("alice"),
         "/runs/cancel",
         r#"{"thread_id":"nope","run_ids":[]}"#,
@@ -1555,7 +1585,7 @@ fn bulk_cancel_with_invalid_thread_id_is_unprocessable() {
 fn assistant_create_without_permission_is_forbidden() {
     // Scenario 22, alice.
     let r = post(
-        &h2(),
+        &resource(),
         &user("alice"),
         "/assistants",
         r#"{"graph_id":"agent"}"#,
@@ -1567,13 +1597,19 @@ fn assistant_create_without_permission_is_forbidden() {
 #[test]
 fn assistant_create_with_permission_is_forwarded() {
     // Scenario 22, admin.
-    post(&h2(), &admin(), "/assistants", r#"{"graph_id":"agent"}"#).assert_plain_forward();
+    post(
+        &resource(),
+        &admin(),
+        "/assistants",
+        r#"{"graph_id":"agent"}"#,
+    )
+    .assert_plain_forward();
 }
 
 #[test]
 fn assistant_create_stamps_owner() {
     let r = post(
-        &h1(),
+        &owner(),
         &user("alice"),
         "/assistants",
         r#"{"graph_id":"agent","metadata":{"owner":"bob"}}"#,
@@ -1588,7 +1624,7 @@ fn assistant_create_stamps_owner() {
 fn assistant_create_with_foreign_existing_id_is_conflict() {
     let body =
         format!(r#"{{"assistant_id":"{ALICE_A}","graph_id":"agent","if_exists":"do_nothing"}}"#);
-    let r = post(&h1(), &user("bob"), "/assistants", &body);
+    let r = post(&owner(), &user("bob"), "/assistants", &body);
     r.assert_refused(409, &format!("Assistant {ALICE_A} already exists"));
     assert_eq!(r.needed, [assistant(ALICE_A)]);
 }
@@ -1598,7 +1634,7 @@ fn assistant_create_with_client_id_invalidates_cached_lookup() {
     // Like thread create: a cached "missing" for this id becomes stale once it is created,
     // and a stale one would let another user's `do_nothing` create through the 409 check.
     let body = format!(r#"{{"assistant_id":"{MISSING_A}","graph_id":"agent"}}"#);
-    let r = post(&h1(), &user("alice"), "/assistants", &body);
+    let r = post(&owner(), &user("alice"), "/assistants", &body);
     assert_eq!(r.needed, [assistant(MISSING_A)]);
     assert_eq!(r.forward().invalidate, [assistant(MISSING_A)]);
 }
@@ -1607,7 +1643,7 @@ fn assistant_create_with_client_id_invalidates_cached_lookup() {
 fn assistant_search_stamps_owner() {
     // Scenario 20: system assistants (no owner) disappear from alice's search.
     let r = post(
-        &h1(),
+        &owner(),
         &user("alice"),
         "/assistants/search",
         r#"{"metadata":{"owner":"bob"},"graph_id":"agent"}"#,
@@ -1621,7 +1657,7 @@ fn assistant_search_stamps_owner() {
 
 #[test]
 fn assistant_count_stamps_owner() {
-    let r = post(&h1(), &user("alice"), "/assistants/count", "{}");
+    let r = post(&owner(), &user("alice"), "/assistants/count", "{}");
     assert_eq!(r.body(), json!({"metadata": {"owner": "alice"}}));
 }
 
@@ -1629,7 +1665,7 @@ fn assistant_count_stamps_owner() {
 fn system_assistant_read_is_plain_not_found_under_owner_filter() {
     // Scenario 20.
     let r = get(
-        &h1(),
+        &owner(),
         &user("alice"),
         &format!("/assistants/{}", system_a()),
     );
@@ -1640,7 +1676,7 @@ fn system_assistant_read_is_plain_not_found_under_owner_filter() {
 #[test]
 fn assistant_read_is_denied_even_for_its_creator_under_h2() {
     // Scenario 22, admin reading his own assistant.
-    let r = get(&h2(), &admin(), &format!("/assistants/{ADMIN_A}"));
+    let r = get(&resource(), &admin(), &format!("/assistants/{ADMIN_A}"));
     r.assert_refused(403, "User lacks the required permissions.");
     assert!(r.needed.is_empty());
 }
@@ -1655,7 +1691,7 @@ fn foreign_assistant_graph_schemas_and_subgraphs_are_not_found() {
         "/subgraphs/sub?recurse=true",
     ] {
         let r = get(
-            &h1(),
+            &owner(),
             &user("bob"),
             &format!("/assistants/{ALICE_A}{suffix}"),
         );
@@ -1667,7 +1703,7 @@ fn foreign_assistant_graph_schemas_and_subgraphs_are_not_found() {
 #[test]
 fn own_assistant_read_is_forwarded() {
     let r = get(
-        &h1(),
+        &owner(),
         &user("alice"),
         &format!("/assistants/{ALICE_A}/schemas"),
     );
@@ -1677,7 +1713,7 @@ fn own_assistant_read_is_forwarded() {
 #[test]
 fn foreign_assistant_patch_is_assistant_not_found() {
     let r = patch(
-        &h1(),
+        &owner(),
         &user("bob"),
         &format!("/assistants/{ALICE_A}"),
         r#"{"metadata":{}}"#,
@@ -1689,7 +1725,7 @@ fn foreign_assistant_patch_is_assistant_not_found() {
 #[test]
 fn own_assistant_patch_stamps_owner_and_invalidates() {
     let r = patch(
-        &h1(),
+        &owner(),
         &user("alice"),
         &format!("/assistants/{ALICE_A}"),
         r#"{"name":"n"}"#,
@@ -1704,7 +1740,7 @@ fn own_assistant_patch_stamps_owner_and_invalidates() {
 #[test]
 fn foreign_assistant_latest_is_assistant_not_found() {
     let r = post(
-        &h1(),
+        &owner(),
         &user("bob"),
         &format!("/assistants/{ALICE_A}/latest"),
         r#"{"version":1}"#,
@@ -1716,7 +1752,7 @@ fn foreign_assistant_latest_is_assistant_not_found() {
 #[test]
 fn own_assistant_latest_is_forwarded_unstamped_and_invalidates() {
     let r = post(
-        &h1(),
+        &owner(),
         &user("alice"),
         &format!("/assistants/{ALICE_A}/latest"),
         r#"{"version":1}"#,
@@ -1733,7 +1769,7 @@ fn own_assistant_latest_is_forwarded_unstamped_and_invalidates() {
 #[test]
 fn assistant_versions_are_filtered_one_by_one() {
     let r = post(
-        &h1(),
+        &owner(),
         &user("alice"),
         &format!("/assistants/{ALICE_A}/versions"),
         "{}",
@@ -1753,7 +1789,7 @@ fn assistant_versions_are_filtered_one_by_one() {
 #[test]
 fn assistant_versions_of_missing_assistant_are_not_found() {
     let r = post(
-        &h1(),
+        &owner(),
         &user("alice"),
         &format!("/assistants/{MISSING_A}/versions"),
         "{}",
@@ -1776,14 +1812,14 @@ fn assistant_versions_without_filter_stream_unchanged() {
 
 #[test]
 fn foreign_assistant_delete_is_assistant_with_id_not_found() {
-    let r = delete(&h1(), &user("bob"), &format!("/assistants/{ALICE_A}"));
+    let r = delete(&owner(), &user("bob"), &format!("/assistants/{ALICE_A}"));
     r.assert_refused(404, &format!("Assistant with ID {ALICE_A} not found"));
 }
 
 #[test]
 fn own_assistant_delete_raises_only_assistants_delete() {
     // The server's extra threads:update call (a quirk) is not copied.
-    let r = delete(&h1(), &user("alice"), &format!("/assistants/{ALICE_A}"));
+    let r = delete(&owner(), &user("alice"), &format!("/assistants/{ALICE_A}"));
     assert_eq!(
         r.forward(),
         &Forward {
@@ -1798,7 +1834,7 @@ fn own_assistant_delete_raises_only_assistants_delete() {
 fn assistant_delete_with_delete_threads_under_thread_filter_is_refused() {
     // Deliberate difference.
     let r = delete(
-        &h1(),
+        &owner(),
         &user("alice"),
         &format!("/assistants/{ALICE_A}?delete_threads=true"),
     );
@@ -1829,7 +1865,7 @@ fn assistant_delete_with_delete_threads_without_thread_filter_is_forwarded() {
 fn cron_create_is_denied_under_h2() {
     // Scenario 24.
     let r = post(
-        &h2(),
+        &resource(),
         &user("alice"),
         "/runs/crons",
         r#"{"assistant_id":"agent","schedule":"* * * * *"}"#,
@@ -1841,14 +1877,14 @@ fn cron_create_is_denied_under_h2() {
 #[test]
 fn cron_search_is_denied_under_h2() {
     // Scenario 24.
-    post(&h2(), &user("alice"), "/runs/crons/search", "{}")
+    post(&resource(), &user("alice"), "/runs/crons/search", "{}")
         .assert_refused(403, "User lacks the required permissions.");
 }
 
 #[test]
 fn cron_create_stamps_owner() {
     let r = post(
-        &h1(),
+        &owner(),
         &user("alice"),
         "/runs/crons",
         r#"{"assistant_id":"agent","schedule":"* * * * *","metadata":{"owner":"bob"}}"#,
@@ -1864,7 +1900,7 @@ fn cron_create_stamps_owner() {
 fn thread_cron_on_foreign_thread_is_verbose_thread_not_found() {
     // Scenario 36, thread cron.
     let r = post(
-        &h1(),
+        &owner(),
         &user("bob"),
         &format!("/threads/{ALICE_T}/runs/crons"),
         r#"{"assistant_id":"agent","schedule":"* * * * *"}"#,
@@ -1882,7 +1918,7 @@ fn thread_cron_on_foreign_thread_is_verbose_thread_not_found() {
 fn thread_cron_raises_create_then_assistant_read_then_thread_read() {
     let body = format!(r#"{{"assistant_id":"{ALICE_A}","schedule":"* * * * *"}}"#);
     let r = post(
-        &h1(),
+        &owner(),
         &user("alice"),
         &format!("/threads/{ALICE_T}/runs/crons"),
         &body,
@@ -1897,14 +1933,14 @@ fn thread_cron_raises_create_then_assistant_read_then_thread_read() {
 #[test]
 fn cron_with_foreign_assistant_is_assistant_not_found() {
     let body = format!(r#"{{"assistant_id":"{ALICE_A}","schedule":"* * * * *"}}"#);
-    let r = post(&h1(), &user("bob"), "/runs/crons", &body);
+    let r = post(&owner(), &user("bob"), "/runs/crons", &body);
     r.assert_refused(404, &format!("Assistant '{ALICE_A}' not found"));
 }
 
 #[test]
 fn cron_with_missing_assistant_is_assistant_not_found() {
     let body = format!(r#"{{"assistant_id":"{MISSING_A}","schedule":"* * * * *"}}"#);
-    post(&h1(), &user("alice"), "/runs/crons", &body)
+    post(&owner(), &user("alice"), "/runs/crons", &body)
         .assert_refused(404, &format!("Assistant '{MISSING_A}' not found"));
 }
 
@@ -1912,7 +1948,7 @@ fn cron_with_missing_assistant_is_assistant_not_found() {
 fn cron_with_user_assistant_labelled_system_is_still_checked() {
     // System assistants are recognised by id, as docs/semantics.md says cron creation does.
     let body = format!(r#"{{"assistant_id":"{BOB_FAKE_SYSTEM_A}","schedule":"* * * * *"}}"#);
-    let r = post(&h1(), &user("alice"), "/runs/crons", &body);
+    let r = post(&owner(), &user("alice"), "/runs/crons", &body);
     assert_eq!(r.events(), ["crons:create", "assistants:read"]);
     r.assert_refused(404, &format!("Assistant '{BOB_FAKE_SYSTEM_A}' not found"));
 }
@@ -1920,7 +1956,7 @@ fn cron_with_user_assistant_labelled_system_is_still_checked() {
 #[test]
 fn foreign_cron_read_is_plain_not_found() {
     // Scenario 36, GET.
-    let r = get(&h1(), &user("bob"), &format!("/runs/crons/{ALICE_CRON}"));
+    let r = get(&owner(), &user("bob"), &format!("/runs/crons/{ALICE_CRON}"));
     r.assert_refused(404, "Not Found");
     assert_eq!(r.needed, [cron(ALICE_CRON)]);
     assert_eq!(r.events(), ["crons:read"]);
@@ -1930,7 +1966,7 @@ fn foreign_cron_read_is_plain_not_found() {
 fn foreign_cron_patch_is_cron_not_found() {
     // Scenario 36, PATCH.
     let r = patch(
-        &h1(),
+        &owner(),
         &user("bob"),
         &format!("/runs/crons/{ALICE_CRON}"),
         r#"{"schedule":"0 1 * * *"}"#,
@@ -1942,7 +1978,7 @@ fn foreign_cron_patch_is_cron_not_found() {
 #[test]
 fn foreign_cron_delete_is_plain_not_found() {
     // Scenario 36, DELETE.
-    let r = delete(&h1(), &user("bob"), &format!("/runs/crons/{ALICE_CRON}"));
+    let r = delete(&owner(), &user("bob"), &format!("/runs/crons/{ALICE_CRON}"));
     r.assert_refused(404, "Not Found");
     assert_eq!(r.events(), ["crons:delete"]);
 }
@@ -1950,7 +1986,7 @@ fn foreign_cron_delete_is_plain_not_found() {
 #[test]
 fn missing_cron_read_is_plain_not_found() {
     get(
-        &h1(),
+        &owner(),
         &user("alice"),
         &format!("/runs/crons/{MISSING_CRON}"),
     )
@@ -1960,7 +1996,7 @@ fn missing_cron_read_is_plain_not_found() {
 #[test]
 fn own_cron_patch_without_metadata_is_not_stamped() {
     let r = patch(
-        &h1(),
+        &owner(),
         &user("alice"),
         &format!("/runs/crons/{ALICE_CRON}"),
         r#"{"schedule":"0 1 * * *"}"#,
@@ -1977,7 +2013,7 @@ fn own_cron_patch_without_metadata_is_not_stamped() {
 #[test]
 fn own_cron_patch_with_metadata_is_stamped() {
     let r = patch(
-        &h1(),
+        &owner(),
         &user("alice"),
         &format!("/runs/crons/{ALICE_CRON}"),
         r#"{"metadata":{"owner":"bob"}}"#,
@@ -1988,7 +2024,11 @@ fn own_cron_patch_with_metadata_is_stamped() {
 
 #[test]
 fn own_cron_delete_invalidates_lookup() {
-    let r = delete(&h1(), &user("alice"), &format!("/runs/crons/{ALICE_CRON}"));
+    let r = delete(
+        &owner(),
+        &user("alice"),
+        &format!("/runs/crons/{ALICE_CRON}"),
+    );
     assert_eq!(
         r.forward(),
         &Forward {
@@ -2002,7 +2042,7 @@ fn own_cron_delete_invalidates_lookup() {
 fn cron_search_filters_crons_upstream_and_threads_on_results() {
     // Scenario 37: the cron filter is pushed, the thread filter applies to each cron's thread.
     let r = post(
-        &h1(),
+        &owner(),
         &user("alice"),
         "/runs/crons/search",
         r#"{"limit":20}"#,
@@ -2028,7 +2068,7 @@ fn cron_search_filters_crons_upstream_and_threads_on_results() {
 
 #[test]
 fn cron_count_plan_is_a_count() {
-    let r = post(&h1(), &user("alice"), "/runs/crons/count", "{}");
+    let r = post(&owner(), &user("alice"), "/runs/crons/count", "{}");
     let ResponsePlan::Search(plan) = &r.forward().response else {
         panic!("expected a search plan")
     };
@@ -2039,7 +2079,7 @@ fn cron_count_plan_is_a_count() {
 #[test]
 fn cron_search_on_foreign_thread_is_an_empty_page() {
     let body = format!(r#"{{"thread_id":"{ALICE_T}"}}"#);
-    let r = post(&h1(), &user("bob"), "/runs/crons/search", &body);
+    let r = post(&owner(), &user("bob"), "/runs/crons/search", &body);
     let reply = r.reply();
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body, b"[]");
@@ -2052,7 +2092,7 @@ fn cron_search_on_foreign_thread_is_an_empty_page() {
 #[test]
 fn cron_count_on_missing_thread_is_zero() {
     let body = format!(r#"{{"thread_id":"{NEW_T}"}}"#);
-    let r = post(&h1(), &user("alice"), "/runs/crons/count", &body);
+    let r = post(&owner(), &user("alice"), "/runs/crons/count", &body);
     assert_eq!(r.reply().body, b"0");
     assert!(r.reply().headers.is_empty());
 }
@@ -2060,7 +2100,7 @@ fn cron_count_on_missing_thread_is_zero() {
 #[test]
 fn cron_search_on_own_thread_is_pushed_down_only() {
     let body = format!(r#"{{"thread_id":"{ALICE_T}"}}"#);
-    let r = post(&h1(), &user("alice"), "/runs/crons/search", &body);
+    let r = post(&owner(), &user("alice"), "/runs/crons/search", &body);
     assert_eq!(
         r.body(),
         json!({"thread_id": ALICE_T, "metadata": {"owner": "alice"}})
@@ -2088,7 +2128,7 @@ fn cron_search_stamping_narrows_even_an_empty_client_metadata() {
 fn store_require_mode_refuses_foreign_namespace() {
     // Scenario 25, put.
     let r = put(
-        &h2(),
+        &resource(),
         &user("alice"),
         "/store/items",
         r#"{"namespace":["bob","n"],"key":"k1","value":{}}"#,
@@ -2100,28 +2140,32 @@ fn store_require_mode_refuses_foreign_namespace() {
 #[test]
 fn store_require_mode_refuses_foreign_get() {
     // Scenario 25, get.
-    get(&h2(), &user("alice"), "/store/items?namespace=bob.n&key=k1")
-        .assert_refused(403, "Not authorized");
+    get(
+        &resource(),
+        &user("alice"),
+        "/store/items?namespace=bob.n&key=k1",
+    )
+    .assert_refused(403, "Not authorized");
 }
 
 #[test]
 fn store_require_mode_forwards_own_namespace_unchanged() {
     // Scenario 25, own namespace.
     put(
-        &h2(),
+        &resource(),
         &user("alice"),
         "/store/items",
         r#"{"namespace":["alice","n"],"key":"k1","value":{}}"#,
     )
     .assert_plain_forward();
     get(
-        &h2(),
+        &resource(),
         &user("alice"),
         "/store/items?namespace=alice.n&key=k1",
     )
     .assert_plain_forward();
     run(
-        &h2(),
+        &resource(),
         &user("alice"),
         Method::DELETE,
         "/store/items",
@@ -2133,9 +2177,10 @@ fn store_require_mode_forwards_own_namespace_unchanged() {
 #[test]
 fn store_require_mode_refuses_missing_prefix() {
     // Scenario 26: the server crashes (500); the gateway fails closed.
-    post(&h2(), &user("alice"), "/store/namespaces", "{}").assert_refused(403, "Not authorized");
+    post(&resource(), &user("alice"), "/store/namespaces", "{}")
+        .assert_refused(403, "Not authorized");
     post(
-        &h2(),
+        &resource(),
         &user("alice"),
         "/store/items/search",
         r#"{"namespace_prefix":[]}"#,
@@ -2147,7 +2192,7 @@ fn store_require_mode_refuses_missing_prefix() {
 fn store_rewrite_prefixes_namespace_in_body_and_query() {
     // Scenario 28.
     let r = put(
-        &h4(),
+        &store_rewrite(),
         &user("alice"),
         "/store/items",
         r#"{"namespace":["notes"],"key":"k1","value":{"a":1}}"#,
@@ -2157,7 +2202,7 @@ fn store_rewrite_prefixes_namespace_in_body_and_query() {
         json!({"namespace": ["alice", "notes"], "key": "k1", "value": {"a": 1}})
     );
     let r = get(
-        &h4(),
+        &store_rewrite(),
         &user("bob"),
         "/store/items?namespace=alice.notes&key=k1",
     );
@@ -2168,14 +2213,14 @@ fn store_rewrite_prefixes_namespace_in_body_and_query() {
 
 #[test]
 fn store_rewrite_adds_missing_namespace_to_the_query() {
-    let r = get(&h4(), &user("bob"), "/store/items?key=k1");
+    let r = get(&store_rewrite(), &user("bob"), "/store/items?key=k1");
     assert_eq!(r.forward().query.as_deref(), Some("key=k1&namespace=bob"));
 }
 
 #[test]
 fn store_rewrite_keeps_an_already_prefixed_namespace() {
     put(
-        &h4(),
+        &store_rewrite(),
         &user("alice"),
         "/store/items",
         r#"{"namespace":["alice","notes"],"key":"k1","value":{}}"#,
@@ -2187,7 +2232,7 @@ fn store_rewrite_keeps_an_already_prefixed_namespace() {
 fn store_rewrite_list_namespaces_without_prefix_lists_own_only() {
     // Scenario 28: bob sees only ["bob", ...].
     let r = post(
-        &h4(),
+        &store_rewrite(),
         &user("bob"),
         "/store/namespaces",
         r#"{"max_depth":2}"#,
@@ -2199,14 +2244,14 @@ fn store_rewrite_list_namespaces_without_prefix_lists_own_only() {
 #[test]
 fn store_rewrite_search_and_delete_rewrite_their_namespace() {
     let r = post(
-        &h4(),
+        &store_rewrite(),
         &user("bob"),
         "/store/items/search",
         r#"{"namespace_prefix":["alice"]}"#,
     );
     assert_eq!(r.body(), json!({"namespace_prefix": ["bob", "alice"]}));
     let r = run(
-        &h4(),
+        &store_rewrite(),
         &user("bob"),
         Method::DELETE,
         "/store/items",
@@ -2223,7 +2268,7 @@ fn store_owner_filter_on_search_is_pushed_into_the_item_filter() {
     // Scenario 27: the global owner filter applies to item values; a client's spoof is
     // overwritten.
     let r = post(
-        &h1(),
+        &owner(),
         &user("alice"),
         "/store/items/search",
         r#"{"namespace_prefix":["alice"],"filter":{"owner":"bob"}}"#,
@@ -2238,7 +2283,12 @@ fn store_owner_filter_on_search_is_pushed_into_the_item_filter() {
 #[test]
 fn store_global_handler_gives_no_isolation_on_get() {
     // Scenario 27: the return value of a get handler is ignored.
-    get(&h1(), &user("alice"), "/store/items?namespace=bob.n&key=k1").assert_plain_forward();
+    get(
+        &owner(),
+        &user("alice"),
+        "/store/items?namespace=bob.n&key=k1",
+    )
+    .assert_plain_forward();
 }
 
 #[test]
@@ -2307,7 +2357,7 @@ fn store_invalid_label_is_unprocessable_even_when_denied() {
 #[test]
 fn store_get_with_repeated_namespace_is_bad_request() {
     let r = get(
-        &h4(),
+        &store_rewrite(),
         &user("alice"),
         "/store/items?namespace=alice&namespace=bob&key=k",
     );
@@ -2317,7 +2367,7 @@ fn store_get_with_repeated_namespace_is_bad_request() {
 #[test]
 fn store_non_string_label_is_unprocessable() {
     let r = put(
-        &h4(),
+        &store_rewrite(),
         &user("alice"),
         "/store/items",
         r#"{"namespace":[1],"key":"k","value":{}}"#,
@@ -2332,7 +2382,7 @@ fn store_non_string_label_is_unprocessable() {
 #[test]
 fn escaped_owner_key_spoof_is_overwritten_not_duplicated() {
     let r = post(
-        &h1(),
+        &owner(),
         &user("alice"),
         "/threads/search",
         r#"{"metadata":{"own\u0065r":"bob"}}"#,
@@ -2346,7 +2396,7 @@ fn escaped_owner_key_spoof_is_overwritten_not_duplicated() {
 #[test]
 fn duplicate_metadata_key_is_refused_before_any_handler() {
     let e = try_run(
-        &h1(),
+        &owner(),
         &user("alice"),
         Method::POST,
         "/threads",
@@ -2356,7 +2406,7 @@ fn duplicate_metadata_key_is_refused_before_any_handler() {
     .unwrap_err();
     assert_eq!(e.status, StatusCode::BAD_REQUEST);
     let e = try_run(
-        &h1(),
+        &owner(),
         &user("alice"),
         Method::POST,
         "/threads/search",
@@ -2370,7 +2420,7 @@ fn duplicate_metadata_key_is_refused_before_any_handler() {
 #[test]
 fn malformed_json_body_is_unprocessable() {
     let e = try_run(
-        &h1(),
+        &owner(),
         &user("alice"),
         Method::POST,
         "/threads",
@@ -2383,7 +2433,7 @@ fn malformed_json_body_is_unprocessable() {
         (422, "Invalid JSON in request body")
     );
     let e = try_run(
-        &h1(),
+        &owner(),
         &user("alice"),
         Method::POST,
         "/threads",
@@ -2399,7 +2449,7 @@ fn malformed_json_body_is_unprocessable() {
 
 #[test]
 fn empty_object_body_reads_as_empty_object() {
-    let r = post(&h1(), &user("alice"), "/threads", "  ");
+    let r = post(&owner(), &user("alice"), "/threads", "  ");
     assert_eq!(r.body(), json!({"metadata": {"owner": "alice"}}));
 }
 
@@ -2430,7 +2480,7 @@ fn row_request(row: &crate::routes::Route) -> (String, &'static str) {
 fn every_row_raises_only_its_declared_events() {
     for row in crate::routes::TABLE.iter() {
         let (path, body) = row_request(row);
-        let r = run(&h1(), &user("alice"), row.method.clone(), &path, body);
+        let r = run(&owner(), &user("alice"), row.method.clone(), &path, body);
         if let Outcome::Refuse(e) = &r.decision.outcome {
             assert_ne!(
                 e.status,
@@ -2726,7 +2776,7 @@ fn every_spelling_of_an_assistant_in_a_run_body_is_refused() {
         assert_eq!(crate::ids::py_uuid(&spelled).unwrap().to_string(), ALICE_A);
         let body = json!({"assistant_id": spelled}).to_string();
         for path in &run_routes {
-            let r = post(&h1(), &user("bob"), path, &body);
+            let r = post(&owner(), &user("bob"), path, &body);
             let e = r.refusal();
             assert_eq!(
                 e.status,
@@ -2737,17 +2787,17 @@ fn every_spelling_of_an_assistant_in_a_run_body_is_refused() {
             assert!(r.needed.is_empty(), "nothing looked up: {:?}", r.needed);
         }
         let batch = format!("[{body}]");
-        post(&h1(), &user("bob"), "/runs/batch", &batch).refusal();
+        post(&owner(), &user("bob"), "/runs/batch", &batch).refusal();
         let cmd = json!({"id": 1, "method": "run.start", "params": {"assistant_id": spelled}});
         let r = post(
-            &h1(),
+            &owner(),
             &user("bob"),
             &format!("/threads/{BOB_T}/commands"),
             &cmd.to_string(),
         );
         assert_eq!(r.refusal().status, StatusCode::UNPROCESSABLE_ENTITY);
         let cron = json!({"assistant_id": spelled, "schedule": "* * * * *"});
-        post(&h1(), &user("bob"), "/runs/crons", &cron.to_string()).refusal();
+        post(&owner(), &user("bob"), "/runs/crons", &cron.to_string()).refusal();
     }
 }
 
@@ -2762,12 +2812,12 @@ fn a_graph_name_is_authorized_as_the_assistant_the_server_resolves_it_to() {
         Some(json!({"assistant_id": evil, "graph_id": "agent", "metadata": {"owner": "bob"}})),
     );
     let body = r#"{"assistant_id":"evil"}"#;
-    let r = try_run(&h1(), &user("alice"), Method::POST, "/runs", body, &w).unwrap();
+    let r = try_run(&owner(), &user("alice"), Method::POST, "/runs", body, &w).unwrap();
     r.assert_refused(404, "Thread or assistant not found.");
     assert!(r.needed.contains(&assistant(&evil)));
     // A graph whose system assistant does not exist is not a graph: 404, nothing forwarded.
     post(
-        &h1(),
+        &owner(),
         &user("alice"),
         "/runs",
         r#"{"assistant_id":"nosuchgraph"}"#,
@@ -2776,7 +2826,7 @@ fn a_graph_name_is_authorized_as_the_assistant_the_server_resolves_it_to() {
     // The real system assistant is exempt.
     assert!(matches!(
         post(
-            &h1(),
+            &owner(),
             &user("alice"),
             "/runs",
             r#"{"assistant_id":"agent"}"#
@@ -2812,13 +2862,18 @@ fn every_body_id_must_be_canonical() {
             json!({"assistant_id": ALICE_A.to_uppercase(), "graph_id": "agent"}),
         ),
     ] {
-        let r = post(&h1(), &user("alice"), &path, &body.to_string());
+        let r = post(&owner(), &user("alice"), &path, &body.to_string());
         let e = r.refusal();
         assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY, "{path} {body}");
         assert!(e.detail.contains("canonical form"), "{path}: {}", e.detail);
     }
-    post(&h1(), &user("alice"), "/threads", r#"{"thread_id":"nope"}"#)
-        .assert_refused(422, "Invalid thread ID: must be a UUID");
+    post(
+        &owner(),
+        &user("alice"),
+        "/threads",
+        r#"{"thread_id":"nope"}"#,
+    )
+    .assert_refused(422, "Invalid thread ID: must be a UUID");
 }
 
 #[test]
@@ -2844,15 +2899,15 @@ fn do_nothing_on_an_existing_thread_needs_the_read_check() {
     // H3's threads:create only stamps (no filter): LangGraph hands back bob's... carol's
     // thread to anyone who names it with do_nothing. graphguard runs the read check.
     let body = json!({"thread_id": CAROL_T, "if_exists": "do_nothing"}).to_string();
-    let r = post(&h3(), &user("dave"), "/threads", &body);
+    let r = post(&participants(), &user("dave"), "/threads", &body);
     r.assert_refused(409, &format!("Thread with ID {CAROL_T} already exists"));
     assert_eq!(r.events(), ["threads:create", "threads:read"]);
     // A participant may.
-    let r = post(&h3(), &user("shared"), "/threads", &body);
+    let r = post(&participants(), &user("shared"), "/threads", &body);
     assert!(matches!(r.decision.outcome, Outcome::Forward(_)));
     // `raise` (the default) is left to the server, which answers 409 itself.
     let body = json!({"thread_id": CAROL_T}).to_string();
-    let r = post(&h3(), &user("dave"), "/threads", &body);
+    let r = post(&participants(), &user("dave"), "/threads", &body);
     assert!(matches!(r.decision.outcome, Outcome::Forward(_)));
     assert!(r.needed.is_empty());
 }
@@ -2919,7 +2974,7 @@ fn identity_keys_are_removed_from_every_configuration_a_body_carries() {
     let run = json!({"assistant_id": "agent", "config": {"tags": ["t"], "configurable": spoof},
         "context": spoof, "checkpoint": spoof});
     for path in [format!("/threads/{ALICE_T}/runs"), "/runs/wait".to_string()] {
-        let r = post(&h1(), &user("alice"), &path, &run.to_string());
+        let r = post(&owner(), &user("alice"), &path, &run.to_string());
         let b = r.body();
         assert_eq!(
             b["config"],
@@ -2931,7 +2986,7 @@ fn identity_keys_are_removed_from_every_configuration_a_body_carries() {
         assert_eq!(b["metadata"], json!({"owner": "alice"}), "{path}");
     }
     let r = post(
-        &h1(),
+        &owner(),
         &user("alice"),
         "/runs/batch",
         &format!("[{run},{run}]"),
@@ -2942,22 +2997,22 @@ fn identity_keys_are_removed_from_every_configuration_a_body_carries() {
     }
     let cron = json!({"assistant_id": "agent", "schedule": "* * * * *",
         "config": {"configurable": spoof}, "context": spoof});
-    let r = post(&h1(), &user("alice"), "/runs/crons", &cron.to_string());
+    let r = post(&owner(), &user("alice"), "/runs/crons", &cron.to_string());
     assert_eq!(r.body()["config"]["configurable"], clean);
     assert_eq!(r.body()["context"], clean);
     let r = patch(
-        &h1(),
+        &owner(),
         &user("alice"),
         &format!("/runs/crons/{ALICE_CRON}"),
         &json!({"config": {"configurable": spoof}}).to_string(),
     );
     assert_eq!(r.body()["config"]["configurable"], clean);
     let a = json!({"graph_id": "agent", "config": {"configurable": spoof}, "context": spoof});
-    let r = post(&h1(), &user("alice"), "/assistants", &a.to_string());
+    let r = post(&owner(), &user("alice"), "/assistants", &a.to_string());
     assert_eq!(r.body()["config"]["configurable"], clean);
     assert_eq!(r.body()["context"], clean);
     let r = post(
-        &h1(),
+        &owner(),
         &user("alice"),
         &format!("/threads/{ALICE_T}/state"),
         &json!({"values": {}, "checkpoint": spoof}).to_string(),
@@ -2966,7 +3021,7 @@ fn identity_keys_are_removed_from_every_configuration_a_body_carries() {
     let cmd = json!({"id": 1, "method": "run.start",
         "params": {"assistant_id": "agent", "config": {"configurable": spoof}}});
     let r = post(
-        &h1(),
+        &owner(),
         &user("alice"),
         &format!("/threads/{ALICE_T}/commands"),
         &cmd.to_string(),
@@ -3016,7 +3071,7 @@ fn unknown_fields_are_refused_where_they_could_change_the_target() {
             r#"{"namespace_prefix":[],"namespace":["x"]}"#,
         ),
     ] {
-        let r = post(&h1(), &user("alice"), path, body);
+        let r = post(&owner(), &user("alice"), path, body);
         let e = r.refusal();
         assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY, "{path}");
         assert!(
@@ -3044,12 +3099,12 @@ fn webhooks_to_private_addresses_are_refused() {
             } else {
                 body.clone()
             };
-            let r = post(&h1(), &user("alice"), path, &body);
+            let r = post(&owner(), &user("alice"), path, &body);
             assert_eq!(r.refusal().status, StatusCode::FORBIDDEN, "{path} {url}");
         }
     }
     let r = post(
-        &h1(),
+        &owner(),
         &user("alice"),
         "/runs",
         r#"{"assistant_id":"agent","webhook":"https://8.8.8.8/hook"}"#,
@@ -3065,17 +3120,17 @@ fn webhook_host_names_are_resolved_and_every_address_checked() {
         Target::Host("hooks.example.com".into()),
         Some(json!(["93.184.216.34", "10.1.2.3"])),
     );
-    let r = try_run(&h1(), &user("alice"), Method::POST, "/runs", body, &w).unwrap();
+    let r = try_run(&owner(), &user("alice"), Method::POST, "/runs", body, &w).unwrap();
     assert_eq!(r.refusal().status, StatusCode::FORBIDDEN);
     assert!(r.needed.contains(&Target::Host("hooks.example.com".into())));
     w.insert(
         Target::Host("hooks.example.com".into()),
         Some(json!(["93.184.216.34"])),
     );
-    let r = try_run(&h1(), &user("alice"), Method::POST, "/runs", body, &w).unwrap();
+    let r = try_run(&owner(), &user("alice"), Method::POST, "/runs", body, &w).unwrap();
     assert!(matches!(r.decision.outcome, Outcome::Forward(_)));
     // A name that does not resolve is refused.
-    let r = post(&h1(), &user("alice"), "/runs", body);
+    let r = post(&owner(), &user("alice"), "/runs", body);
     assert_eq!(r.refusal().status, StatusCode::FORBIDDEN);
 }
 

@@ -11,14 +11,9 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 /// The error when the stream went idle.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("upstream body idle timeout")]
 pub struct IdleTimedOut;
-impl std::fmt::Display for IdleTimedOut {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("upstream body idle timeout")
-    }
-}
-impl std::error::Error for IdleTimedOut {}
 
 /// Wraps a body with an idle timeout.
 ///

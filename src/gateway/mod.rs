@@ -32,7 +32,7 @@ use crate::decide::{
     self, empty_map, metadata_ref, Decision, Facts, Forward, Input, Next, Outcome, Reply,
     ResponsePlan, SearchPlan, Target,
 };
-use crate::error::{Delivery, GatewayError, Side};
+use crate::error::{AuthFailure, Delivery, GatewayError, Side};
 use crate::gateway::pool::PooledBody;
 use crate::gateway::upstream::{UpBody, Upstream};
 use crate::ops::audit::{AuditLine, LineSink};
@@ -231,7 +231,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 /// map is neither copied nor rebuilt and nothing is allocated.
 fn forwardable_headers(policy: &Policy, mut headers: HeaderMap) -> HeaderMap {
     let named = connection_named(&headers);
-    let drop = |n: &HeaderName| {
+    let unforwardable = |n: &HeaderName| {
         is_hop_by_hop(n)
             || SPOOFABLE.contains(n)
             || *n == header::EXPECT
@@ -244,11 +244,15 @@ fn forwardable_headers(policy: &Policy, mut headers: HeaderMap) -> HeaderMap {
             // them by default too).
             || n.as_str().contains('_')
     };
-    if headers.keys().any(|n| drop(n)) {
+    if headers.keys().any(unforwardable) {
         // Exactly one request id (the gateway's choice), even if a client named it in
         // `Connection`.
         let request_id = headers.get(X_REQUEST_ID).cloned();
-        let doomed: Vec<HeaderName> = headers.keys().filter(|n| drop(n)).cloned().collect();
+        let doomed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| unforwardable(n))
+            .cloned()
+            .collect();
         for n in doomed {
             headers.remove(n);
         }
@@ -341,7 +345,7 @@ impl Gateway {
                     self.metrics
                         .auth_failures
                         .get_or_create(&ReasonLabel {
-                            reason: auth_failure_reason(&e.detail).into(),
+                            reason: e.auth_failure.map_or("other", AuthFailure::label).into(),
                         })
                         .inc();
                 }
@@ -558,7 +562,7 @@ impl Gateway {
             match decide::decide_with_cache(policy, &user, &input, &facts, &cached) {
                 Next::Done(d) => break d,
                 Next::Need(t) => {
-                    let (f, hit) = self.upstream.lookup_traced(&t).await.map_err(with_user)?;
+                    let (f, hit) = self.upstream.lookup_with_hit(&t).await.map_err(with_user)?;
                     if hit {
                         self.metrics.lookup_hits.inc();
                     } else {
@@ -1169,28 +1173,6 @@ fn host_check(req: &Request<Incoming>) -> Result<(), GatewayError> {
         1 => Ok(()),
         0 => Err(GatewayError::bad_request("Missing Host header")),
         _ => Err(GatewayError::bad_request("More than one Host header")),
-    }
-}
-
-/// A bounded label for an authentication failure (details may come from an external service).
-fn auth_failure_reason(detail: &str) -> &'static str {
-    let d = detail.to_ascii_lowercase();
-    if d.contains("missing") {
-        "missing"
-    } else if d.contains("expired") {
-        "expired"
-    } else if d.contains("api key") {
-        "invalid_api_key"
-    } else if d.contains("issuer") {
-        "wrong_issuer"
-    } else if d.contains("audience") {
-        "wrong_audience"
-    } else if d.contains("signature") {
-        "bad_signature"
-    } else if d.contains("token") {
-        "invalid_token"
-    } else {
-        "other"
     }
 }
 

@@ -49,21 +49,14 @@ pub struct PoolConfig {
 }
 
 /// Why a request got no response.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum SendError {
     /// No connection could be opened (refused, unreachable, timed out).
+    #[error("connect: {0}")]
     Connect(String),
     /// The connection failed while the request was sent or its response head read.
-    Request(hyper::Error),
-}
-
-impl std::fmt::Display for SendError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SendError::Connect(e) => write!(f, "connect: {e}"),
-            SendError::Request(e) => write!(f, "request: {e}"),
-        }
-    }
+    #[error("request: {0}")]
+    Request(#[source] hyper::Error),
 }
 
 /// The upstream's connections.

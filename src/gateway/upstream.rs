@@ -200,7 +200,7 @@ impl Upstream {
 
     /// Look a resource up, through the cache (coalesced: concurrent lookups of one resource
     /// make one upstream call). Returns the resource and whether it came from the cache.
-    pub async fn lookup_traced(
+    pub async fn lookup_with_hit(
         self: &Arc<Self>,
         t: &Target,
     ) -> Result<(Fetched, bool), GatewayError> {
@@ -243,7 +243,7 @@ impl Upstream {
 
     /// Look a resource up, through the cache.
     pub async fn lookup(self: &Arc<Self>, t: &Target) -> Result<Fetched, GatewayError> {
-        self.lookup_traced(t).await.map(|(f, _)| f)
+        self.lookup_with_hit(t).await.map(|(f, _)| f)
     }
 
     /// Forget a cached resource (after a write through the gateway, successful or not).

@@ -5,6 +5,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::clock::unix_now;
+
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -27,14 +29,8 @@ pub struct Admin {
     pub upstream_fresh: Duration,
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-fn iso(t: Option<SystemTime>) -> serde_json::Value {
+/// A time as fractional seconds since the Unix epoch (`null` when unknown).
+fn epoch_seconds(t: Option<SystemTime>) -> serde_json::Value {
     t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map(|d| json!(d.as_secs_f64()))
         .unwrap_or(serde_json::Value::Null)
@@ -73,7 +69,7 @@ impl Admin {
                     "ready": ready,
                     "policy": {
                         "version": policy.version,
-                        "loaded_at": iso(status.loaded_at),
+                        "loaded_at": epoch_seconds(status.loaded_at),
                         "last_reload_error": status.last_error,
                     },
                     "upstream": { "ok": upstream_ok, "last_ok": ok_at },

@@ -326,8 +326,8 @@ mod tests {
         let m = Metrics::new();
         m.requests
             .get_or_create(&RequestLabels {
-                resource: "threads".into(),
-                action: "read".into(),
+                resource: "threads",
+                action: "read",
                 decision: "deny",
                 status: 404,
             })

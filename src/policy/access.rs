@@ -467,18 +467,37 @@ pub struct AccessDecision {
     pub groups: Vec<GroupTrace>,
 }
 
+/// A roles or access-policy compile error: the dotted key it is at, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct AccessError {
+    /// Where, e.g. `access_policies.team.condition_groups[0]`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl AccessError {
+    fn at(key: String, message: impl Into<String>) -> AccessError {
+        AccessError {
+            key,
+            message: message.into(),
+        }
+    }
+}
+
 impl AccessControl {
     /// Compile roles and policies; errors name the policy, group and condition.
     pub fn compile(
         roles: Option<&HashMap<String, Vec<String>>>,
         policies: &[AccessPolicyConfig],
-    ) -> Result<AccessControl, Vec<String>> {
+    ) -> Result<AccessControl, Vec<AccessError>> {
         let mut errors = Vec::new();
         let roles = roles.map(|r| {
             for (name, perms) in r {
                 for p in perms {
                     if let Err(e) = validate_granted(p) {
-                        errors.push(format!("roles.{name}: {e}"));
+                        errors.push(AccessError::at(format!("roles.{name}"), e));
                     }
                 }
             }
@@ -488,15 +507,15 @@ impl AccessControl {
         let mut index: HashMap<Event, EventGroups> = HashMap::new();
         for (pi, p) in policies.iter().enumerate() {
             if metas.iter().any(|m: &PolicyMeta| m.name == p.name) {
-                errors.push(format!(
-                    "access_policies[{pi}]: duplicate policy name {:?}",
-                    p.name
+                errors.push(AccessError::at(
+                    format!("access_policies[{pi}]"),
+                    format!("duplicate policy name {:?}", p.name),
                 ));
             }
             if p.condition_groups.is_empty() {
-                errors.push(format!(
-                    "access_policies.{}: condition_groups is empty",
-                    p.name
+                errors.push(AccessError::at(
+                    format!("access_policies.{}", p.name),
+                    "condition_groups is empty",
                 ));
             }
             for (gi, g) in p.condition_groups.iter().enumerate() {
@@ -504,22 +523,28 @@ impl AccessControl {
                 let event = match parse_permission(&g.permission) {
                     Ok(e) => e,
                     Err(e) => {
-                        errors.push(format!("{at}: {e}"));
+                        errors.push(AccessError::at(at.clone(), e));
                         continue;
                     }
                 };
                 match ResourceType::parse(&g.resource_type) {
                     None => {
-                        errors.push(format!(
-                            "{at}: unknown resource_type {:?} (thread, assistant, cron, store_item)",
-                            g.resource_type
+                        errors.push(AccessError::at(
+                            at.clone(),
+                            format!(
+                                "unknown resource_type {:?} (thread, assistant, cron, store_item)",
+                                g.resource_type
+                            ),
                         ));
                         continue;
                     }
                     Some(rt) if rt.resource() != event.resource => {
-                        errors.push(format!(
-                            "{at}: permission {} does not apply to resource_type {}",
-                            g.permission, g.resource_type
+                        errors.push(AccessError::at(
+                            at.clone(),
+                            format!(
+                                "permission {} does not apply to resource_type {}",
+                                g.permission, g.resource_type
+                            ),
                         ));
                         continue;
                     }
@@ -529,7 +554,7 @@ impl AccessControl {
                 for (ci, c) in g.conditions.iter().enumerate() {
                     match Condition::compile(c) {
                         Ok(c) => conditions.push(c),
-                        Err(e) => errors.push(format!("{at}.conditions[{ci}]: {e}")),
+                        Err(e) => errors.push(AccessError::at(format!("{at}.conditions[{ci}]"), e)),
                     }
                 }
                 let group = Group {
@@ -1028,7 +1053,7 @@ mod tests {
                 json!({"permission": "threads:read", "resource_type": "thread", "conditions": conds})
             })
             .collect();
-        let roles: Vec<&str> = if g.next() % 3 == 0 {
+        let roles: Vec<&str> = if g.next().is_multiple_of(3) {
             vec![]
         } else {
             vec![*g.pick(&ROLES)]
@@ -1052,19 +1077,20 @@ mod tests {
         m
     }
 
-    fn world(
-        g: &mut Gen,
-    ) -> (
+    /// Roles, policies, a user and a resource's tags.
+    type World = (
         HashMap<String, Vec<String>>,
         Vec<AccessPolicyConfig>,
         User,
         Map<String, Value>,
-    ) {
+    );
+
+    fn world(g: &mut Gen) -> World {
         let mut roles = HashMap::new();
         for r in ROLES {
             roles.insert(
                 r.to_string(),
-                if g.next() % 2 == 0 {
+                if g.next().is_multiple_of(2) {
                     vec!["threads:read".into()]
                 } else {
                     vec![]
@@ -1074,11 +1100,15 @@ mod tests {
         let n = g.next() % 5;
         let policies = (0..n as usize)
             .map(|i| {
-                let eff = if g.next() % 2 == 0 { "allow" } else { "deny" };
+                let eff = if g.next().is_multiple_of(2) {
+                    "allow"
+                } else {
+                    "deny"
+                };
                 random_policy(g, i, eff)
             })
             .collect();
-        let r: &str = *g.pick(&ROLES[..]);
+        let r = *g.pick(&ROLES);
         let u = user(&[r]);
         (roles, policies, u, random_tags(g))
     }
@@ -1108,10 +1138,7 @@ mod tests {
             if !deny && allow {
                 assert_eq!(d.reason, Reason::AllowGrants);
             }
-            assert_eq!(
-                d.groups.iter().all(|x| x.matched == x.failed.is_none()),
-                true
-            );
+            assert!(d.groups.iter().all(|x| x.matched == x.failed.is_none()));
         }
     }
 

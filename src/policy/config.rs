@@ -475,8 +475,10 @@ impl<'de> Deserialize<'de> for HandlerMap {
     }
 }
 
-/// A problem in a policy file, located as precisely as the parser allows.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A problem in a policy file, located as precisely as the parser allows: every policy
+/// load and compile error is one (`file:line: key: message`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.located())]
 pub struct ConfigError {
     /// The file.
     pub file: PathBuf,
@@ -488,25 +490,18 @@ pub struct ConfigError {
     pub message: String,
 }
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl ConfigError {
+    /// `file:line: key: message` (`file:line: message` without a key; line 1 when unknown).
+    fn located(&self) -> String {
         let line = self.line.unwrap_or(1);
         if self.key.is_empty() {
-            write!(f, "{}:{}: {}", self.file.display(), line, self.message)
+            format!("{}:{}: {}", self.file.display(), line, self.message)
         } else {
-            write!(
-                f,
-                "{}:{}: {}: {}",
-                self.file.display(),
-                line,
-                self.key,
-                self.message
-            )
+            let (file, key, message) = (self.file.display(), &self.key, &self.message);
+            format!("{file}:{line}: {key}: {message}")
         }
     }
-}
 
-impl ConfigError {
     /// An error at a key, with the line found by searching the file text for the key.
     pub fn at_key(
         file: &Path,

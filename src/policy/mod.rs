@@ -442,26 +442,15 @@ impl Policy {
         let access = match AccessControl::compile(roles.as_ref(), &access_policies) {
             Ok(a) => Some(a),
             Err(es) => {
-                for m in es {
-                    let (key, needle) = match m.split_once(':') {
-                        Some((k, _)) => {
-                            (k.to_string(), k.rsplit('.').next().unwrap_or(k).to_string())
-                        }
-                        None => (String::new(), String::new()),
-                    };
+                for e in es {
+                    let needle = e.key.rsplit('.').next().unwrap_or(&e.key);
                     let (file, text) = files
                         .iter()
-                        .find(|(_, t, _)| {
-                            !needle.is_empty() && config::find_key_line(t, &needle).is_some()
-                        })
+                        .find(|(_, t, _)| config::find_key_line(t, needle).is_some())
                         .or(files.first())
                         .map(|(p, t, _)| (p.clone(), t.as_str()))
                         .unwrap_or_default();
-                    let message = m
-                        .split_once(": ")
-                        .map(|(_, r)| r.to_string())
-                        .unwrap_or(m.clone());
-                    errors.push(ConfigError::at_key(&file, text, &key, &needle, message));
+                    errors.push(ConfigError::at_key(&file, text, &e.key, needle, e.message));
                 }
                 None
             }
@@ -600,7 +589,7 @@ fn when_holds(w: &WhenConfig, user: &User) -> bool {
             .is_none_or(|ps| ps.iter().all(|p| user.has_permission(p)))
         && w.identity
             .as_ref()
-            .is_none_or(|ids| ids.iter().any(|i| *i == user.identity))
+            .is_none_or(|ids| ids.contains(&user.identity))
 }
 
 fn validate_handler_key(key: &str) -> Result<(), String> {

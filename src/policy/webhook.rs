@@ -87,7 +87,7 @@ impl WebhookPolicy {
     /// Check one URL. `Err` is the 403 detail.
     pub fn check(&self, url: &str) -> Result<Verdict, String> {
         let u = StrictUrl::parse(url)?;
-        if !self.schemes.iter().any(|s| *s == u.scheme) {
+        if !self.schemes.contains(&u.scheme) {
             return Err(format!(
                 "webhook scheme {:?} is not allowed (allowed: {})",
                 u.scheme,

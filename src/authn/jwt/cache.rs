@@ -6,7 +6,7 @@
 //! internally, so each entry keeps the full digest and a hit is only a hit when it matches.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use pingora_memory_cache::MemoryCache;
 use sha2::{Digest, Sha256};
@@ -37,14 +37,6 @@ impl std::fmt::Debug for TokenCache {
             .field("max_ttl", &self.max_ttl)
             .finish()
     }
-}
-
-/// Current Unix time in seconds.
-pub fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 impl TokenCache {
@@ -97,6 +89,7 @@ impl TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::unix_now;
 
     fn user(id: &str) -> Arc<User> {
         Arc::new(User {
@@ -109,7 +102,7 @@ mod tests {
     #[test]
     fn hit_until_expiry_and_only_for_the_same_digest() {
         let c = TokenCache::new(100, Duration::from_secs(3600));
-        let now = now_unix();
+        let now = unix_now();
         let d = TokenCache::digest("a.b.c");
         c.put(d, user("alice"), Some("k1".into()), now + 10, now);
         assert_eq!(c.get(&d, now).unwrap().user.identity, "alice");
@@ -121,7 +114,7 @@ mod tests {
     #[test]
     fn expired_or_capped_entries() {
         let c = TokenCache::new(100, Duration::from_secs(5));
-        let now = now_unix();
+        let now = unix_now();
         let d = TokenCache::digest("x");
         c.put(d, user("a"), None, now, now);
         assert!(c.get(&d, now).is_none(), "already expired is not stored");

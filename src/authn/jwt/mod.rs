@@ -20,6 +20,7 @@
 //! Verified tokens are remembered in a [`TokenCache`] until they expire.
 
 pub mod cache;
+pub mod keys;
 pub mod remote;
 
 use std::collections::HashSet;
@@ -36,12 +37,13 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
-use crate::authn::jwt::cache::{now_unix, TokenCache};
-use crate::authn::jwt::remote::{
-    KeyMatch, KeySet, KeySource, RemoteConfig, RemoteKeys, VerifyKey, HMAC_ALGS,
-};
+use crate::authn::http_client;
+use crate::authn::jwt::cache::TokenCache;
+use crate::authn::jwt::keys::{KeyMatch, KeySet, VerifyKey, HMAC_ALGS};
+use crate::authn::jwt::remote::{KeySource, RemoteConfig, RemoteKeys};
 use crate::authn::AuthOutcome;
-use crate::error::GatewayError;
+use crate::clock::unix_now;
+use crate::error::{AuthFailure, GatewayError};
 use crate::policy::config::{ClaimPathConfig, JwtConfig, KeyMaterialConfig, TokenSourceConfig};
 use crate::user::User;
 
@@ -62,42 +64,66 @@ pub const ASYMMETRIC_ALGS: [Algorithm; 9] = [
 const CACHE_MAX_TTL: Duration = Duration::from_secs(3600);
 
 /// Why a token was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JwtError {
     /// Not three base64url segments, or a header or payload that is not JSON.
+    #[error("malformed")]
     Malformed,
     /// `alg: none`.
+    #[error("unsigned tokens (alg none) are refused")]
     Unsigned,
     /// An algorithm outside the allow-list (its name if it is a known one).
+    #[error("{}", algorithm_refusal(.0))]
     AlgorithmNotAllowed(Option<Algorithm>),
     /// A `crit` header.
+    #[error("unsupported critical header parameter")]
     CriticalHeader,
     /// No key with the token's `kid`.
+    #[error("signing key not found")]
     UnknownKid,
     /// A key exists for the token, but of another type than its `alg`.
+    #[error("algorithm does not match the signing key")]
     KeyTypeMismatch,
     /// The signature does not verify.
+    #[error("signature verification failed")]
     BadSignature,
     /// `exp` is past (beyond the leeway).
+    #[error("expired")]
     Expired,
     /// `nbf` is in the future (beyond the leeway).
+    #[error("not yet valid (nbf)")]
     NotYetValid,
     /// `iat` is in the future (beyond the leeway).
+    #[error("issued in the future (iat)")]
     IssuedInFuture,
     /// `iat` is older than `max_age_s`.
+    #[error("too old (iat)")]
     TooOld,
     /// `iss` is not the configured issuer.
+    #[error("issuer not accepted")]
     WrongIssuer,
     /// No `aud` value is accepted.
+    #[error("audience not accepted")]
     WrongAudience,
     /// A required claim is missing.
+    #[error("missing required claim {0}")]
     MissingClaim(&'static str),
     /// A standard claim has the wrong type.
+    #[error("claim {0} is malformed")]
     BadClaim(&'static str),
     /// The identity claim is missing, empty, not a string, or not forwardable in a header.
+    #[error("identity claim {0} missing or unusable")]
     NoIdentity(String),
     /// Keys could not be fetched yet (provider down since start).
+    #[error("signing keys unavailable")]
     KeysUnavailable,
+}
+
+fn algorithm_refusal(a: &Option<Algorithm>) -> String {
+    match a {
+        Some(a) => format!("algorithm {a:?} is not allowed"),
+        None => "unsupported algorithm".into(),
+    }
 }
 
 fn claim_name(c: &str) -> &'static str {
@@ -115,26 +141,7 @@ fn claim_name(c: &str) -> &'static str {
 impl JwtError {
     /// The reason, as shown after `Invalid token: `.
     pub fn reason(&self) -> String {
-        match self {
-            JwtError::Malformed => "malformed".into(),
-            JwtError::Unsigned => "unsigned tokens (alg none) are refused".into(),
-            JwtError::AlgorithmNotAllowed(Some(a)) => format!("algorithm {a:?} is not allowed"),
-            JwtError::AlgorithmNotAllowed(None) => "unsupported algorithm".into(),
-            JwtError::CriticalHeader => "unsupported critical header parameter".into(),
-            JwtError::UnknownKid => "signing key not found".into(),
-            JwtError::KeyTypeMismatch => "algorithm does not match the signing key".into(),
-            JwtError::BadSignature => "signature verification failed".into(),
-            JwtError::Expired => "expired".into(),
-            JwtError::NotYetValid => "not yet valid (nbf)".into(),
-            JwtError::IssuedInFuture => "issued in the future (iat)".into(),
-            JwtError::TooOld => "too old (iat)".into(),
-            JwtError::WrongIssuer => "issuer not accepted".into(),
-            JwtError::WrongAudience => "audience not accepted".into(),
-            JwtError::MissingClaim(c) => format!("missing required claim {c}"),
-            JwtError::BadClaim(c) => format!("claim {c} is malformed"),
-            JwtError::NoIdentity(path) => format!("identity claim {path} missing or unusable"),
-            JwtError::KeysUnavailable => "signing keys unavailable".into(),
-        }
+        self.to_string()
     }
 
     /// The refusal: 401 with a `Bearer error="invalid_token"` challenge, or 503 when the keys
@@ -147,6 +154,20 @@ impl JwtError {
             );
         }
         invalid_token(&format!("Invalid token: {}", self.reason()))
+            .with_auth_failure(self.failure())
+    }
+
+    /// The auth-failure metric's reason. A missing claim or identity counts as `missing`, as
+    /// the label has always read.
+    pub fn failure(&self) -> AuthFailure {
+        match self {
+            JwtError::MissingClaim(_) | JwtError::NoIdentity(_) => AuthFailure::Missing,
+            JwtError::Expired => AuthFailure::Expired,
+            JwtError::WrongIssuer => AuthFailure::WrongIssuer,
+            JwtError::WrongAudience => AuthFailure::WrongAudience,
+            JwtError::BadSignature => AuthFailure::BadSignature,
+            _ => AuthFailure::InvalidToken,
+        }
     }
 }
 
@@ -400,11 +421,12 @@ impl TokenSource {
             let mut all = headers.get_all(name).iter();
             let Some(v) = all.next() else { return Ok(None) };
             if all.next().is_some() {
-                return Err(invalid_token(&format!("More than one {name} header")));
+                return Err(invalid_token(&format!("More than one {name} header"))
+                    .with_auth_failure(AuthFailure::Other));
             }
             v.to_str()
                 .map(|s| Some(s.trim()))
-                .map_err(|_| invalid_token("Invalid token: malformed"))
+                .map_err(|_| JwtError::Malformed.to_gateway_error())
         };
         match self {
             TokenSource::Bearer => match single(&http::header::AUTHORIZATION) {
@@ -464,7 +486,7 @@ impl TokenSource {
                     .flat_map(|v| v.split(';'))
                     .map(str::trim)
                     .filter(|c| {
-                        !c.is_empty() && c.split_once('=').map_or(true, |(n, _)| n.trim() != name)
+                        !c.is_empty() && c.split_once('=').is_none_or(|(n, _)| n.trim() != name)
                     })
                     .map(str::to_string)
                     .collect();
@@ -716,14 +738,14 @@ impl JwtAuthenticator {
             }
             let pem = read_material(m, base, "public_key")?;
             return Ok(fixed(vec![
-                remote::pem_key(&pem, algorithms).map_err(|e| format!("public_key: {e}"))?
+                keys::pem_key(&pem, algorithms).map_err(|e| format!("public_key: {e}"))?
             ]));
         }
         if let Some(f) = &c.jwks_file {
             let f = base.map_or_else(|| f.clone(), |d| d.join(f));
             let bytes = std::fs::read(&f)
                 .map_err(|e| format!("jwks_file: cannot read {}: {e}", f.display()))?;
-            let keys = remote::parse_jwks(&bytes, algorithms, true)
+            let keys = keys::parse_jwks(&bytes, algorithms, true)
                 .map_err(|e| format!("jwks_file: {e}"))?;
             if keys.is_empty() {
                 return Err(format!(
@@ -765,16 +787,16 @@ impl JwtAuthenticator {
         let jwks_url = c
             .jwks_url
             .as_deref()
-            .map(remote::parse_http_url)
+            .map(http_client::parse_http_url)
             .transpose()
             .map_err(|e| format!("jwks_url: {e}"))?;
         let discovery_url = match (&jwks_url, &c.discovery_url, issuer) {
             (Some(_), _, _) => None,
             (None, Some(d), _) => {
-                Some(remote::parse_http_url(d).map_err(|e| format!("discovery_url: {e}"))?)
+                Some(http_client::parse_http_url(d).map_err(|e| format!("discovery_url: {e}"))?)
             }
             (None, None, Some(iss)) => Some(
-                remote::parse_http_url(&format!(
+                http_client::parse_http_url(&format!(
                     "{}/.well-known/openid-configuration",
                     iss.trim_end_matches('/')
                 ))
@@ -868,11 +890,11 @@ impl JwtAuthenticator {
 
     /// Authenticate one token against these keys, through the verified-token cache.
     pub fn authenticate_with_keys(&self, token: &str, keys: &KeySet) -> Result<Arc<User>, Refusal> {
-        let now = now_unix();
+        let now = unix_now();
         let digest = self.cache.as_ref().map(|_| TokenCache::digest(token));
         if let (Some(cache), Some(d)) = (&self.cache, &digest) {
             if let Some(hit) = cache.get(d, now) {
-                if hit.kid.as_deref().map_or(true, |k| keys.has_kid(k)) {
+                if hit.kid.as_deref().is_none_or(|k| keys.has_kid(k)) {
                     return Ok(hit.user.clone());
                 }
             }
@@ -887,7 +909,7 @@ impl JwtAuthenticator {
 
     /// Verify without the cache (benchmarks' cold path).
     pub fn verify_uncached(&self, token: &str, keys: &KeySet) -> Result<Arc<User>, Refusal> {
-        self.verify(token, keys, now_unix())
+        self.verify(token, keys, unix_now())
             .map(|v| Arc::new(v.user))
     }
 
@@ -1149,7 +1171,7 @@ mod tests {
     const SECRET: &str = "0123456789abcdef0123456789abcdef-test-secret";
 
     fn now() -> i64 {
-        now_unix() as i64
+        unix_now() as i64
     }
 
     fn cfg(yaml: &str) -> JwtConfig {
@@ -1235,7 +1257,7 @@ mod tests {
     #[test]
     fn every_rsa_algorithm_verifies() {
         let a = pem_auth(&keys().rsa, "");
-        for alg in crate::authn::jwt::remote::RSA_ALGS {
+        for alg in crate::authn::jwt::keys::RSA_ALGS {
             let t = sign(alg, &keys().rsa.private_pem, &claims("bob"), None);
             assert_eq!(check(&a, &t).unwrap().identity, "bob", "{alg:?}");
         }
