@@ -4,6 +4,7 @@
 
 pub mod authn;
 pub mod body;
+pub mod cli;
 pub mod clock;
 pub mod decide;
 pub mod error;

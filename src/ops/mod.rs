@@ -6,5 +6,4 @@ pub mod audit;
 pub mod explain;
 pub mod logwriter;
 pub mod metrics;
-pub mod policytest;
 pub mod reload;

@@ -7,6 +7,7 @@
 //! the detail. Failures print a readable diff.
 
 use std::collections::HashMap;
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -319,6 +320,44 @@ pub fn run_file(policy: &Policy, file: &TestFile) -> (usize, Vec<String>) {
         }
     }
     (passed, failures)
+}
+
+/// `graphguard test DIR FILES...`: run the files' cases; `N passed, M failed`.
+pub(super) fn test(dir: &std::path::Path, files: &[std::path::PathBuf]) -> ExitCode {
+    let policy = match Policy::load_dir(dir) {
+        Ok(p) => p,
+        Err(errors) => {
+            for e in errors {
+                say!("{e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let (mut passed, mut failed) = (0, 0);
+    for f in files {
+        let file: TestFile = match std::fs::read_to_string(f)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_yaml_ng::from_str(&t).map_err(|e| e.to_string()))
+        {
+            Ok(file) => file,
+            Err(e) => {
+                say!("{}: {e}", f.display());
+                return ExitCode::FAILURE;
+            }
+        };
+        let (p, failures) = run_file(&policy, &file);
+        passed += p;
+        failed += failures.len();
+        for fl in failures {
+            say!("{}: {fl}", f.display());
+        }
+    }
+    say!("{passed} passed, {failed} failed");
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 #[cfg(test)]
