@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
+use graphguard::authn::config::ForwardConfig;
 use graphguard::authn::forward::ForwardAuthenticator;
 use graphguard::authn::{self, Authenticator};
 use graphguard::error::GatewayError;
-use graphguard::policy::config::ForwardConfig;
 use graphguard::user::User;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::Full;

@@ -30,10 +30,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::authn::config::{AnonymousConfig, ForwardConfig};
 use crate::authn::http_client::{self, FetchError, HttpClient};
 use crate::authn::AuthOutcome;
 use crate::error::{AuthFailure, GatewayError};
-use crate::policy::config::{AnonymousConfig, ForwardConfig};
 use crate::user::User;
 
 /// How long an "unavailable" answer is reused.

@@ -4,6 +4,7 @@
 //! authenticates it, rejects it, or declines so that the next authenticator may try. JWT/JWKS
 //! and external (`forward`) authenticators are further variants of the same enum.
 
+pub mod config;
 pub mod forward;
 pub mod http_client;
 pub mod jwt;
@@ -14,8 +15,8 @@ use std::sync::Arc;
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
+use crate::authn::config::ApiKeyEntry;
 use crate::error::{AuthFailure, GatewayError};
-use crate::policy::config::ApiKeyEntry;
 use crate::user::User;
 
 /// What an authenticator made of a request.

@@ -265,7 +265,7 @@ fn gateway(
 
 /// Load the shadow policy and keep it reloaded.
 fn start_shadow(
-    dir: &PathBuf,
+    dir: &Path,
     gw: &Arc<Gateway>,
     metrics: &Arc<Metrics>,
     poll_secs: u64,
@@ -274,7 +274,7 @@ fn start_shadow(
     tracing::info!(shadow = %p.version, "shadow policy loaded");
     gw.shadow.store(Some(Arc::new(p)));
     let r = Arc::new(Reloader::for_shadow(
-        dir.clone(),
+        dir.to_path_buf(),
         gw.clone(),
         metrics.clone(),
     ));

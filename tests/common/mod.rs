@@ -2,6 +2,8 @@
 //! in-process gateway, and HTTP/1.1, raw-TCP and h2c clients.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod keys;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;

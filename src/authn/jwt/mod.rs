@@ -20,6 +20,7 @@
 //! Verified tokens are remembered in a [`TokenCache`] until they expire.
 
 pub mod cache;
+pub mod config;
 pub mod keys;
 pub mod remote;
 
@@ -39,12 +40,12 @@ use serde_json::{Map, Value};
 
 use crate::authn::http_client;
 use crate::authn::jwt::cache::TokenCache;
+use crate::authn::jwt::config::{ClaimPathConfig, JwtConfig, KeyMaterialConfig, TokenSourceConfig};
 use crate::authn::jwt::keys::{KeyMatch, KeySet, VerifyKey, HMAC_ALGS};
 use crate::authn::jwt::remote::{KeySource, RemoteConfig, RemoteKeys};
 use crate::authn::AuthOutcome;
 use crate::clock::unix_now;
 use crate::error::{AuthFailure, GatewayError};
-use crate::policy::config::{ClaimPathConfig, JwtConfig, KeyMaterialConfig, TokenSourceConfig};
 use crate::user::User;
 
 /// Every asymmetric algorithm.
@@ -276,7 +277,7 @@ fn as_list(v: Option<&Value>) -> Vec<String> {
 
 impl ClaimMap {
     /// From the `claims` section (defaults: identity `sub`, nothing else).
-    pub fn new(c: Option<&crate::policy::config::ClaimsConfig>) -> Result<ClaimMap, String> {
+    pub fn new(c: Option<&crate::authn::jwt::config::ClaimsConfig>) -> Result<ClaimMap, String> {
         let path = |p: &Option<ClaimPathConfig>, what: &str| -> Result<Option<ClaimPath>, String> {
             p.as_ref()
                 .map(|p| ClaimPath::parse(p).map_err(|e| format!("claims.{what}: {e}")))
@@ -758,7 +759,7 @@ impl JwtAuthenticator {
         let r = c
             .jwks_refresh
             .clone()
-            .unwrap_or(crate::policy::config::JwksRefreshConfig {
+            .unwrap_or(crate::authn::jwt::config::JwksRefreshConfig {
                 interval_s: None,
                 min_interval_s: None,
                 max_interval_s: None,
@@ -1080,86 +1081,8 @@ fn map_error(k: &ErrorKind) -> JwtError {
 }
 
 #[cfg(test)]
-pub(crate) mod test_keys {
-    //! Real keys, generated once per test run.
-    use std::sync::OnceLock;
-
-    use base64::Engine;
-    use p256::elliptic_curve::sec1::ToEncodedPoint;
-    use p256::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
-    use rsa::pkcs1::EncodeRsaPrivateKey;
-    use rsa::traits::PublicKeyParts;
-
-    /// One key pair: private PEM (for signing), public PEM, and its public JWK.
-    pub struct Pair {
-        pub private_pem: String,
-        pub public_pem: String,
-        pub jwk: serde_json::Value,
-    }
-
-    fn b64(b: &[u8]) -> String {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
-    }
-
-    pub fn rsa_pair() -> Pair {
-        let k = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
-        let public = k.to_public_key();
-        Pair {
-            private_pem: k.to_pkcs1_pem(LineEnding::LF).unwrap().to_string(),
-            public_pem: public.to_public_key_pem(LineEnding::LF).unwrap(),
-            jwk: serde_json::json!({"kty": "RSA", "n": b64(&public.n().to_bytes_be()), "e": b64(&public.e().to_bytes_be())}),
-        }
-    }
-
-    pub fn p256_pair() -> Pair {
-        let k = p256::SecretKey::random(&mut rand::rngs::OsRng);
-        let point = k.public_key().to_encoded_point(false);
-        Pair {
-            private_pem: k.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
-            public_pem: k.public_key().to_public_key_pem(LineEnding::LF).unwrap(),
-            jwk: serde_json::json!({"kty": "EC", "crv": "P-256", "x": b64(point.x().unwrap()), "y": b64(point.y().unwrap())}),
-        }
-    }
-
-    pub fn p384_pair() -> Pair {
-        let k = p384::SecretKey::random(&mut rand::rngs::OsRng);
-        let point = k.public_key().to_encoded_point(false);
-        Pair {
-            private_pem: k.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
-            public_pem: k.public_key().to_public_key_pem(LineEnding::LF).unwrap(),
-            jwk: serde_json::json!({"kty": "EC", "crv": "P-384", "x": b64(point.x().unwrap()), "y": b64(point.y().unwrap())}),
-        }
-    }
-
-    pub fn ed_pair() -> Pair {
-        let k = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
-        Pair {
-            private_pem: k.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
-            public_pem: k.verifying_key().to_public_key_pem(LineEnding::LF).unwrap(),
-            jwk: serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": b64(k.verifying_key().as_bytes())}),
-        }
-    }
-
-    /// The shared keys: two RSA pairs (the second for "wrong key"), P-256, P-384, Ed25519.
-    pub struct Keys {
-        pub rsa: Pair,
-        pub rsa2: Pair,
-        pub p256: Pair,
-        pub p384: Pair,
-        pub ed: Pair,
-    }
-
-    pub fn keys() -> &'static Keys {
-        static K: OnceLock<Keys> = OnceLock::new();
-        K.get_or_init(|| Keys {
-            rsa: rsa_pair(),
-            rsa2: rsa_pair(),
-            p256: p256_pair(),
-            p384: p384_pair(),
-            ed: ed_pair(),
-        })
-    }
-}
+#[path = "../../../tests/common/keys.rs"]
+pub(crate) mod test_keys;
 
 #[cfg(test)]
 mod tests {
