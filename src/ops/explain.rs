@@ -77,44 +77,21 @@ pub fn explain(
         (Ok(g), Some(md)) => g.active_filter().map(|f| f.matches(md)),
         _ => None,
     };
-    match (&handler, &handler_denied) {
-        (None, None) => words.push(
-            format!(
-                "No handler covers {event}; the default decision ({:?}) applies.",
-                policy.default
-            )
-            .to_lowercase(),
-        ),
-        (None, Some(d)) => words.push(format!(
-            "No handler covers {event} and the default is deny: {d}."
-        )),
-        (Some(h), Some(d)) => words.push(format!("Handler {h:?} refuses {event}: 403 {d:?}.")),
-        (Some(h), None) => {
-            let mut s = format!("Handler {h:?} (rule {}) allows {event}", rule.unwrap_or(0));
-            if let Some(f) = &filter {
-                s.push_str(&format!(" with filter {f}"));
-            }
-            if let Some(m) = &metadata {
-                s.push_str(&format!(", stamping {}", Value::Object(m.clone())));
-            }
-            s.push('.');
-            words.push(s);
-        }
-    }
+    words.push(handler_words(
+        policy,
+        event,
+        &handler,
+        rule,
+        &handler_denied,
+        &filter,
+        &metadata,
+    ));
     match filter_matches {
         Some(true) => words.push("The resource passes the filter.".into()),
         Some(false) => words.push("The resource fails the filter: for this user it does not exist (404, or 409 where the server says so).".into()),
         None => {}
     }
-    if let Some(r) = &access.rbac {
-        match &r.via_role {
-            Some(role) => words.push(format!("RBAC permits {event} through role {role:?}.")),
-            None => words.push(format!(
-                "RBAC does not permit {event}: none of the user's roles {:?} grants it.",
-                user.roles
-            )),
-        }
-    }
+    access_words(event, user, &access, &mut words);
     for g in &access.groups {
         let eff = format!("{:?}", g.effect).to_lowercase();
         match &g.failed {
@@ -132,21 +109,7 @@ pub fn explain(
             )),
         }
     }
-    words.push(match access.reason {
-        Reason::Disabled => {
-            "Roles and access policies are not configured: handlers alone decide.".into()
-        }
-        Reason::DenyWins => "A deny policy matched: deny wins.".into(),
-        Reason::AllowGrants => {
-            "An allow policy matched: access is granted (even without the RBAC permission).".into()
-        }
-        Reason::RbacFallbackAllow => {
-            "No access policy matched: RBAC decides (fallback), and permits.".into()
-        }
-        Reason::RbacFallbackDeny => {
-            "No access policy matched: RBAC decides (fallback), and does not permit.".into()
-        }
-    });
+    words.push(reason_words(access.reason));
     let allowed = access.allowed && handler_denied.is_none() && filter_matches != Some(false);
     words.push(if allowed {
         format!("Effect: allow {event}.")
@@ -164,6 +127,70 @@ pub fn explain(
         filter_matches,
         access,
         words,
+    }
+}
+
+/// What the handler made of the event, in words.
+fn handler_words(
+    policy: &Policy,
+    event: Event,
+    handler: &Option<String>,
+    rule: Option<usize>,
+    handler_denied: &Option<String>,
+    filter: &Option<Value>,
+    metadata: &Option<Map<String, Value>>,
+) -> String {
+    match (handler, handler_denied) {
+        (None, None) => format!(
+            "No handler covers {event}; the default decision ({:?}) applies.",
+            policy.default
+        )
+        .to_lowercase(),
+        (None, Some(d)) => format!("No handler covers {event} and the default is deny: {d}."),
+        (Some(h), Some(d)) => format!("Handler {h:?} refuses {event}: 403 {d:?}."),
+        (Some(h), None) => {
+            let mut s = format!("Handler {h:?} (rule {}) allows {event}", rule.unwrap_or(0));
+            if let Some(f) = filter {
+                s.push_str(&format!(" with filter {f}"));
+            }
+            if let Some(m) = metadata {
+                s.push_str(&format!(", stamping {}", Value::Object(m.clone())));
+            }
+            s.push('.');
+            s
+        }
+    }
+}
+
+/// What roles (RBAC) and each access-policy group made of the event, in words.
+fn access_words(event: Event, user: &User, access: &AccessDecision, words: &mut Vec<String>) {
+    if let Some(r) = &access.rbac {
+        match &r.via_role {
+            Some(role) => words.push(format!("RBAC permits {event} through role {role:?}.")),
+            None => words.push(format!(
+                "RBAC does not permit {event}: none of the user's roles {:?} grants it.",
+                user.roles
+            )),
+        }
+    }
+}
+
+/// Why roles and access policies decided as they did, in words.
+fn reason_words(reason: Reason) -> String {
+    match reason {
+        Reason::Disabled => {
+            "Roles and access policies are not configured: handlers alone decide.".into()
+        }
+        Reason::DenyWins => "A deny policy matched: deny wins.".into(),
+        Reason::AllowGrants => {
+            "An allow policy matched: access is granted (even without the RBAC permission).".into()
+        }
+        Reason::RbacFallbackAllow => {
+            "No access policy matched: RBAC decides (fallback), and permits.".into()
+        }
+        Reason::RbacFallbackDeny => {
+            "No access policy matched: RBAC decides (fallback), and does not permit.".into()
+        }
     }
 }
 

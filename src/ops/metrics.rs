@@ -113,151 +113,58 @@ impl Default for Metrics {
 impl Metrics {
     /// Create and register everything under the `graphguard` prefix.
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("graphguard");
-        let requests = Family::<RequestLabels, Counter>::default();
-        let lat = || Histogram::new(exponential_buckets(0.000_05, 2.0, 20));
-        let request_seconds = lat();
-        let decision_seconds = lat();
-        let upstream_seconds = lat();
-        let auth_failures = Family::<ReasonLabel, Counter>::default();
-        let lookup_hits = Counter::default();
-        let lookup_misses = Counter::default();
-        let reloads = Family::<ReasonLabel, Counter>::default();
-        let policy_version = Family::<VersionLabel, Gauge>::default();
-        let policy_last_success = Gauge::<f64, AtomicU64>::default();
-        let in_flight = Gauge::default();
-        let open_connections = Gauge::default();
-        let shadow_disagreements = Counter::default();
-        let jwt_verifications = Gauge::default();
-        let jwks_fetches = Gauge::default();
-        let jwks_fetch_failures = Gauge::default();
-        let forward_auth_calls = Gauge::default();
-        let upstream_idle_connections = Gauge::default();
-        let upstream_connections_opened = Gauge::default();
-        let upstream_resent_requests = Gauge::default();
-        registry.register(
-            "upstream_idle_connections",
-            "Idle keep-alive connections to the upstream",
-            upstream_idle_connections.clone(),
-        );
-        registry.register(
-            "upstream_connections_opened",
-            "Connections opened to the upstream since start",
-            upstream_connections_opened.clone(),
-        );
-        registry.register(
-            "upstream_resent_requests",
-            "Requests sent again after a reused upstream connection refused them unsent",
-            upstream_resent_requests.clone(),
-        );
-        registry.register(
-            "jwt_signature_verifications",
-            "Token signature verifications (verified-token cache misses) since the policy loaded",
-            jwt_verifications.clone(),
-        );
-        registry.register(
-            "jwks_fetches",
-            "JWKS and discovery fetches since the policy loaded",
-            jwks_fetches.clone(),
-        );
-        registry.register(
-            "jwks_fetch_failures",
-            "Failed JWKS and discovery fetches since the policy loaded",
-            jwks_fetch_failures.clone(),
-        );
-        registry.register(
-            "forward_auth_calls",
-            "Calls to external authenticate endpoints (answer-cache misses) since the policy loaded",
-            forward_auth_calls.clone(),
-        );
-        registry.register(
-            "requests",
-            "Requests by resource, action, decision and status",
-            requests.clone(),
-        );
-        registry.register(
-            "request_duration_seconds",
-            "Time to response headers",
-            request_seconds.clone(),
-        );
-        registry.register(
-            "decision_duration_seconds",
-            "Authentication, classification and decision, lookups included",
-            decision_seconds.clone(),
-        );
-        registry.register(
-            "upstream_duration_seconds",
-            "Upstream time to response headers",
-            upstream_seconds.clone(),
-        );
-        registry.register(
-            "auth_failures",
-            "Authentication failures by reason",
-            auth_failures.clone(),
-        );
-        registry.register(
-            "lookup_cache_hits",
-            "Resource lookups answered from cache",
-            lookup_hits.clone(),
-        );
-        registry.register(
-            "lookup_cache_misses",
-            "Resource lookups sent upstream",
-            lookup_misses.clone(),
-        );
-        registry.register(
-            "policy_reloads",
-            "Policy reloads by result",
-            reloads.clone(),
-        );
-        registry.register(
-            "policy_version",
-            "The loaded policy version (1)",
-            policy_version.clone(),
-        );
-        registry.register(
-            "policy_last_success_timestamp_seconds",
-            "Unix time of the last successful policy load",
-            policy_last_success.clone(),
-        );
-        registry.register(
-            "in_flight_requests",
-            "Requests in flight",
-            in_flight.clone(),
-        );
-        registry.register(
-            "shadow_disagreements",
-            "Requests on which the shadow policy decided differently",
-            shadow_disagreements.clone(),
-        );
-        registry.register(
-            "open_connections",
-            "Open client connections",
-            open_connections.clone(),
-        );
-        Metrics {
-            registry,
-            requests,
-            request_seconds,
-            decision_seconds,
-            upstream_seconds,
-            auth_failures,
-            lookup_hits,
-            lookup_misses,
-            reloads,
-            policy_version,
-            policy_last_success,
-            in_flight,
-            open_connections,
-            shadow_disagreements,
-            jwt_verifications,
-            jwks_fetches,
-            jwks_fetch_failures,
-            forward_auth_calls,
-            upstream_idle_connections,
-            upstream_connections_opened,
-            upstream_resent_requests,
-        }
+        let latency = || Histogram::new(exponential_buckets(0.000_05, 2.0, 20));
+        let mut m = Metrics {
+            registry: Registry::with_prefix("graphguard"),
+            requests: Family::default(),
+            request_seconds: latency(),
+            decision_seconds: latency(),
+            upstream_seconds: latency(),
+            auth_failures: Family::default(),
+            lookup_hits: Counter::default(),
+            lookup_misses: Counter::default(),
+            reloads: Family::default(),
+            policy_version: Family::default(),
+            policy_last_success: Gauge::default(),
+            in_flight: Gauge::default(),
+            open_connections: Gauge::default(),
+            shadow_disagreements: Counter::default(),
+            jwt_verifications: Gauge::default(),
+            jwks_fetches: Gauge::default(),
+            jwks_fetch_failures: Gauge::default(),
+            forward_auth_calls: Gauge::default(),
+            upstream_idle_connections: Gauge::default(),
+            upstream_connections_opened: Gauge::default(),
+            upstream_resent_requests: Gauge::default(),
+        };
+        m.register_all();
+        m
+    }
+
+    /// Register every metric (the order is the exposition order).
+    #[rustfmt::skip]
+    fn register_all(&mut self) {
+        let r = &mut self.registry;
+        r.register("upstream_idle_connections", "Idle keep-alive connections to the upstream", self.upstream_idle_connections.clone());
+        r.register("upstream_connections_opened", "Connections opened to the upstream since start", self.upstream_connections_opened.clone());
+        r.register("upstream_resent_requests", "Requests sent again after a reused upstream connection refused them unsent", self.upstream_resent_requests.clone());
+        r.register("jwt_signature_verifications", "Token signature verifications (verified-token cache misses) since the policy loaded", self.jwt_verifications.clone());
+        r.register("jwks_fetches", "JWKS and discovery fetches since the policy loaded", self.jwks_fetches.clone());
+        r.register("jwks_fetch_failures", "Failed JWKS and discovery fetches since the policy loaded", self.jwks_fetch_failures.clone());
+        r.register("forward_auth_calls", "Calls to external authenticate endpoints (answer-cache misses) since the policy loaded", self.forward_auth_calls.clone());
+        r.register("requests", "Requests by resource, action, decision and status", self.requests.clone());
+        r.register("request_duration_seconds", "Time to response headers", self.request_seconds.clone());
+        r.register("decision_duration_seconds", "Authentication, classification and decision, lookups included", self.decision_seconds.clone());
+        r.register("upstream_duration_seconds", "Upstream time to response headers", self.upstream_seconds.clone());
+        r.register("auth_failures", "Authentication failures by reason", self.auth_failures.clone());
+        r.register("lookup_cache_hits", "Resource lookups answered from cache", self.lookup_hits.clone());
+        r.register("lookup_cache_misses", "Resource lookups sent upstream", self.lookup_misses.clone());
+        r.register("policy_reloads", "Policy reloads by result", self.reloads.clone());
+        r.register("policy_version", "The loaded policy version (1)", self.policy_version.clone());
+        r.register("policy_last_success_timestamp_seconds", "Unix time of the last successful policy load", self.policy_last_success.clone());
+        r.register("in_flight_requests", "Requests in flight", self.in_flight.clone());
+        r.register("shadow_disagreements", "Requests on which the shadow policy decided differently", self.shadow_disagreements.clone());
+        r.register("open_connections", "Open client connections", self.open_connections.clone());
     }
 
     /// Text exposition format.

@@ -575,66 +575,243 @@ fn decode_secret(raw: &[u8], base64: bool) -> Result<Vec<u8>, String> {
         .map_err(|_| "secret: not base64".to_string())
 }
 
+/// Keys loaded once, with the policy: an HMAC secret (32 bytes at least), a PEM public key,
+/// or a JWKS file; `None` when the keys are remote.
+fn static_keys(
+    c: &JwtConfig,
+    base: Option<&Path>,
+    algorithms: &[Algorithm],
+) -> Result<Option<Vec<VerifyKey>>, String> {
+    if let Some(m) = &c.secret {
+        let secret = decode_secret(&read_material(m, base, "secret")?, m.base64)?;
+        if secret.len() < 32 {
+            return Err(
+                "secret: shorter than 32 bytes (an HMAC secret that short can be brute-forced)"
+                    .into(),
+            );
+        }
+        return Ok(Some(vec![VerifyKey {
+            kid: None,
+            key: jsonwebtoken::DecodingKey::from_secret(&secret),
+            algorithms: algorithms.to_vec(),
+        }]));
+    }
+    if let Some(m) = &c.public_key {
+        if m.base64 {
+            return Err("public_key: `base64` applies to secrets only".into());
+        }
+        let pem = read_material(m, base, "public_key")?;
+        let key = keys::pem_key(&pem, algorithms).map_err(|e| format!("public_key: {e}"))?;
+        return Ok(Some(vec![key]));
+    }
+    let Some(f) = &c.jwks_file else {
+        return Ok(None);
+    };
+    let f = base.map_or_else(|| f.clone(), |d| d.join(f));
+    let bytes =
+        std::fs::read(&f).map_err(|e| format!("jwks_file: cannot read {}: {e}", f.display()))?;
+    let keys = keys::parse_jwks(&bytes, algorithms, true).map_err(|e| format!("jwks_file: {e}"))?;
+    if keys.is_empty() {
+        return Err(format!(
+            "jwks_file: {} has no key usable with `algorithms`",
+            f.display()
+        ));
+    }
+    Ok(Some(keys))
+}
+
+/// Keys fetched from a JWKS URL, a discovery URL, or the issuer's OIDC discovery document,
+/// refreshed on `jwks_refresh`'s timing.
+fn remote_keys(
+    c: &JwtConfig,
+    algorithms: &[Algorithm],
+    issuer: Option<&str>,
+) -> Result<RemoteKeys, String> {
+    let r = c
+        .jwks_refresh
+        .clone()
+        .unwrap_or(crate::authn::jwt::config::JwksRefreshConfig {
+            interval_s: None,
+            min_interval_s: None,
+            max_interval_s: None,
+            unknown_kid_cooldown_s: None,
+            timeout_ms: None,
+        });
+    let secs = Duration::from_secs;
+    let (interval, min, max) = (
+        r.interval_s.unwrap_or(300),
+        r.min_interval_s.unwrap_or(60),
+        r.max_interval_s.unwrap_or(86_400),
+    );
+    if min == 0 || min > interval || interval > max {
+        return Err("jwks_refresh: need 0 < min_interval_s <= interval_s <= max_interval_s".into());
+    }
+    let cooldown = r.unknown_kid_cooldown_s.unwrap_or(30);
+    if cooldown == 0 {
+        return Err("jwks_refresh.unknown_kid_cooldown_s: at least 1".into());
+    }
+    let timeout = r.timeout_ms.unwrap_or(5000);
+    if timeout == 0 {
+        return Err("jwks_refresh.timeout_ms: at least 1".into());
+    }
+    let jwks_url = c
+        .jwks_url
+        .as_deref()
+        .map(http_client::parse_http_url)
+        .transpose()
+        .map_err(|e| format!("jwks_url: {e}"))?;
+    let discovery_url = match jwks_url {
+        Some(_) => None,
+        None => Some(discovery_url(c, issuer)?),
+    };
+    RemoteKeys::new(RemoteConfig {
+        jwks_url,
+        discovery_url,
+        issuer: issuer.map(str::to_string),
+        algorithms: algorithms.to_vec(),
+        interval: secs(interval),
+        min_interval: secs(min),
+        max_interval: secs(max),
+        cooldown: secs(cooldown),
+        timeout: Duration::from_millis(timeout),
+    })
+}
+
+/// The discovery document's URL: `discovery_url`, else the issuer's well-known one.
+fn discovery_url(c: &JwtConfig, issuer: Option<&str>) -> Result<http::Uri, String> {
+    match (&c.discovery_url, issuer) {
+        (Some(d), _) => http_client::parse_http_url(d).map_err(|e| format!("discovery_url: {e}")),
+        (None, Some(iss)) => http_client::parse_http_url(&format!(
+            "{}/.well-known/openid-configuration",
+            iss.trim_end_matches('/')
+        ))
+        .map_err(|e| format!("issuer (for OIDC discovery): {e}")),
+        (None, None) => Err("no key source".into()),
+    }
+}
+
+/// At most one key source; none only with an issuer (OIDC discovery).
+fn check_key_sources(c: &JwtConfig) -> Result<(), String> {
+    let sources = [
+        c.secret.is_some(),
+        c.public_key.is_some(),
+        c.jwks_file.is_some(),
+        c.jwks_url.is_some(),
+        c.discovery_url.is_some(),
+    ]
+    .iter()
+    .filter(|x| **x)
+    .count();
+    if sources > 1 {
+        return Err(
+            "give one key source: secret, public_key, jwks_file, jwks_url or discovery_url".into(),
+        );
+    }
+    if sources == 0 && c.issuer.is_none() {
+        return Err("no key source: give secret, public_key, jwks_file, jwks_url, discovery_url, or issuer (for OIDC discovery)".into());
+    }
+    Ok(())
+}
+
+/// The allow-list: HMAC with a secret, public-key algorithms otherwise, never `none`,
+/// never mixed (algorithm confusion).
+fn allowed_algorithms(c: &JwtConfig) -> Result<Vec<Algorithm>, String> {
+    let symmetric = c.secret.is_some();
+    let algorithms: Vec<Algorithm> = match &c.algorithms {
+        None if symmetric => HMAC_ALGS.to_vec(),
+        None => ASYMMETRIC_ALGS.to_vec(),
+        Some(names) => named_algorithms(names)?,
+    };
+    let has_hmac = algorithms.iter().any(|a| HMAC_ALGS.contains(a));
+    let has_public = algorithms.iter().any(|a| ASYMMETRIC_ALGS.contains(a));
+    if symmetric && has_public {
+        return Err("algorithms: a secret verifies HS256/HS384/HS512 only (a public-key algorithm with a shared secret invites algorithm confusion)".into());
+    }
+    if !symmetric && has_hmac && c.jwks_file.is_none() {
+        return Err("algorithms: HS256/HS384/HS512 need a `secret` (an HMAC algorithm with a public key is the algorithm-confusion attack)".into());
+    }
+    if has_hmac && has_public {
+        return Err(
+            "algorithms: HMAC and public-key algorithms cannot be mixed in one authenticator"
+                .into(),
+        );
+    }
+    Ok(algorithms)
+}
+
+/// The algorithms as named in the policy, without duplicates.
+fn named_algorithms(names: &[String]) -> Result<Vec<Algorithm>, String> {
+    let mut out = Vec::new();
+    for n in names {
+        if n.eq_ignore_ascii_case("none") {
+            return Err("algorithms: `none` is never accepted".into());
+        }
+        let a = Algorithm::from_str(n).map_err(|_| {
+            format!("algorithms: unknown algorithm {n:?} (HS256/384/512, RS256/384/512, PS256/384/512, ES256/384, EdDSA)")
+        })?;
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    if out.is_empty() {
+        return Err("algorithms: the list is empty".into());
+    }
+    Ok(out)
+}
+
+/// The validation every algorithm's copy starts from (required claims, issuer, audience,
+/// leeway), and whether `iat` is required.
+fn validation_template(
+    c: &JwtConfig,
+    first: Algorithm,
+    leeway: u64,
+    issuer: Option<&str>,
+) -> Result<(Validation, bool), String> {
+    let mut required: HashSet<String> = c
+        .required_claims
+        .clone()
+        .unwrap_or_else(|| vec!["exp".into()])
+        .into_iter()
+        .collect();
+    if let Some(r) = required
+        .iter()
+        .find(|r| !["exp", "nbf", "iat", "iss", "aud", "sub"].contains(&r.as_str()))
+    {
+        return Err(format!(
+            "required_claims: unknown claim {r:?} (exp, nbf, iat, iss, aud, sub)"
+        ));
+    }
+    let require_iat = required.remove("iat") || c.max_age_s.is_some();
+    let mut v = Validation::new(first);
+    v.leeway = leeway;
+    v.validate_exp = true;
+    v.validate_nbf = true;
+    if let Some(iss) = issuer {
+        v.set_issuer(&[iss]);
+        required.insert("iss".into());
+    }
+    match &c.audience {
+        Some(aud) => {
+            let aud = aud.to_vec();
+            if aud.is_empty() || aud.iter().any(String::is_empty) {
+                return Err("audience: give one or more non-empty values".into());
+            }
+            v.set_audience(&aud);
+            v.validate_aud = true;
+            required.insert("aud".into());
+        }
+        None => v.validate_aud = false,
+    }
+    v.required_spec_claims = required;
+    Ok((v, require_iat))
+}
+
 impl JwtAuthenticator {
     /// Compile a `jwt` section. `base` is the directory of the policy file (for relative
     /// paths). Reads env vars and files; never touches the network.
     pub fn from_config(c: &JwtConfig, base: Option<&Path>) -> Result<JwtAuthenticator, String> {
-        let sources = [
-            c.secret.is_some(),
-            c.public_key.is_some(),
-            c.jwks_file.is_some(),
-            c.jwks_url.is_some(),
-            c.discovery_url.is_some(),
-        ]
-        .iter()
-        .filter(|x| **x)
-        .count();
-        if sources > 1 {
-            return Err(
-                "give one key source: secret, public_key, jwks_file, jwks_url or discovery_url"
-                    .into(),
-            );
-        }
-        if sources == 0 && c.issuer.is_none() {
-            return Err("no key source: give secret, public_key, jwks_file, jwks_url, discovery_url, or issuer (for OIDC discovery)".into());
-        }
-        let symmetric = c.secret.is_some();
-        let algorithms: Vec<Algorithm> = match &c.algorithms {
-            None if symmetric => HMAC_ALGS.to_vec(),
-            None => ASYMMETRIC_ALGS.to_vec(),
-            Some(names) => {
-                let mut out = Vec::new();
-                for n in names {
-                    if n.eq_ignore_ascii_case("none") {
-                        return Err("algorithms: `none` is never accepted".into());
-                    }
-                    let a = Algorithm::from_str(n).map_err(|_| {
-                        format!("algorithms: unknown algorithm {n:?} (HS256/384/512, RS256/384/512, PS256/384/512, ES256/384, EdDSA)")
-                    })?;
-                    if !out.contains(&a) {
-                        out.push(a);
-                    }
-                }
-                if out.is_empty() {
-                    return Err("algorithms: the list is empty".into());
-                }
-                out
-            }
-        };
-        let has_hmac = algorithms.iter().any(|a| HMAC_ALGS.contains(a));
-        let has_public = algorithms.iter().any(|a| ASYMMETRIC_ALGS.contains(a));
-        if symmetric && has_public {
-            return Err("algorithms: a secret verifies HS256/HS384/HS512 only (a public-key algorithm with a shared secret invites algorithm confusion)".into());
-        }
-        if !symmetric && has_hmac && c.jwks_file.is_none() {
-            return Err("algorithms: HS256/HS384/HS512 need a `secret` (an HMAC algorithm with a public key is the algorithm-confusion attack)".into());
-        }
-        if has_hmac && has_public {
-            return Err(
-                "algorithms: HMAC and public-key algorithms cannot be mixed in one authenticator"
-                    .into(),
-            );
-        }
+        check_key_sources(c)?;
+        let algorithms = allowed_algorithms(c)?;
         let leeway = c.leeway_s.unwrap_or(60);
         if leeway > 3600 {
             return Err("leeway_s: at most 3600".into());
@@ -644,43 +821,8 @@ impl JwtAuthenticator {
             return Err("issuer: must not be empty".into());
         }
         let keys = Self::key_source(c, base, &algorithms, issuer.as_deref())?;
-
-        // Required claims and the validation template, one per allowed algorithm.
-        let mut required: HashSet<String> = c
-            .required_claims
-            .clone()
-            .unwrap_or_else(|| vec!["exp".into()])
-            .into_iter()
-            .collect();
-        for r in &required {
-            if !["exp", "nbf", "iat", "iss", "aud", "sub"].contains(&r.as_str()) {
-                return Err(format!(
-                    "required_claims: unknown claim {r:?} (exp, nbf, iat, iss, aud, sub)"
-                ));
-            }
-        }
-        let require_iat = required.remove("iat") || c.max_age_s.is_some();
-        let mut v = Validation::new(algorithms[0]);
-        v.leeway = leeway;
-        v.validate_exp = true;
-        v.validate_nbf = true;
-        if let Some(iss) = &issuer {
-            v.set_issuer(&[iss]);
-            required.insert("iss".into());
-        }
-        match &c.audience {
-            Some(aud) => {
-                let aud = aud.to_vec();
-                if aud.is_empty() || aud.iter().any(String::is_empty) {
-                    return Err("audience: give one or more non-empty values".into());
-                }
-                v.set_audience(&aud);
-                v.validate_aud = true;
-                required.insert("aud".into());
-            }
-            None => v.validate_aud = false,
-        }
-        v.required_spec_claims = required;
+        let (v, require_iat) = validation_template(c, algorithms[0], leeway, issuer.as_deref())?;
+        // One validation per allowed algorithm.
         let validations = algorithms
             .iter()
             .map(|a| {
@@ -712,111 +854,15 @@ impl JwtAuthenticator {
         algorithms: &[Algorithm],
         issuer: Option<&str>,
     ) -> Result<KeySource, String> {
-        let fixed = |keys: Vec<VerifyKey>| {
-            KeySource::Static(Arc::new(KeySet {
+        match static_keys(c, base, algorithms)? {
+            Some(keys) => Ok(KeySource::Static(Arc::new(KeySet {
                 generation: 1,
                 keys,
-            }))
-        };
-        if let Some(m) = &c.secret {
-            let secret = decode_secret(&read_material(m, base, "secret")?, m.base64)?;
-            if secret.len() < 32 {
-                return Err(
-                    "secret: shorter than 32 bytes (an HMAC secret that short can be brute-forced)"
-                        .into(),
-                );
-            }
-            let key = VerifyKey {
-                kid: None,
-                key: jsonwebtoken::DecodingKey::from_secret(&secret),
-                algorithms: algorithms.to_vec(),
-            };
-            return Ok(fixed(vec![key]));
+            }))),
+            None => Ok(KeySource::Remote(Arc::new(remote_keys(
+                c, algorithms, issuer,
+            )?))),
         }
-        if let Some(m) = &c.public_key {
-            if m.base64 {
-                return Err("public_key: `base64` applies to secrets only".into());
-            }
-            let pem = read_material(m, base, "public_key")?;
-            return Ok(fixed(vec![
-                keys::pem_key(&pem, algorithms).map_err(|e| format!("public_key: {e}"))?
-            ]));
-        }
-        if let Some(f) = &c.jwks_file {
-            let f = base.map_or_else(|| f.clone(), |d| d.join(f));
-            let bytes = std::fs::read(&f)
-                .map_err(|e| format!("jwks_file: cannot read {}: {e}", f.display()))?;
-            let keys = keys::parse_jwks(&bytes, algorithms, true)
-                .map_err(|e| format!("jwks_file: {e}"))?;
-            if keys.is_empty() {
-                return Err(format!(
-                    "jwks_file: {} has no key usable with `algorithms`",
-                    f.display()
-                ));
-            }
-            return Ok(fixed(keys));
-        }
-        let r = c
-            .jwks_refresh
-            .clone()
-            .unwrap_or(crate::authn::jwt::config::JwksRefreshConfig {
-                interval_s: None,
-                min_interval_s: None,
-                max_interval_s: None,
-                unknown_kid_cooldown_s: None,
-                timeout_ms: None,
-            });
-        let secs = Duration::from_secs;
-        let (interval, min, max) = (
-            r.interval_s.unwrap_or(300),
-            r.min_interval_s.unwrap_or(60),
-            r.max_interval_s.unwrap_or(86_400),
-        );
-        if min == 0 || min > interval || interval > max {
-            return Err(
-                "jwks_refresh: need 0 < min_interval_s <= interval_s <= max_interval_s".into(),
-            );
-        }
-        let cooldown = r.unknown_kid_cooldown_s.unwrap_or(30);
-        if cooldown == 0 {
-            return Err("jwks_refresh.unknown_kid_cooldown_s: at least 1".into());
-        }
-        let timeout = r.timeout_ms.unwrap_or(5000);
-        if timeout == 0 {
-            return Err("jwks_refresh.timeout_ms: at least 1".into());
-        }
-        let jwks_url = c
-            .jwks_url
-            .as_deref()
-            .map(http_client::parse_http_url)
-            .transpose()
-            .map_err(|e| format!("jwks_url: {e}"))?;
-        let discovery_url = match (&jwks_url, &c.discovery_url, issuer) {
-            (Some(_), _, _) => None,
-            (None, Some(d), _) => {
-                Some(http_client::parse_http_url(d).map_err(|e| format!("discovery_url: {e}"))?)
-            }
-            (None, None, Some(iss)) => Some(
-                http_client::parse_http_url(&format!(
-                    "{}/.well-known/openid-configuration",
-                    iss.trim_end_matches('/')
-                ))
-                .map_err(|e| format!("issuer (for OIDC discovery): {e}"))?,
-            ),
-            (None, None, None) => return Err("no key source".into()),
-        };
-        let remote = RemoteKeys::new(RemoteConfig {
-            jwks_url,
-            discovery_url,
-            issuer: issuer.map(str::to_string),
-            algorithms: algorithms.to_vec(),
-            interval: secs(interval),
-            min_interval: secs(min),
-            max_interval: secs(max),
-            cooldown: secs(cooldown),
-            timeout: Duration::from_millis(timeout),
-        })?;
-        Ok(KeySource::Remote(Arc::new(remote)))
     }
 
     /// The key source (tests and metrics read fetch counts from it).
