@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 
 use crate::body::splice::NewBody;
 use crate::decide::{decide, parse_body, Facts, Input, Next, Outcome, Target};
-use crate::event::{Action, Event, Resource};
+use crate::event::Event;
 use crate::ops::explain::explain;
 use crate::policy::Policy;
 use crate::routes::{check_path, classify, validate_params};
@@ -128,112 +128,9 @@ fn diff(out: &mut Vec<String>, what: &str, want: &Value, got: &Value) {
 pub fn run_case(policy: &Policy, case: &Case) -> Result<(), Vec<String>> {
     let user = case.user.to_user();
     let mut fails = Vec::new();
-    let e = &case.expect;
     match (&case.action, &case.request) {
-        (Some(action), None) => {
-            let event = action
-                .split_once(':')
-                .and_then(|(r, a)| Some(Event::new(Resource::parse(r)?, Action::parse(a)?)))
-                .filter(|e| e.is_valid())
-                .ok_or_else(|| vec![format!("  action {action:?} is not RESOURCE:ACTION")])?;
-            let ex = explain(policy, &user, event, case.resource.as_ref());
-            if let Some(want) = &e.effect {
-                diff(
-                    &mut fails,
-                    "effect",
-                    &Value::String(want.clone()),
-                    &Value::String(ex.effect.into()),
-                );
-            }
-            if let Some(want) = &e.filter {
-                diff(
-                    &mut fails,
-                    "filter",
-                    want,
-                    &ex.filter.clone().unwrap_or(Value::Null),
-                );
-            }
-            if let Some(want) = &e.metadata {
-                diff(
-                    &mut fails,
-                    "metadata",
-                    want,
-                    &ex.metadata
-                        .clone()
-                        .map(Value::Object)
-                        .unwrap_or(Value::Null),
-                );
-            }
-            if let Some(want) = &e.handler {
-                diff(
-                    &mut fails,
-                    "handler",
-                    &Value::String(want.clone()),
-                    &ex.handler.clone().map(Value::String).unwrap_or(Value::Null),
-                );
-            }
-            if !fails.is_empty() {
-                fails.push(format!("  explain: {}", ex.words.join(" ")));
-            }
-        }
-        (None, Some(req)) => {
-            let got = run_request(policy, &user, req, &case.resources)
-                .map_err(|m| vec![format!("  {m}")])?;
-            let (effect, status, detail, md) = match &got {
-                Outcome::Forward(f) => {
-                    let md = f
-                        .body
-                        .as_ref()
-                        // run_request made every body whole.
-                        .and_then(|b| serde_json::from_slice::<Value>(&b.bytes(&[])).ok())
-                        .and_then(|v| v.get("metadata").cloned())
-                        .or_else(|| req.body.as_ref().and_then(|b| b.get("metadata").cloned()));
-                    ("allow", None, None, md)
-                }
-                Outcome::Reply(r) => ("allow", Some(r.status.as_u16()), None, None),
-                Outcome::Refuse(e) => (
-                    "deny",
-                    Some(e.status.as_u16()),
-                    Some(e.detail.clone()),
-                    None,
-                ),
-            };
-            if let Some(want) = &e.effect {
-                diff(
-                    &mut fails,
-                    "effect",
-                    &Value::String(want.clone()),
-                    &Value::String(effect.into()),
-                );
-            }
-            if let Some(want) = e.status {
-                diff(
-                    &mut fails,
-                    "status",
-                    &Value::from(want),
-                    &status.map(Value::from).unwrap_or(Value::Null),
-                );
-            }
-            if let Some(want) = &e.detail {
-                diff(
-                    &mut fails,
-                    "detail",
-                    &Value::String(want.clone()),
-                    &detail.map(Value::String).unwrap_or(Value::Null),
-                );
-            }
-            if let Some(want) = &e.metadata {
-                diff(
-                    &mut fails,
-                    "forwarded metadata",
-                    want,
-                    &md.unwrap_or(Value::Null),
-                );
-            }
-            if e.filter.is_some() || e.handler.is_some() {
-                fails.push("  filter/handler expectations apply to action cases only".into());
-            }
-        }
+        (Some(action), None) => check_action(policy, &user, action, case, &mut fails)?,
+        (None, Some(req)) => check_request(policy, &user, req, case, &mut fails)?,
         _ => fails.push("  a case needs exactly one of action or request".into()),
     }
     if fails.is_empty() {
@@ -241,6 +138,105 @@ pub fn run_case(policy: &Policy, case: &Case) -> Result<(), Vec<String>> {
     } else {
         Err(fails)
     }
+}
+
+/// An action case: `explain`'s effect, filter, stamped metadata and handler.
+fn check_action(
+    policy: &Policy,
+    user: &User,
+    action: &str,
+    case: &Case,
+    fails: &mut Vec<String>,
+) -> Result<(), Vec<String>> {
+    let e = &case.expect;
+    let event = action
+        .parse::<Event>()
+        .map_err(|_| vec![format!("  action {action:?} is not RESOURCE:ACTION")])?;
+    let ex = explain(policy, user, event, case.resource.as_ref());
+    if let Some(want) = &e.effect {
+        let got = Value::String(ex.effect.into());
+        diff(fails, "effect", &Value::String(want.clone()), &got);
+    }
+    if let Some(want) = &e.filter {
+        diff(
+            fails,
+            "filter",
+            want,
+            &ex.filter.clone().unwrap_or(Value::Null),
+        );
+    }
+    if let Some(want) = &e.metadata {
+        let got = ex
+            .metadata
+            .clone()
+            .map(Value::Object)
+            .unwrap_or(Value::Null);
+        diff(fails, "metadata", want, &got);
+    }
+    if let Some(want) = &e.handler {
+        let got = ex.handler.clone().map(Value::String).unwrap_or(Value::Null);
+        diff(fails, "handler", &Value::String(want.clone()), &got);
+    }
+    if !fails.is_empty() {
+        fails.push(format!("  explain: {}", ex.words.join(" ")));
+    }
+    Ok(())
+}
+
+/// A request case: the decision loop's effect, status, detail and forwarded metadata.
+fn check_request(
+    policy: &Policy,
+    user: &User,
+    req: &CaseRequest,
+    case: &Case,
+    fails: &mut Vec<String>,
+) -> Result<(), Vec<String>> {
+    let e = &case.expect;
+    let got =
+        run_request(policy, user, req, &case.resources).map_err(|m| vec![format!("  {m}")])?;
+    let (effect, status, detail, md) = match &got {
+        Outcome::Forward(f) => {
+            let md = f
+                .body
+                .as_ref()
+                // run_request made every body whole.
+                .and_then(|b| serde_json::from_slice::<Value>(&b.bytes(&[])).ok())
+                .and_then(|v| v.get("metadata").cloned())
+                .or_else(|| req.body.as_ref().and_then(|b| b.get("metadata").cloned()));
+            ("allow", None, None, md)
+        }
+        Outcome::Reply(r) => ("allow", Some(r.status.as_u16()), None, None),
+        Outcome::Refuse(e) => (
+            "deny",
+            Some(e.status.as_u16()),
+            Some(e.detail.clone()),
+            None,
+        ),
+    };
+    if let Some(want) = &e.effect {
+        let got = Value::String(effect.into());
+        diff(fails, "effect", &Value::String(want.clone()), &got);
+    }
+    if let Some(want) = e.status {
+        let got = status.map(Value::from).unwrap_or(Value::Null);
+        diff(fails, "status", &Value::from(want), &got);
+    }
+    if let Some(want) = &e.detail {
+        let got = detail.map(Value::String).unwrap_or(Value::Null);
+        diff(fails, "detail", &Value::String(want.clone()), &got);
+    }
+    if let Some(want) = &e.metadata {
+        diff(
+            fails,
+            "forwarded metadata",
+            want,
+            &md.unwrap_or(Value::Null),
+        );
+    }
+    if e.filter.is_some() || e.handler.is_some() {
+        fails.push("  filter/handler expectations apply to action cases only".into());
+    }
+    Ok(())
 }
 
 fn run_request(

@@ -21,19 +21,56 @@ impl Gateway {
         let uri = req.uri().clone();
         let request_id = request_id(&mut req);
         let policy = self.policy.load_full();
-        // An HTTP/1 refusal may leave the request body unread; then the connection cannot be
-        // reused, and the client must be told so rather than lose its next request.
-        let h1_with_body = req.version() < http::Version::HTTP_2
-            && (req.headers().contains_key(header::TRANSFER_ENCODING)
-                || req
-                    .headers()
-                    .get(header::CONTENT_LENGTH)
-                    .is_some_and(|v| v.as_bytes() != b"0"));
+        let h1_with_body = h1_with_body(&req);
         let result = match host_check(&req) {
             Ok(()) => self.handle_inner(req, &peer, &policy).await,
             Err(e) => Err((e, None, None)),
         };
-        let (mut resp, user, decision, label) = match result {
+        let (mut resp, user, decision, label) = self.settle(result);
+        // An HTTP/1 refusal may leave the request body unread; then the connection cannot be
+        // reused, and the client must be told so rather than lose its next request.
+        if h1_with_body && label != "allow" && label != "public" {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if self.config.policy_version_header {
+            resp.headers_mut().insert(
+                HeaderName::from_static("x-graphguard-policy-version"),
+                policy.version_header.clone(),
+            );
+        }
+        resp.headers_mut().insert(X_REQUEST_ID, request_id.clone());
+        let elapsed = started.elapsed();
+        self.count(&resp, decision.as_ref(), label, elapsed);
+        let audited = label != "allow" && label != "public" || self.sample_allowed();
+        if audited && tracing::enabled!(target: "graphguard::audit", tracing::Level::INFO) {
+            self.audit(
+                request_id.to_str().unwrap_or("-"),
+                method.as_str(),
+                uri.path(),
+                resp.status().as_u16(),
+                label,
+                user.as_deref(),
+                decision.as_ref(),
+                &policy,
+                elapsed,
+            );
+        }
+        resp
+    }
+
+    /// The response and its decision label (`allow`, `public`, `deny` or `error`); an
+    /// authentication failure is counted by its typed reason.
+    fn settle(
+        &self,
+        result: Result<Answered, Refused>,
+    ) -> (
+        Response<RespBody>,
+        Option<Arc<User>>,
+        Option<Decision>,
+        &'static str,
+    ) {
+        match result {
             Ok((r, u, d)) => {
                 let label = if u.is_some() { "allow" } else { "public" };
                 (r, u, d, label)
@@ -54,22 +91,18 @@ impl Gateway {
                 };
                 (error_response(&e), u, d, label)
             }
-        };
-        if h1_with_body && label != "allow" && label != "public" {
-            resp.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        if self.config.policy_version_header {
-            resp.headers_mut().insert(
-                HeaderName::from_static("x-graphguard-policy-version"),
-                policy.version_header.clone(),
-            );
-        }
-        resp.headers_mut().insert(X_REQUEST_ID, request_id.clone());
-        let first = decision
-            .as_ref()
-            .and_then(|d| d.steps.first().map(|s| s.event));
-        let elapsed = started.elapsed();
+    }
+
+    /// Count the request by its first event, decision and status, and its duration.
+    fn count(
+        &self,
+        resp: &Response<RespBody>,
+        decision: Option<&Decision>,
+        label: &'static str,
+        elapsed: Duration,
+    ) {
+        let first = decision.and_then(|d| d.steps.first().map(|s| s.event));
         self.metrics
             .requests
             .get_or_create(&RequestLabels {
@@ -81,21 +114,6 @@ impl Gateway {
             .inc();
         self.metrics.request_seconds.observe(elapsed.as_secs_f64());
         self.metrics.in_flight.dec();
-        let audited = label != "allow" && label != "public" || self.sample_allowed();
-        if audited && tracing::enabled!(target: "graphguard::audit", tracing::Level::INFO) {
-            self.audit(
-                request_id.to_str().unwrap_or("-"),
-                method.as_str(),
-                uri.path(),
-                resp.status().as_u16(),
-                label,
-                user.as_deref(),
-                decision.as_ref(),
-                &policy,
-                elapsed,
-            );
-        }
-        resp
     }
 
     /// Account for a request hyper refused before it reached the gateway (a malformed or
@@ -657,4 +675,14 @@ fn accept(
         ));
     }
     Ok(route)
+}
+
+/// Whether this is an HTTP/1 request with a body (which a refusal may leave unread).
+fn h1_with_body(req: &Request<Incoming>) -> bool {
+    req.version() < http::Version::HTTP_2
+        && (req.headers().contains_key(header::TRANSFER_ENCODING)
+            || req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() != b"0"))
 }

@@ -52,7 +52,6 @@ impl Gateway {
         plan: &SearchPlan,
         user: Option<&User>,
     ) -> Result<Response<RespBody>, GatewayError> {
-        const PAGE: u64 = 200;
         let mut spent = Spent {
             requests: 0,
             limit: policy.search_max_requests,
@@ -71,28 +70,10 @@ impl Gateway {
                 }
                 return Err(e);
             }
-            let limit = PAGE.to_string();
-            let offset = (page * PAGE).to_string();
-            let b = base.splice(&[
-                ("limit", Some(limit.as_bytes())),
-                ("offset", Some(offset.as_bytes())),
-            ]);
-            let (status, headers, bytes) =
-                self.upstream.json(Method::POST, plan.path, Some(b)).await?;
-            if !status.is_success() {
-                let mut r = Response::new(full(bytes));
-                *r.status_mut() = status;
-                if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-                    r.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
-                }
-                return Ok(r);
-            }
-            let items: Vec<Value> = serde_json::from_slice(&bytes).map_err(|_| {
-                GatewayError::upstream(
-                    StatusCode::BAD_GATEWAY,
-                    "Upstream search answered an unexpected shape",
-                )
-            })?;
+            let items = match self.search_page(plan, &base, page).await? {
+                Page::Items(items) => items,
+                Page::Refused(r) => return Ok(r),
+            };
             let n = items.len() as u64;
             for item in items {
                 if self.passes(policy, plan, user, &item, &mut spent).await? {
@@ -107,39 +88,40 @@ impl Gateway {
                 break;
             }
         }
-        if plan.count {
-            return Ok(reply_response(Reply {
-                status: StatusCode::OK,
-                body: kept.len().to_string().into_bytes(),
-                headers: Vec::new(),
-            }));
+        search_answer(plan, kept, more, want)
+    }
+
+    /// One page of upstream results (`PAGE` items from `page * PAGE`), or the upstream's
+    /// refusal passed through.
+    async fn search_page(
+        &self,
+        plan: &SearchPlan,
+        base: &ObjectBody<'_>,
+        page: u64,
+    ) -> Result<Page, GatewayError> {
+        let limit = PAGE.to_string();
+        let offset = (page * PAGE).to_string();
+        let b = base.splice(&[
+            ("limit", Some(limit.as_bytes())),
+            ("offset", Some(offset.as_bytes())),
+        ]);
+        let (status, headers, bytes) = self.upstream.json(Method::POST, plan.path, Some(b)).await?;
+        if !status.is_success() {
+            let mut r = Response::new(full(bytes));
+            *r.status_mut() = status;
+            if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+                r.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
+            }
+            return Ok(Page::Refused(r));
         }
-        let window: Vec<Value> = kept
-            .into_iter()
-            .skip(plan.offset as usize)
-            .take(plan.limit as usize)
-            .collect();
-        let mut headers = Vec::new();
-        let total = if more {
-            headers.push((
-                HeaderName::from_static("x-pagination-next"),
-                HeaderValue::from(want),
-            ));
-            want + 1
-        } else {
-            plan.offset + window.len() as u64
-        };
-        headers.push((
-            HeaderName::from_static("x-pagination-total"),
-            HeaderValue::from(total),
-        ));
-        let body =
-            serde_json::to_vec(&window).map_err(|e| GatewayError::internal(e.to_string()))?;
-        Ok(reply_response(Reply {
-            status: StatusCode::OK,
-            body,
-            headers,
-        }))
+        serde_json::from_slice(&bytes)
+            .map(Page::Items)
+            .map_err(|_| {
+                GatewayError::upstream(
+                    StatusCode::BAD_GATEWAY,
+                    "Upstream search answered an unexpected shape",
+                )
+            })
     }
 
     pub(super) async fn passes(
@@ -203,4 +185,55 @@ impl Spent {
         self.requests += 1;
         Ok(())
     }
+}
+
+/// Upstream results fetched per page.
+const PAGE: u64 = 200;
+
+/// A page of upstream results, or the upstream's refusal.
+enum Page {
+    Items(Vec<Value>),
+    Refused(Response<RespBody>),
+}
+
+/// The answer: the count, or the client's window with the pagination headers (`more`: the
+/// window is complete and more results exist).
+fn search_answer(
+    plan: &SearchPlan,
+    kept: Vec<Value>,
+    more: bool,
+    want: u64,
+) -> Result<Response<RespBody>, GatewayError> {
+    if plan.count {
+        return Ok(reply_response(Reply {
+            status: StatusCode::OK,
+            body: kept.len().to_string().into_bytes(),
+            headers: Vec::new(),
+        }));
+    }
+    let window: Vec<Value> = kept
+        .into_iter()
+        .skip(plan.offset as usize)
+        .take(plan.limit as usize)
+        .collect();
+    let mut headers = Vec::new();
+    let total = if more {
+        headers.push((
+            HeaderName::from_static("x-pagination-next"),
+            HeaderValue::from(want),
+        ));
+        want + 1
+    } else {
+        plan.offset + window.len() as u64
+    };
+    headers.push((
+        HeaderName::from_static("x-pagination-total"),
+        HeaderValue::from(total),
+    ));
+    let body = serde_json::to_vec(&window).map_err(|e| GatewayError::internal(e.to_string()))?;
+    Ok(reply_response(Reply {
+        status: StatusCode::OK,
+        body,
+        headers,
+    }))
 }

@@ -43,21 +43,7 @@ pub async fn serve(
 ) {
     // The HTTP/1.1 head buffer (hyper needs at least 8 KiB); beyond it, 431.
     let max_head = cfg.max_header_bytes.max(8192);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(cfg.header_read_timeout)
-        .max_buf_size(max_head)
-        .keep_alive(true);
-    // An h2 connection is pinged when idle; a peer that does not answer is closed.
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(cfg.header_read_timeout))
-        .keep_alive_timeout(cfg.header_read_timeout)
-        .max_header_list_size(cfg.max_header_bytes as u32);
-    let builder = Arc::new(builder);
+    let builder = Arc::new(connection_builder(&cfg, max_head));
     let (drain_tx, drain_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     loop {
@@ -73,47 +59,14 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let gw = gw.clone();
-                let builder = builder.clone();
-                let mut drain_rx = drain_rx.clone();
-                let first_byte = cfg.header_read_timeout;
-                tasks.spawn(async move {
-                    // A connection that never sends a byte is closed after the header timeout
-                    // (hyper's own timer starts with the first byte).
-                    let mut probe = [0u8; 1];
-                    if !matches!(tokio::time::timeout(first_byte, stream.peek(&mut probe)).await, Ok(Ok(n)) if n > 0) {
-                        return;
-                    }
-                    gw.metrics.open_connections.inc();
-                    let conns = gw.clone();
-                    // hyper's own refusals of malformed HTTP/1 requests become JSON errors.
-                    let state = ConnState::new();
-                    let io = GuardedIo::new(stream, state.clone(), max_head);
-                    let svc_state = state.clone();
-                    let client = Peer::new(peer);
-                    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let gw = gw.clone();
-                        let client = client.clone();
-                        let open = svc_state.request_started(req.version());
-                        async move {
-                            let resp = gw.handle(req, client).await;
-                            Ok::<_, std::convert::Infallible>(resp.map(|b| TrackedBody::new(b, open)))
-                        }
-                    });
-                    let conn = builder.serve_connection(TokioIo::new(io), svc);
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        r = conn.as_mut() => { if let Err(e) = r { tracing::debug!(error = %e, %peer, "connection ended"); } }
-                        _ = drain_rx.changed() => {
-                            conn.as_mut().graceful_shutdown();
-                            let _ = conn.await;
-                        }
-                    }
-                    if let Some((status, id)) = state.take_refusal() {
-                        conns.record_unparsed(status, &id);
-                    }
-                    conns.metrics.open_connections.dec();
-                });
+                let conn = Connection {
+                    gw: gw.clone(),
+                    builder: builder.clone(),
+                    drain: drain_rx.clone(),
+                    first_byte: cfg.header_read_timeout,
+                    max_head,
+                };
+                tasks.spawn(conn.serve(stream, peer));
                 while tasks.try_join_next().is_some() {}
             }
         }
@@ -124,6 +77,78 @@ pub async fn serve(
         while tasks.join_next().await.is_some() {}
     })
     .await;
+}
+
+/// HTTP/1 with a header timeout and a bounded head; HTTP/2 pinged when idle (a peer that
+/// does not answer is closed).
+fn connection_builder(cfg: &ServerConfig, max_head: usize) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_read_timeout)
+        .max_buf_size(max_head)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(cfg.header_read_timeout))
+        .keep_alive_timeout(cfg.header_read_timeout)
+        .max_header_list_size(cfg.max_header_bytes as u32);
+    builder
+}
+
+/// What serving one accepted connection needs.
+struct Connection {
+    gw: Arc<Gateway>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    drain: watch::Receiver<bool>,
+    first_byte: Duration,
+    max_head: usize,
+}
+
+impl Connection {
+    /// Serve the connection's requests until it ends or the server drains; account for a
+    /// request hyper refused before the gateway saw it.
+    async fn serve(mut self, stream: tokio::net::TcpStream, peer: std::net::SocketAddr) {
+        // A connection that never sends a byte is closed after the header timeout
+        // (hyper's own timer starts with the first byte).
+        let mut probe = [0u8; 1];
+        if !matches!(tokio::time::timeout(self.first_byte, stream.peek(&mut probe)).await, Ok(Ok(n)) if n > 0)
+        {
+            return;
+        }
+        let gw = self.gw.clone();
+        gw.metrics.open_connections.inc();
+        // hyper's own refusals of malformed HTTP/1 requests become JSON errors.
+        let state = ConnState::new();
+        let io = GuardedIo::new(stream, state.clone(), self.max_head);
+        let svc_state = state.clone();
+        let client = Peer::new(peer);
+        let handler = gw.clone();
+        let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let gw = handler.clone();
+            let client = client.clone();
+            let open = svc_state.request_started(req.version());
+            async move {
+                let resp = gw.handle(req, client).await;
+                Ok::<_, std::convert::Infallible>(resp.map(|b| TrackedBody::new(b, open)))
+            }
+        });
+        let conn = self.builder.serve_connection(TokioIo::new(io), svc);
+        tokio::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => { if let Err(e) = r { tracing::debug!(error = %e, %peer, "connection ended"); } }
+            _ = self.drain.changed() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        }
+        if let Some((status, id)) = state.take_refusal() {
+            gw.record_unparsed(status, &id);
+        }
+        gw.metrics.open_connections.dec();
+    }
 }
 
 /// Serve on `threads` serving threads, each running [`serve`] on its own single-threaded

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::clock::unix_now;
+use crate::policy::Policy;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -36,6 +37,23 @@ fn epoch_seconds(t: Option<SystemTime>) -> serde_json::Value {
         .unwrap_or(serde_json::Value::Null)
 }
 
+/// The loaded policy: version, default, authenticators, public paths, each event's handler,
+/// warnings.
+fn policies(policy: &Policy) -> Response<Full<Bytes>> {
+    let handlers: Vec<_> = crate::event::Event::all()
+        .map(|e| json!({"event": e.to_string(), "handler": policy.handler_for(e).map(|h| h.key.clone())}))
+        .collect();
+    let body = json!({
+        "version": policy.version,
+        "default": format!("{:?}", policy.default).to_lowercase(),
+        "authenticators": policy.authenticators.len(),
+        "public_paths": policy.public_paths,
+        "handlers": handlers,
+        "warnings": policy.warnings,
+    });
+    resp(StatusCode::OK, "application/json", body.to_string())
+}
+
 fn resp(status: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
@@ -54,92 +72,83 @@ impl Admin {
             (Method::GET, "/healthz") => {
                 resp(StatusCode::OK, "application/json", r#"{"status":"ok"}"#)
             }
-            (Method::GET, "/readyz") => {
-                let ok_at = self.gateway.upstream_ok_at.load(Ordering::Relaxed);
-                let upstream_ok =
-                    ok_at > 0 && unix_now().saturating_sub(ok_at) <= self.upstream_fresh.as_secs();
-                let draining = self.gateway.draining.load(Ordering::Relaxed);
-                let status = self
-                    .reloader
-                    .as_ref()
-                    .map(|r| r.status())
-                    .unwrap_or_default();
-                let ready = upstream_ok && !draining;
-                let body = json!({
-                    "ready": ready,
-                    "policy": {
-                        "version": policy.version,
-                        "loaded_at": epoch_seconds(status.loaded_at),
-                        "last_reload_error": status.last_error,
-                    },
-                    "upstream": { "ok": upstream_ok, "last_ok": ok_at },
-                    "draining": draining,
-                });
-                resp(
-                    if ready {
-                        StatusCode::OK
-                    } else {
-                        StatusCode::SERVICE_UNAVAILABLE
-                    },
-                    "application/json",
-                    body.to_string(),
-                )
-            }
-            (Method::GET, "/metrics") => {
-                self.gateway
-                    .metrics
-                    .observe_authenticators(&policy.authenticators);
-                self.gateway
-                    .metrics
-                    .observe_pool(self.gateway.upstream.pool_stats());
-                resp(
-                    StatusCode::OK,
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    self.gateway.metrics.encode(),
-                )
-            }
-            (Method::POST, "/reload") => match &self.reloader {
-                None => resp(
-                    StatusCode::NOT_FOUND,
-                    "application/json",
-                    r#"{"detail":"reload is not enabled"}"#,
-                ),
-                Some(r) => {
-                    let (code, body) = match r.reload("admin").await {
-                        ReloadResult::Swapped(v) => {
-                            (StatusCode::OK, json!({"result": "swapped", "version": v}))
-                        }
-                        ReloadResult::Unchanged(v) => {
-                            (StatusCode::OK, json!({"result": "unchanged", "version": v}))
-                        }
-                        ReloadResult::Failed(e) => (
-                            StatusCode::UNPROCESSABLE_ENTITY,
-                            json!({"result": "failed", "detail": e, "version": self.gateway.policy.load().version}),
-                        ),
-                    };
-                    resp(code, "application/json", body.to_string())
-                }
-            },
-            (Method::GET, "/policies") => {
-                let handlers: Vec<_> = crate::event::Event::all()
-                    .map(|e| json!({"event": e.to_string(), "handler": policy.handler_for(e).map(|h| h.key.clone())}))
-                    .collect();
-                let body = json!({
-                    "version": policy.version,
-                    "default": format!("{:?}", policy.default).to_lowercase(),
-                    "authenticators": policy.authenticators.len(),
-                    "public_paths": policy.public_paths,
-                    "handlers": handlers,
-                    "warnings": policy.warnings,
-                });
-                resp(StatusCode::OK, "application/json", body.to_string())
-            }
+            (Method::GET, "/readyz") => self.readyz(&policy),
+            (Method::GET, "/metrics") => self.metrics(&policy),
+            (Method::POST, "/reload") => self.reload().await,
+            (Method::GET, "/policies") => policies(&policy),
             _ => resp(
                 StatusCode::NOT_FOUND,
                 "application/json",
                 r#"{"detail":"Not Found"}"#,
             ),
         }
+    }
+
+    /// Ready when the upstream answered its health check recently and the gateway is not
+    /// draining; the policy's version and reload status either way.
+    fn readyz(&self, policy: &Policy) -> Response<Full<Bytes>> {
+        let ok_at = self.gateway.upstream_ok_at.load(Ordering::Relaxed);
+        let upstream_ok =
+            ok_at > 0 && unix_now().saturating_sub(ok_at) <= self.upstream_fresh.as_secs();
+        let draining = self.gateway.draining.load(Ordering::Relaxed);
+        let status = self
+            .reloader
+            .as_ref()
+            .map(|r| r.status())
+            .unwrap_or_default();
+        let ready = upstream_ok && !draining;
+        let body = json!({
+            "ready": ready,
+            "policy": {
+                "version": policy.version,
+                "loaded_at": epoch_seconds(status.loaded_at),
+                "last_reload_error": status.last_error,
+            },
+            "upstream": { "ok": upstream_ok, "last_ok": ok_at },
+            "draining": draining,
+        });
+        let code = if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        resp(code, "application/json", body.to_string())
+    }
+
+    /// The metrics, with the authenticators' and the pool's counters read now.
+    fn metrics(&self, policy: &Policy) -> Response<Full<Bytes>> {
+        let metrics = &self.gateway.metrics;
+        metrics.observe_authenticators(&policy.authenticators);
+        metrics.observe_pool(self.gateway.upstream.pool_stats());
+        resp(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.encode(),
+        )
+    }
+
+    /// Reload the policy directory now.
+    async fn reload(&self) -> Response<Full<Bytes>> {
+        let Some(r) = &self.reloader else {
+            return resp(
+                StatusCode::NOT_FOUND,
+                "application/json",
+                r#"{"detail":"reload is not enabled"}"#,
+            );
+        };
+        let (code, body) = match r.reload("admin").await {
+            ReloadResult::Swapped(v) => {
+                (StatusCode::OK, json!({"result": "swapped", "version": v}))
+            }
+            ReloadResult::Unchanged(v) => {
+                (StatusCode::OK, json!({"result": "unchanged", "version": v}))
+            }
+            ReloadResult::Failed(e) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"result": "failed", "detail": e, "version": self.gateway.policy.load().version}),
+            ),
+        };
+        resp(code, "application/json", body.to_string())
     }
 }
 

@@ -467,6 +467,84 @@ pub struct AccessDecision {
     pub groups: Vec<GroupTrace>,
 }
 
+/// One condition group of a policy: its event (from its permission, which must apply to
+/// its resource type) and its compiled conditions; `None` after recording what is wrong.
+fn compile_group(
+    p: &AccessPolicyConfig,
+    pi: usize,
+    gi: usize,
+    g: &ConditionGroupConfig,
+    errors: &mut Vec<AccessError>,
+) -> Option<(Event, Group)> {
+    let at = format!("access_policies.{}.condition_groups[{gi}]", p.name);
+    let event = match parse_permission(&g.permission) {
+        Ok(e) => e,
+        Err(e) => {
+            errors.push(AccessError::at(at.clone(), e));
+            return None;
+        }
+    };
+    match ResourceType::parse(&g.resource_type) {
+        None => {
+            errors.push(AccessError::at(
+                at.clone(),
+                format!(
+                    "unknown resource_type {:?} (thread, assistant, cron, store_item)",
+                    g.resource_type
+                ),
+            ));
+            return None;
+        }
+        Some(rt) if rt.resource() != event.resource => {
+            errors.push(AccessError::at(
+                at.clone(),
+                format!(
+                    "permission {} does not apply to resource_type {}",
+                    g.permission, g.resource_type
+                ),
+            ));
+            return None;
+        }
+        Some(_) => {}
+    }
+    let mut conditions = Vec::new();
+    for (ci, c) in g.conditions.iter().enumerate() {
+        match Condition::compile(c) {
+            Ok(c) => conditions.push(c),
+            Err(e) => errors.push(AccessError::at(format!("{at}.conditions[{ci}]"), e)),
+        }
+    }
+    Some((
+        event,
+        Group {
+            policy: pi,
+            index: gi,
+            conditions,
+        },
+    ))
+}
+
+/// File a group under its event: for everyone, or for each of the policy's roles.
+fn index_group(
+    index: &mut HashMap<Event, EventGroups>,
+    role_ids: Option<&[String]>,
+    event: Event,
+    group: Group,
+) {
+    let slot = index.entry(event).or_default();
+    match role_ids {
+        None | Some([]) => slot.everyone.push(group),
+        Some(roles) => {
+            for r in roles {
+                slot.by_role
+                    .entry(r.clone())
+                    .or_default()
+                    .push(group.clone());
+            }
+        }
+    }
+}
+
 /// A roles or access-policy compile error: the dotted key it is at, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{key}: {message}")]
@@ -519,60 +597,8 @@ impl AccessControl {
                 ));
             }
             for (gi, g) in p.condition_groups.iter().enumerate() {
-                let at = format!("access_policies.{}.condition_groups[{gi}]", p.name);
-                let event = match parse_permission(&g.permission) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        errors.push(AccessError::at(at.clone(), e));
-                        continue;
-                    }
-                };
-                match ResourceType::parse(&g.resource_type) {
-                    None => {
-                        errors.push(AccessError::at(
-                            at.clone(),
-                            format!(
-                                "unknown resource_type {:?} (thread, assistant, cron, store_item)",
-                                g.resource_type
-                            ),
-                        ));
-                        continue;
-                    }
-                    Some(rt) if rt.resource() != event.resource => {
-                        errors.push(AccessError::at(
-                            at.clone(),
-                            format!(
-                                "permission {} does not apply to resource_type {}",
-                                g.permission, g.resource_type
-                            ),
-                        ));
-                        continue;
-                    }
-                    Some(_) => {}
-                }
-                let mut conditions = Vec::new();
-                for (ci, c) in g.conditions.iter().enumerate() {
-                    match Condition::compile(c) {
-                        Ok(c) => conditions.push(c),
-                        Err(e) => errors.push(AccessError::at(format!("{at}.conditions[{ci}]"), e)),
-                    }
-                }
-                let group = Group {
-                    policy: pi,
-                    index: gi,
-                    conditions,
-                };
-                let slot = index.entry(event).or_default();
-                match p.role_ids.as_deref() {
-                    None | Some([]) => slot.everyone.push(group),
-                    Some(roles) => {
-                        for r in roles {
-                            slot.by_role
-                                .entry(r.clone())
-                                .or_default()
-                                .push(group.clone());
-                        }
-                    }
+                if let Some((event, group)) = compile_group(p, pi, gi, g, &mut errors) {
+                    index_group(&mut index, p.role_ids.as_deref(), event, group);
                 }
             }
             metas.push(PolicyMeta {
