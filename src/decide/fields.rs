@@ -1,6 +1,7 @@
 //! The body's fields against the route's inventory (routes::fields): ids canonical, assistants resolvable, webhooks allowed, identity keys scrubbed from configuration objects.
 
 use super::*;
+use crate::routes::fields::{Field, Of};
 
 impl<'a> Cx<'a> {
     /// Every top-level field of the body must be in the route's inventory
@@ -31,48 +32,8 @@ impl<'a> Cx<'a> {
             let Some(raw) = o.get_raw(field.name) else {
                 continue;
             };
-            let v = || -> Decided<Value> {
-                serde_json::from_slice(raw).map_err(|_| body_error(BodyError::NotAnObject).into())
-            };
-            match field.kind {
-                Kind::Plain | Kind::Metadata | Kind::Route => {}
-                Kind::Id(of) => match v()? {
-                    Value::Null => {}
-                    Value::String(id) => canonical_id(of, &id).map(drop)?,
-                    _ => return Err(must_be(field.name, "a string")),
-                },
-                Kind::Ids(of) => match v()? {
-                    Value::Null => {}
-                    Value::Array(items) => {
-                        for item in items {
-                            match item {
-                                Value::String(id) => canonical_id(of, &id).map(drop)?,
-                                _ => return Err(must_be(field.name, "a list of strings")),
-                            }
-                        }
-                    }
-                    _ => return Err(must_be(field.name, "a list of strings")),
-                },
-                Kind::Assistant => match v()? {
-                    Value::Null => {}
-                    Value::String(a) => assistant_ref(&a).map(drop)?,
-                    _ => return Err(must_be(field.name, "a string")),
-                },
-                Kind::Config => {
-                    if let Some(config) = self.scrub_config(raw)? {
-                        edits.push((field.name, config));
-                    }
-                }
-                Kind::Context | Kind::Checkpoint => {
-                    if let Some(scrubbed) = self.scrub(raw)? {
-                        edits.push((field.name, scrubbed));
-                    }
-                }
-                Kind::Webhook => match v()? {
-                    Value::Null => {}
-                    Value::String(url) => self.check_webhook(&url)?,
-                    _ => return Err(must_be(field.name, "a string")),
-                },
+            if let Some(edited) = self.vet_field(field, raw)? {
+                edits.push((field.name, edited));
             }
         }
         if let Some(unknown) = o.keys().find(|k| shape.kind(k).is_none()) {
@@ -84,6 +45,40 @@ impl<'a> Cx<'a> {
             .into());
         }
         Ok(edits)
+    }
+
+    /// One field present in the body, checked for its kind; its new raw value if it is
+    /// edited (identity keys scrubbed from configuration objects).
+    fn vet_field(&self, field: &Field, raw: &[u8]) -> Decided<Option<Vec<u8>>> {
+        let v = || -> Decided<Value> {
+            serde_json::from_slice(raw).map_err(|_| body_error(BodyError::NotAnObject).into())
+        };
+        match field.kind {
+            Kind::Plain | Kind::Metadata | Kind::Route => {}
+            Kind::Id(of) => match v()? {
+                Value::Null => {}
+                Value::String(id) => canonical_id(of, &id).map(drop)?,
+                _ => return Err(must_be(field.name, "a string")),
+            },
+            Kind::Ids(of) => match v()? {
+                Value::Null => {}
+                Value::Array(items) => canonical_ids(of, field.name, &items)?,
+                _ => return Err(must_be(field.name, "a list of strings")),
+            },
+            Kind::Assistant => match v()? {
+                Value::Null => {}
+                Value::String(a) => assistant_ref(&a).map(drop)?,
+                _ => return Err(must_be(field.name, "a string")),
+            },
+            Kind::Config => return self.scrub_config(raw),
+            Kind::Context | Kind::Checkpoint => return self.scrub(raw),
+            Kind::Webhook => match v()? {
+                Value::Null => {}
+                Value::String(url) => self.check_webhook(&url)?,
+                _ => return Err(must_be(field.name, "a string")),
+            },
+        }
+        Ok(None)
     }
 
     /// A run configuration with identity keys removed from its `configurable`, if any were.
@@ -168,4 +163,15 @@ impl<'a> Cx<'a> {
         all.extend_from_slice(op);
         Ok(o.splice_body(&all))
     }
+}
+
+/// A list of ids, each canonical.
+fn canonical_ids(of: Of, name: &str, items: &[Value]) -> Decided<()> {
+    for item in items {
+        match item {
+            Value::String(id) => canonical_id(of, id).map(drop)?,
+            _ => return Err(must_be(name, "a list of strings")),
+        }
+    }
+    Ok(())
 }
