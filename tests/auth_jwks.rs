@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,11 +21,8 @@ use graphguard::policy::Policy;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 
 // ---------------------------------------------------------------------------------------------
 // A local JWKS / discovery server
@@ -43,46 +39,30 @@ struct ServerState {
 }
 
 struct JwksServer {
-    addr: SocketAddr,
+    service: LocalService,
     state: Arc<Mutex<ServerState>>,
-    tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl JwksServer {
     async fn start(keys: Vec<Value>) -> JwksServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(ServerState {
             keys,
             status: 200,
             ..ServerState::default()
         }));
-        let tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
-        let (st, ts) = (state.clone(), tasks.clone());
-        let accept = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
+        let st = state.clone();
+        let service = LocalService::start_with(move |addr| {
+            move |req: Request<Incoming>| {
                 let st = st.clone();
-                let conn = tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<Incoming>| {
-                        let st = st.clone();
-                        async move { Ok::<_, Infallible>(answer(&st, addr, &req)) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-                ts.lock().unwrap().push(conn.abort_handle());
+                async move { answer(&st, addr, &req) }
             }
-        });
-        tasks.lock().unwrap().push(accept.abort_handle());
-        JwksServer { addr, state, tasks }
+        })
+        .await;
+        JwksServer { service, state }
     }
 
     fn base(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.service.addr)
     }
 
     fn jwks_url(&self) -> String {
@@ -111,15 +91,7 @@ impl JwksServer {
 
     /// Stop listening and drop every open connection.
     fn stop(&self) {
-        for t in self.tasks.lock().unwrap().drain(..) {
-            t.abort();
-        }
-    }
-}
-
-impl Drop for JwksServer {
-    fn drop(&mut self) {
-        self.stop();
+        self.service.stop();
     }
 }
 
