@@ -403,6 +403,33 @@ impl Gateway {
             .await
     }
 
+    /// A declared `Content-Length`: within the size limit (413), and reserved in the budget
+    /// of body bytes held at once (503) before a byte is read. The length, 0 if undeclared.
+    fn reserve_declared(
+        &self,
+        headers: &HeaderMap,
+        held: &mut Reservation<'_>,
+    ) -> Result<usize, GatewayError> {
+        let Some(cl) = headers.get(header::CONTENT_LENGTH) else {
+            return Ok(0);
+        };
+        let n: u64 = cl
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| GatewayError::bad_request("Invalid Content-Length"))?;
+        if n > self.config.max_body as u64 {
+            return Err(GatewayError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("Request body larger than {} bytes", self.config.max_body),
+            ));
+        }
+        if !held.grow(n as usize) {
+            return Err(budget_spent(&self.body_budget));
+        }
+        Ok(n as usize)
+    }
+
     /// Read the whole request body within the size limit (413 before the upstream sees it) and
     /// within the budget of body bytes held at once (503 before a byte is read, when its
     /// declared length does not fit; a chunked body is reserved piece by piece).
@@ -418,21 +445,7 @@ impl Gateway {
                 format!("Request body larger than {} bytes", self.config.max_body),
             )
         };
-        let mut expected = 0;
-        if let Some(cl) = headers.get(header::CONTENT_LENGTH) {
-            let n: u64 = cl
-                .to_str()
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| GatewayError::bad_request("Invalid Content-Length"))?;
-            if n > self.config.max_body as u64 {
-                return Err(too_large());
-            }
-            expected = n as usize;
-            if !held.grow(expected) {
-                return Err(budget_spent(&self.body_budget));
-            }
-        }
+        let expected = self.reserve_declared(headers, held)?;
         // Nothing to read (no Content-Length or a zero one, no chunked body, h2 end of stream):
         // no timer, no collection.
         if hyper::body::Body::is_end_stream(&body) {

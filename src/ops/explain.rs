@@ -8,10 +8,11 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::error::GatewayError;
 use crate::event::Event;
 use crate::policy::access::{AccessDecision, ConditionFailure, Reason};
 use crate::policy::filter::ResolvedFilter;
-use crate::policy::Policy;
+use crate::policy::{Grant, Policy};
 use crate::user::User;
 
 /// The explanation of one decision.
@@ -57,22 +58,7 @@ pub fn explain(
     let access = policy.access.decide(user, event, tags);
     let mut words = Vec::new();
     let grant = policy.evaluate(event, user);
-    let (handler, rule, handler_denied, filter, metadata) = match &grant {
-        Ok(g) => (
-            g.handler.as_deref().map(str::to_owned),
-            g.rule,
-            None,
-            g.active_filter().map(filter_json),
-            g.metadata.clone(),
-        ),
-        Err(e) => (
-            policy.handler_for(event).map(|h| h.key.clone()),
-            None,
-            Some(e.detail.clone()),
-            None,
-            None,
-        ),
-    };
+    let (handler, rule, handler_denied, filter, metadata) = grant_summary(policy, event, &grant);
     let filter_matches = match (&grant, resource) {
         (Ok(g), Some(md)) => g.active_filter().map(|f| f.matches(md)),
         _ => None,
@@ -127,6 +113,37 @@ pub fn explain(
         filter_matches,
         access,
         words,
+    }
+}
+
+/// What the handler granted, or refused: handler key, rule, refusal, filter, metadata.
+#[allow(clippy::type_complexity)]
+fn grant_summary(
+    policy: &Policy,
+    event: Event,
+    grant: &Result<Grant, GatewayError>,
+) -> (
+    Option<String>,
+    Option<usize>,
+    Option<String>,
+    Option<Value>,
+    Option<Map<String, Value>>,
+) {
+    match grant {
+        Ok(g) => (
+            g.handler.as_deref().map(str::to_owned),
+            g.rule,
+            None,
+            g.active_filter().map(filter_json),
+            g.metadata.clone(),
+        ),
+        Err(e) => (
+            policy.handler_for(event).map(|h| h.key.clone()),
+            None,
+            Some(e.detail.clone()),
+            None,
+            None,
+        ),
     }
 }
 

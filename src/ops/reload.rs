@@ -104,55 +104,66 @@ impl Reloader {
                     .collect::<Vec<_>>()
                     .join("\n"),
             ),
-            Ok(Ok(p)) => {
-                let current = if self.shadow {
-                    self.gateway
-                        .shadow
-                        .load()
-                        .as_ref()
-                        .map(|p| p.version.clone())
-                        .unwrap_or_default()
-                } else {
-                    self.gateway.policy.load().version.clone()
-                };
-                if p.version == current {
-                    ReloadResult::Unchanged(p.version)
-                } else {
-                    let v = p.version.clone();
-                    for w in &p.warnings {
-                        tracing::warn!("{w}");
-                    }
-                    if self.shadow {
-                        self.gateway.shadow.store(Some(Arc::new(p)));
-                    } else {
-                        self.gateway.policy.store(Arc::new(p));
-                    }
-                    ReloadResult::Swapped(v)
-                }
-            }
+            Ok(Ok(p)) => self.swap(p),
         };
-        if let Ok(mut s) = self.status.lock() {
-            s.last_attempt = Some(now);
-            match &result {
-                ReloadResult::Swapped(_) => {
-                    s.loaded_at = Some(now);
-                    s.last_error = None;
-                }
-                ReloadResult::Unchanged(_) => s.last_error = None,
-                ReloadResult::Failed(e) => s.last_error = Some(e.clone()),
-            }
+        self.record_status(&result, now);
+        self.report(&result, why);
+        result
+    }
+
+    /// Serve the loaded policy unless its version is the one already served.
+    fn swap(&self, p: Policy) -> ReloadResult {
+        let current = if self.shadow {
+            self.gateway
+                .shadow
+                .load()
+                .as_ref()
+                .map(|p| p.version.clone())
+                .unwrap_or_default()
+        } else {
+            self.gateway.policy.load().version.clone()
+        };
+        if p.version == current {
+            return ReloadResult::Unchanged(p.version);
         }
-        match &result {
+        let v = p.version.clone();
+        for w in &p.warnings {
+            tracing::warn!("{w}");
+        }
+        if self.shadow {
+            self.gateway.shadow.store(Some(Arc::new(p)));
+        } else {
+            self.gateway.policy.store(Arc::new(p));
+        }
+        ReloadResult::Swapped(v)
+    }
+
+    /// What `/readyz` reports: the last attempt, the last load, the last error.
+    fn record_status(&self, result: &ReloadResult, now: SystemTime) {
+        let Ok(mut s) = self.status.lock() else {
+            return;
+        };
+        s.last_attempt = Some(now);
+        match result {
+            ReloadResult::Swapped(_) => {
+                s.loaded_at = Some(now);
+                s.last_error = None;
+            }
+            ReloadResult::Unchanged(_) => s.last_error = None,
+            ReloadResult::Failed(e) => s.last_error = Some(e.clone()),
+        }
+    }
+
+    /// Log and count the reload.
+    fn report(&self, result: &ReloadResult, why: &str) {
+        match result {
             ReloadResult::Swapped(v) => {
                 tracing::info!(version = %v, trigger = why, shadow = self.shadow, "policy reloaded");
+                let reason = if self.shadow { "shadow_ok" } else { "ok" };
                 self.metrics
                     .reloads
                     .get_or_create(&ReasonLabel {
-                        reason: if self.shadow {
-                            "shadow_ok".into()
-                        } else {
-                            "ok".into()
-                        },
+                        reason: reason.into(),
                     })
                     .inc();
                 if !self.shadow {
@@ -170,7 +181,6 @@ impl Reloader {
                     .inc();
             }
         }
-        result
     }
 
     /// Watch the directory, re-read it every `poll`, reload on SIGHUP. Runs until the process

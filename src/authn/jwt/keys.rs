@@ -129,22 +129,11 @@ pub fn parse_jwks(
     Ok(out)
 }
 
-fn jwk_to_key(
-    k: &Value,
-    allowed: &[Algorithm],
-    allow_secret: bool,
-) -> Result<Option<VerifyKey>, String> {
+/// A JWK's key material by type (`kty`), checked for size, and its algorithm family.
+fn decoding_key(k: &Value, allow_secret: bool) -> Result<(DecodingKey, Vec<Algorithm>), String> {
     let s = |name: &str| k.get(name).and_then(Value::as_str);
     let need = |name: &str| s(name).ok_or_else(|| format!("missing \"{name}\""));
-    if s("use").is_some_and(|u| u != "sig") {
-        return Ok(None);
-    }
-    if let Some(ops) = k.get("key_ops").and_then(Value::as_array) {
-        if !ops.iter().any(|o| o.as_str() == Some("verify")) {
-            return Ok(None);
-        }
-    }
-    let (key, family): (DecodingKey, Vec<Algorithm>) = match s("kty") {
+    Ok(match s("kty") {
         Some("RSA") => {
             let n = b64url(need("n")?)?;
             let e = b64url(need("e")?)?;
@@ -194,7 +183,24 @@ fn jwk_to_key(
             (DecodingKey::from_secret(&secret), HMAC_ALGS.to_vec())
         }
         other => return Err(format!("unsupported key type {other:?}")),
-    };
+    })
+}
+
+fn jwk_to_key(
+    k: &Value,
+    allowed: &[Algorithm],
+    allow_secret: bool,
+) -> Result<Option<VerifyKey>, String> {
+    let s = |name: &str| k.get(name).and_then(Value::as_str);
+    if s("use").is_some_and(|u| u != "sig") {
+        return Ok(None);
+    }
+    if let Some(ops) = k.get("key_ops").and_then(Value::as_array) {
+        if !ops.iter().any(|o| o.as_str() == Some("verify")) {
+            return Ok(None);
+        }
+    }
+    let (key, family) = decoding_key(k, allow_secret)?;
     let mut algorithms: Vec<Algorithm> =
         family.into_iter().filter(|a| allowed.contains(a)).collect();
     if let Some(a) = s("alg") {
