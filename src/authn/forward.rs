@@ -30,7 +30,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::authn::config::{AnonymousConfig, ForwardConfig};
+use crate::authn::config::ForwardConfig;
 use crate::authn::http_client::{self, FetchError, HttpClient};
 use crate::authn::AuthOutcome;
 use crate::error::{AuthFailure, GatewayError};
@@ -360,24 +360,6 @@ impl ForwardAuthenticator {
     }
 }
 
-/// The `anonymous` authenticator's user.
-pub fn anonymous_user(c: &AnonymousConfig) -> Result<Arc<User>, String> {
-    if c.identity.is_empty() || HeaderValue::from_str(&c.identity).is_err() {
-        return Err(format!(
-            "identity {:?} must be non-empty visible ASCII (it is forwarded in a header)",
-            c.identity
-        ));
-    }
-    Ok(Arc::new(User {
-        identity: c.identity.clone(),
-        display_name: c.display_name.clone().unwrap_or_else(|| c.identity.clone()),
-        permissions: c.permissions.clone(),
-        roles: c.roles.clone(),
-        attributes: c.attributes.clone(),
-        ..User::default()
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -451,24 +433,5 @@ mod tests {
         h2.insert("authorization", HeaderValue::from_static("Bearer t"));
         f.strip_credentials(&mut h2);
         assert_eq!(h2.len(), 1);
-    }
-
-    #[test]
-    fn anonymous_user_defaults_display_name() {
-        let c = AnonymousConfig {
-            identity: "anonymous".into(),
-            display_name: None,
-            permissions: vec![],
-            roles: vec!["public".into()],
-            attributes: Map::new(),
-        };
-        let u = anonymous_user(&c).unwrap();
-        assert_eq!(u.display_name, "anonymous");
-        assert_eq!(u.roles, ["public"]);
-        let bad = AnonymousConfig {
-            identity: String::new(),
-            ..c
-        };
-        assert!(anonymous_user(&bad).is_err());
     }
 }

@@ -12,8 +12,9 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::*;
+use crate::authn::anonymous::anonymous_user;
 use crate::authn::config::{ApiKeyConfig, AuthenticatorConfig};
-use crate::authn::forward::{anonymous_user, ForwardAuthenticator};
+use crate::authn::forward::ForwardAuthenticator;
 use crate::authn::jwt::JwtAuthenticator;
 use crate::authn::{ApiKeys, Authenticator};
 use crate::policy::access::{AccessControl, AccessPolicyConfig};
