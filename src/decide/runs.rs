@@ -12,24 +12,7 @@ impl<'a> Cx<'a> {
                 return Err(miss.into());
             }
         }
-        // Runs are evaluated against their thread's tags; a thread the run will create has the
-        // run's stamped metadata.
-        let subject = if on_thread {
-            let tid = self.param(&self.input.route.params.thread_id)?;
-            let t = Target::Thread(tid);
-            if self
-                .policy
-                .access
-                .needs_tags(self.user, Event::new(THREADS, Action::CreateRun))
-                && self.fact(t.clone())?.is_none()
-            {
-                Subject::CreateBody
-            } else {
-                Subject::Target(t)
-            }
-        } else {
-            Subject::CreateBody
-        };
+        let subject = self.run_subject(on_thread)?;
         self.on(subject);
         let g = self.grant(THREADS, Action::CreateRun)?;
         if let Some(aid) = aid {
@@ -39,19 +22,46 @@ impl<'a> Cx<'a> {
         if on_thread {
             let tid = self.param(&self.input.route.params.thread_id)?;
             if let Some(filter) = g.active_filter() {
-                match self.fact(Target::Thread(tid.clone()))? {
-                    Some(v) if filter.matches(metadata_ref(&v)) => {}
-                    Some(_) => return Err(miss.into()),
-                    None => {
-                        if self.str_field("if_not_exists")?.as_deref() != Some("create") {
-                            return Err(miss.into());
-                        }
-                    }
-                }
+                self.run_thread_passes(filter, &tid, miss)?;
             }
             f.invalidate.push(Target::Thread(tid));
         }
         Ok(f)
+    }
+
+    /// What access policies read a run's tags from: its thread's, or (for a thread the run
+    /// will create) the run's stamped metadata.
+    fn run_subject(&self, on_thread: bool) -> Decided<Subject> {
+        if !on_thread {
+            return Ok(Subject::CreateBody);
+        }
+        let tid = self.param(&self.input.route.params.thread_id)?;
+        let t = Target::Thread(tid);
+        let needs_tags = self
+            .policy
+            .access
+            .needs_tags(self.user, Event::new(THREADS, Action::CreateRun));
+        if needs_tags && self.fact(t.clone())?.is_none() {
+            Ok(Subject::CreateBody)
+        } else {
+            Ok(Subject::Target(t))
+        }
+    }
+
+    /// The run's thread must pass the handler's filter, or not exist yet and be created by
+    /// the run (`if_not_exists: create`).
+    fn run_thread_passes(
+        &self,
+        filter: &ResolvedFilter,
+        tid: &str,
+        miss: GatewayError,
+    ) -> Decided<()> {
+        match self.fact(Target::Thread(tid.to_string()))? {
+            Some(v) if filter.matches(metadata_ref(&v)) => Ok(()),
+            Some(_) => Err(miss.into()),
+            None if self.str_field("if_not_exists")?.as_deref() == Some("create") => Ok(()),
+            None => Err(miss.into()),
+        }
     }
 
     pub(super) fn run_batch(&mut self) -> Decided<Forward> {
