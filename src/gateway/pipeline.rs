@@ -530,18 +530,7 @@ impl Gateway {
             a.strip_credentials(&mut headers);
         }
         if let Some(u) = user {
-            let uh = &policy.user_headers;
-            let v = u.header_values();
-            for (name, value) in [
-                (&uh.identity, &v.identity),
-                (&uh.display_name, &v.display_name),
-                (&uh.permissions, &v.permissions),
-                (&uh.roles, &v.roles),
-            ] {
-                if let Some(value) = value {
-                    headers.insert(name.clone(), value.clone());
-                }
-            }
+            insert_user_headers(policy, u, &mut headers);
         }
         headers.insert(X_FORWARDED_FOR, peer.forwarded_for.clone());
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
@@ -559,25 +548,7 @@ impl Gateway {
             headers.remove(header::CONTENT_LENGTH);
         }
         headers.insert(header::HOST, self.upstream.host().clone());
-        // The path is forwarded exactly as authorized; an unchanged query shares its bytes.
-        let path_and_query = match (query, uri.path_and_query()) {
-            (None, Some(pq)) if pq.query() != Some("") => pq.clone(),
-            (None, None) => http::uri::PathAndQuery::from_static("/"),
-            (None, Some(_)) => http::uri::PathAndQuery::from_maybe_shared(Bytes::copy_from_slice(
-                uri.path().as_bytes(),
-            ))
-            .map_err(|e| GatewayError::bad_request(format!("invalid request target: {e}")))?,
-            (Some(q), _) => {
-                let pq = if q.is_empty() {
-                    uri.path().to_owned()
-                } else {
-                    format!("{}?{q}", uri.path())
-                };
-                http::uri::PathAndQuery::from_maybe_shared(Bytes::from(pq)).map_err(|e| {
-                    GatewayError::bad_request(format!("invalid request target: {e}"))
-                })?
-            }
-        };
+        let path_and_query = upstream_target(query, &uri)?;
         let mut req = Request::new(body.map_err(|never| match never {}).boxed_unsync());
         *req.method_mut() = method;
         // Origin form: the pool sends to its one upstream.
@@ -698,4 +669,45 @@ fn h1_with_body(req: &Request<Incoming>) -> bool {
                 .headers()
                 .get(header::CONTENT_LENGTH)
                 .is_some_and(|v| v.as_bytes() != b"0"))
+}
+
+/// The user's headers (identity, display name, permissions, roles) under the policy's names.
+fn insert_user_headers(policy: &Policy, u: &User, headers: &mut HeaderMap) {
+    let uh = &policy.user_headers;
+    let v = u.header_values();
+    for (name, value) in [
+        (&uh.identity, &v.identity),
+        (&uh.display_name, &v.display_name),
+        (&uh.permissions, &v.permissions),
+        (&uh.roles, &v.roles),
+    ] {
+        if let Some(value) = value {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+}
+
+/// The path as authorized, with the decision's query (or the client's, whose bytes an
+/// unchanged query shares).
+fn upstream_target(
+    query: Option<&str>,
+    uri: &http::Uri,
+) -> Result<http::uri::PathAndQuery, GatewayError> {
+    Ok(match (query, uri.path_and_query()) {
+        (None, Some(pq)) if pq.query() != Some("") => pq.clone(),
+        (None, None) => http::uri::PathAndQuery::from_static("/"),
+        (None, Some(_)) => http::uri::PathAndQuery::from_maybe_shared(Bytes::copy_from_slice(
+            uri.path().as_bytes(),
+        ))
+        .map_err(|e| GatewayError::bad_request(format!("invalid request target: {e}")))?,
+        (Some(q), _) => {
+            let pq = if q.is_empty() {
+                uri.path().to_owned()
+            } else {
+                format!("{}?{q}", uri.path())
+            };
+            http::uri::PathAndQuery::from_maybe_shared(Bytes::from(pq))
+                .map_err(|e| GatewayError::bad_request(format!("invalid request target: {e}")))?
+        }
+    })
 }
