@@ -7,9 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
-use graphguard::abac::{AccessControl, AccessPolicyConfig};
 use graphguard::decide::{decide_with_cache, parse_body, Facts, Input, Next, Target};
 use graphguard::event::{Action, Event, Resource};
+use graphguard::policy::access::{AccessControl, AccessPolicyConfig};
 use graphguard::policy::Policy;
 use graphguard::routes::{check_path, classify};
 use graphguard::user::User;
@@ -133,7 +133,7 @@ fn abac(c: &mut Criterion) {
 /// API-key authentication (SHA-256 of the key, looked up by digest);
 /// ready at once, polled without a runtime.
 fn authenticated(p: &Policy, headers: &http::HeaderMap) -> Arc<User> {
-    let fut = graphguard::auth::authenticate(&p.authenticators, headers);
+    let fut = graphguard::authn::authenticate(&p.authenticators, headers);
     let mut fut = std::pin::pin!(fut);
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     match fut.as_mut().poll(&mut cx) {

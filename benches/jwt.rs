@@ -6,13 +6,16 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use graphguard::config::JwtConfig;
-use graphguard::jwks::KeySet;
-use graphguard::jwt::JwtAuthenticator;
+use graphguard::authn::jwt::config::JwtConfig;
+use graphguard::authn::jwt::keys::KeySet;
+use graphguard::authn::jwt::JwtAuthenticator;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use p256::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
-use rsa::pkcs1::EncodeRsaPrivateKey;
 use serde_json::json;
+
+#[path = "../tests/common/keys.rs"]
+mod keys;
+
+use keys::Pair;
 
 const SECRET: &str = "bench-secret-bench-secret-bench-secret-0123456789";
 
@@ -58,52 +61,22 @@ fn case(name: &'static str, key_yaml: String, alg: Algorithm, enc: EncodingKey) 
 fn cases() -> Vec<Case> {
     let dir = std::env::temp_dir().join(format!("graphguard-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap_or_default();
-    let mut rng = rand::rngs::OsRng;
     let mut out = Vec::new();
-    if let Ok(k) = rsa::RsaPrivateKey::new(&mut rng, 2048) {
-        if let (Ok(private), Ok(public)) = (
-            k.to_pkcs1_pem(LineEnding::LF),
-            k.to_public_key().to_public_key_pem(LineEnding::LF),
-        ) {
-            let f = write_temp(&dir, "rsa.pem", &public);
-            if let Ok(enc) = EncodingKey::from_rsa_pem(private.as_bytes()) {
-                out.extend(case(
-                    "RS256",
-                    format!("public_key: {{file: {f}}}"),
-                    Algorithm::RS256,
-                    enc,
-                ));
-            }
-        }
-    }
-    let ec = p256::SecretKey::random(&mut rng);
-    if let (Ok(private), Ok(public)) = (
-        ec.to_pkcs8_pem(LineEnding::LF),
-        ec.public_key().to_public_key_pem(LineEnding::LF),
-    ) {
-        let f = write_temp(&dir, "ec.pem", &public);
-        if let Ok(enc) = EncodingKey::from_ec_pem(private.as_bytes()) {
-            out.extend(case(
-                "ES256",
-                format!("public_key: {{file: {f}}}"),
-                Algorithm::ES256,
-                enc,
-            ));
-        }
-    }
-    let ed = ed25519_dalek::SigningKey::generate(&mut rng);
-    if let (Ok(private), Ok(public)) = (
-        ed.to_pkcs8_pem(LineEnding::LF),
-        ed.verifying_key().to_public_key_pem(LineEnding::LF),
-    ) {
-        let f = write_temp(&dir, "ed.pem", &public);
-        if let Ok(enc) = EncodingKey::from_ed_pem(private.as_bytes()) {
-            out.extend(case(
-                "EdDSA",
-                format!("public_key: {{file: {f}}}"),
-                Algorithm::EdDSA,
-                enc,
-            ));
+    let pems: [(&'static str, &str, Algorithm, Pair); 3] = [
+        ("RS256", "rsa.pem", Algorithm::RS256, keys::rsa_pair()),
+        ("ES256", "ec.pem", Algorithm::ES256, keys::p256_pair()),
+        ("EdDSA", "ed.pem", Algorithm::EdDSA, keys::ed_pair()),
+    ];
+    for (name, file, alg, pair) in pems {
+        let f = write_temp(&dir, file, &pair.public_pem);
+        let private = pair.private_pem.as_bytes();
+        let enc = match alg {
+            Algorithm::RS256 => EncodingKey::from_rsa_pem(private),
+            Algorithm::ES256 => EncodingKey::from_ec_pem(private),
+            _ => EncodingKey::from_ed_pem(private),
+        };
+        if let Ok(enc) = enc {
+            out.extend(case(name, format!("public_key: {{file: {f}}}"), alg, enc));
         }
     }
     let f = write_temp(&dir, "secret", SECRET);

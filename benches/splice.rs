@@ -4,7 +4,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use graphguard::rewrite::{merge_object_raw, BodyError, ObjectBody};
+use graphguard::body::splice::{merge_object_raw, BodyError, ObjectBody};
 use serde_json::{json, Map, Value};
 
 /// A LangGraph-style run body of roughly `target` bytes; the bulk is in

@@ -28,7 +28,8 @@ pub enum Delivery {
 }
 
 /// A refusal: status, detail text, extra headers and how to deliver it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} {detail}", status.as_u16())]
 pub struct GatewayError {
     /// HTTP status (for `SseErrorEvent`, the status named inside the event).
     pub status: StatusCode,
@@ -40,6 +41,47 @@ pub struct GatewayError {
     pub side: Side,
     /// JSON or SSE error event.
     pub delivery: Delivery,
+    /// Why authentication failed, when it did (the `reason` of the auth-failure metric).
+    pub auth_failure: Option<AuthFailure>,
+}
+
+/// Why a request could not be authenticated: set by the authenticator that refused it, read
+/// by the metrics (`graphguard_auth_failures_total{reason}`) without looking at the detail
+/// text (which may come from an external service).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthFailure {
+    /// No authenticator recognised a credential.
+    Missing,
+    /// The token has expired.
+    Expired,
+    /// An API key that is not configured.
+    InvalidApiKey,
+    /// A token from another issuer.
+    WrongIssuer,
+    /// A token for another audience.
+    WrongAudience,
+    /// A token whose signature does not verify.
+    BadSignature,
+    /// Any other unusable token or credential header.
+    InvalidToken,
+    /// Refused for another reason (e.g. by an external authentication service).
+    Other,
+}
+
+impl AuthFailure {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "missing",
+            AuthFailure::Expired => "expired",
+            AuthFailure::InvalidApiKey => "invalid_api_key",
+            AuthFailure::WrongIssuer => "wrong_issuer",
+            AuthFailure::WrongAudience => "wrong_audience",
+            AuthFailure::BadSignature => "bad_signature",
+            AuthFailure::InvalidToken => "invalid_token",
+            AuthFailure::Other => "other",
+        }
+    }
 }
 
 impl GatewayError {
@@ -51,6 +93,7 @@ impl GatewayError {
             headers: Vec::new(),
             side: Side::Client,
             delivery: Delivery::Json,
+            auth_failure: None,
         }
     }
     /// 400 Bad Request.
@@ -99,6 +142,11 @@ impl GatewayError {
         self.delivery = Delivery::SseErrorEvent;
         self
     }
+    /// Record why authentication failed.
+    pub fn with_auth_failure(mut self, why: AuthFailure) -> Self {
+        self.auth_failure = Some(why);
+        self
+    }
     /// Add a response header.
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.headers.push((name, value));
@@ -123,14 +171,6 @@ impl GatewayError {
         out
     }
 }
-
-impl std::fmt::Display for GatewayError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.status.as_u16(), self.detail)
-    }
-}
-
-impl std::error::Error for GatewayError {}
 
 #[cfg(test)]
 mod tests {

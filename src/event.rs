@@ -135,6 +135,56 @@ impl Event {
     pub const INDEX_SPACE: usize = 4 * 9;
 }
 
+/// Why a `RESOURCE:ACTION` permission string names no event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventParseError {
+    /// No `:` between a resource and an action.
+    #[error("{0:?} is not RESOURCE:ACTION (e.g. threads:read)")]
+    NotResourceAction(String),
+    /// The resource is not one LangGraph defines.
+    #[error("unknown resource {0:?} (valid: threads, assistants, crons, store)")]
+    UnknownResource(String),
+    /// The action is not one the resource has.
+    #[error("{resource} has no action {action:?} (valid: {})", valid_actions(.resource))]
+    UnknownAction {
+        /// The resource.
+        resource: &'static str,
+        /// The action as written.
+        action: String,
+    },
+}
+
+fn valid_actions(resource: &str) -> String {
+    Resource::parse(resource)
+        .map(|r| {
+            r.actions()
+                .iter()
+                .map(|a| a.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
+impl std::str::FromStr for Event {
+    type Err = EventParseError;
+    /// Parse `RESOURCE:ACTION`, e.g. `threads:read`, naming what is wrong when it is not one.
+    fn from_str(s: &str) -> Result<Event, EventParseError> {
+        let (r, a) = s
+            .split_once(':')
+            .ok_or_else(|| EventParseError::NotResourceAction(s.to_string()))?;
+        let resource =
+            Resource::parse(r).ok_or_else(|| EventParseError::UnknownResource(r.to_string()))?;
+        Action::parse(a)
+            .map(|action| Event::new(resource, action))
+            .filter(|e| e.is_valid())
+            .ok_or_else(|| EventParseError::UnknownAction {
+                resource: resource.as_str(),
+                action: a.to_string(),
+            })
+    }
+}
+
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.resource.as_str(), self.action.as_str())
@@ -144,6 +194,30 @@ impl fmt::Display for Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn permission_strings_parse_or_say_what_is_wrong() {
+        assert_eq!(
+            "threads:read".parse(),
+            Ok(Event::new(Resource::Threads, Action::Read))
+        );
+        assert_eq!(
+            "threads:frobnicate".parse::<Event>().unwrap_err().to_string(),
+            "threads has no action \"frobnicate\" (valid: create, read, update, delete, search, create_run)"
+        );
+        assert_eq!(
+            "crons:create_run".parse::<Event>().unwrap_err().to_string(),
+            "crons has no action \"create_run\" (valid: create, read, update, delete, search)"
+        );
+        assert!(matches!(
+            "runs:read".parse::<Event>(),
+            Err(EventParseError::UnknownResource(_))
+        ));
+        assert!(matches!(
+            "threads".parse::<Event>(),
+            Err(EventParseError::NotResourceAction(_))
+        ));
+    }
 
     #[test]
     fn twenty_one_events_exist() {

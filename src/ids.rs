@@ -76,7 +76,7 @@ fn canonical(s: &str) -> Option<Uuid> {
 /// int = int_(hex, 16)
 /// ```
 ///
-/// `int(text, 16)` is emulated in [`py_int16`].
+/// `int(text, 16)` is emulated in `py_int16`.
 pub fn py_uuid(s: &str) -> Option<Uuid> {
     let s = s.replace("urn:", "").replace("uuid:", "");
     let s = s.trim_matches(|c| c == '{' || c == '}').replace('-', "");

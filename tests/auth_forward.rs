@@ -6,25 +6,20 @@
 mod common;
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use graphguard::auth::{self, Authenticator};
-use graphguard::config::ForwardConfig;
+use graphguard::authn::config::ForwardConfig;
+use graphguard::authn::forward::ForwardAuthenticator;
+use graphguard::authn::{self, Authenticator};
 use graphguard::error::GatewayError;
-use graphguard::forward_auth::ForwardAuthenticator;
 use graphguard::user::User;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::json;
-use tokio::net::TcpListener;
 
 /// What the service saw of one call.
 #[derive(Debug, Clone)]
@@ -37,39 +32,24 @@ struct Call {
 /// `suspended` (403), `slow` (answers after 3 s), `broken` (500), `garbage` (200, not JSON),
 /// `teapot` (418), `burst-*` (allowed after 200 ms).
 struct AuthService {
-    addr: SocketAddr,
+    service: LocalService,
     calls: Arc<Mutex<Vec<Call>>>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl AuthService {
     async fn start() -> AuthService {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let calls: Arc<Mutex<Vec<Call>>> = Arc::default();
         let c = calls.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let c = c.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<Incoming>| {
-                        let c = c.clone();
-                        async move { Ok::<_, Infallible>(answer(&c, req).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-        AuthService { addr, calls, task }
+        let service = LocalService::start(move |req| {
+            let c = c.clone();
+            async move { answer(&c, req).await }
+        })
+        .await;
+        AuthService { service, calls }
     }
 
     fn url(&self) -> String {
-        format!("http://{}/auth", self.addr)
+        format!("http://{}/auth", self.service.addr)
     }
 
     fn calls(&self) -> Vec<Call> {
@@ -86,12 +66,6 @@ impl AuthService {
                     .is_some_and(|v| v == want.as_str())
             })
             .count()
-    }
-}
-
-impl Drop for AuthService {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
@@ -161,7 +135,7 @@ fn bearer(token: &str) -> HeaderMap {
 }
 
 async fn run(f: &Arc<ForwardAuthenticator>, h: &HeaderMap) -> Result<Arc<User>, GatewayError> {
-    auth::authenticate(&[Authenticator::Forward(f.clone())], h).await
+    authn::authenticate(&[Authenticator::Forward(f.clone())], h).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

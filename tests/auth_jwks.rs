@@ -6,115 +6,23 @@
 
 mod common;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine;
 use bytes::Bytes;
+use common::keys::{b64, now, unique, Signer};
 use common::*;
-use graphguard::auth::{self, Authenticator};
-use graphguard::config::JwtConfig;
-use graphguard::jwks::KeySource;
-use graphguard::jwt::{JwtAuthenticator, JwtError, Refusal};
+use graphguard::authn::jwt::config::JwtConfig;
+use graphguard::authn::jwt::remote::KeySource;
+use graphguard::authn::jwt::{JwtAuthenticator, JwtError, Refusal};
+use graphguard::authn::{self, Authenticator};
 use graphguard::policy::Policy;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use p256::elliptic_curve::sec1::ToEncodedPoint;
-use p256::pkcs8::{EncodePrivateKey, LineEnding};
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
-
-// ---------------------------------------------------------------------------------------------
-// Keys and tokens
-// ---------------------------------------------------------------------------------------------
-
-fn b64(b: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-/// A signing key with its public JWK.
-struct Signer {
-    kid: String,
-    alg: Algorithm,
-    key: EncodingKey,
-    jwk: Value,
-}
-
-impl Signer {
-    fn es256(kid: &str) -> Signer {
-        let k = p256::SecretKey::random(&mut rand::rngs::OsRng);
-        let p = k.public_key().to_encoded_point(false);
-        Signer {
-            kid: kid.into(),
-            alg: Algorithm::ES256,
-            key: EncodingKey::from_ec_pem(k.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes())
-                .unwrap(),
-            jwk: json!({"kty": "EC", "crv": "P-256", "kid": kid, "use": "sig", "x": b64(p.x().unwrap()), "y": b64(p.y().unwrap())}),
-        }
-    }
-
-    fn eddsa(kid: &str) -> Signer {
-        let k = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
-        Signer {
-            kid: kid.into(),
-            alg: Algorithm::EdDSA,
-            key: EncodingKey::from_ed_pem(k.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes())
-                .unwrap(),
-            jwk: json!({"kty": "OKP", "crv": "Ed25519", "kid": kid, "x": b64(k.verifying_key().as_bytes())}),
-        }
-    }
-
-    fn rs256(kid: &str) -> Signer {
-        use rsa::pkcs1::EncodeRsaPrivateKey;
-        use rsa::traits::PublicKeyParts;
-        let k = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
-        let p = k.to_public_key();
-        Signer {
-            kid: kid.into(),
-            alg: Algorithm::RS256,
-            key: EncodingKey::from_rsa_pem(k.to_pkcs1_pem(LineEnding::LF).unwrap().as_bytes())
-                .unwrap(),
-            jwk: json!({"kty": "RSA", "kid": kid, "alg": "RS256", "n": b64(&p.n().to_bytes_be()), "e": b64(&p.e().to_bytes_be())}),
-        }
-    }
-
-    fn sign(&self, claims: &Value) -> String {
-        let mut h = Header::new(self.alg);
-        h.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&h, claims, &self.key).unwrap()
-    }
-
-    /// A token for `sub`, issued by `iss` for audience `graphguard`.
-    fn token(&self, sub: &str, iss: &str) -> String {
-        self.sign(&json!({"sub": sub, "iss": iss, "aud": "graphguard", "exp": now() + 600, "iat": now(), "jti": uuid_like()}))
-    }
-
-    /// The same key under another `kid` (a made-up `kid`).
-    fn with_kid(&self, kid: &str, claims: &Value) -> String {
-        let mut h = Header::new(self.alg);
-        h.kid = Some(kid.into());
-        jsonwebtoken::encode(&h, claims, &self.key).unwrap()
-    }
-}
-
-fn uuid_like() -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!("{}-{}", now(), N.fetch_add(1, Ordering::Relaxed))
-}
 
 // ---------------------------------------------------------------------------------------------
 // A local JWKS / discovery server
@@ -131,46 +39,30 @@ struct ServerState {
 }
 
 struct JwksServer {
-    addr: SocketAddr,
+    service: LocalService,
     state: Arc<Mutex<ServerState>>,
-    tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl JwksServer {
     async fn start(keys: Vec<Value>) -> JwksServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(ServerState {
             keys,
             status: 200,
             ..ServerState::default()
         }));
-        let tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
-        let (st, ts) = (state.clone(), tasks.clone());
-        let accept = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
+        let st = state.clone();
+        let service = LocalService::start_with(move |addr| {
+            move |req: Request<Incoming>| {
                 let st = st.clone();
-                let conn = tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<Incoming>| {
-                        let st = st.clone();
-                        async move { Ok::<_, Infallible>(answer(&st, addr, &req)) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-                ts.lock().unwrap().push(conn.abort_handle());
+                async move { answer(&st, addr, &req) }
             }
-        });
-        tasks.lock().unwrap().push(accept.abort_handle());
-        JwksServer { addr, state, tasks }
+        })
+        .await;
+        JwksServer { service, state }
     }
 
     fn base(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.service.addr)
     }
 
     fn jwks_url(&self) -> String {
@@ -199,15 +91,7 @@ impl JwksServer {
 
     /// Stop listening and drop every open connection.
     fn stop(&self) {
-        for t in self.tasks.lock().unwrap().drain(..) {
-            t.abort();
-        }
-    }
-}
-
-impl Drop for JwksServer {
-    fn drop(&mut self) {
-        self.stop();
+        self.service.stop();
     }
 }
 
@@ -376,7 +260,7 @@ async fn unknown_kid_flood_fetches_at_most_once_per_cooldown() {
         (0..n)
             .map(|i| {
                 attacker.with_kid(
-                    &format!("made-up-{i}-{}", uuid_like()),
+                    &format!("made-up-{i}-{}", unique()),
                     &json!({"sub": "x", "iss": ISS, "aud": "graphguard", "exp": now() + 60}),
                 )
             })
@@ -528,7 +412,7 @@ async fn run_auth(
 ) -> Result<String, graphguard::error::GatewayError> {
     let mut h = http::HeaderMap::new();
     h.insert(http::header::AUTHORIZATION, authorization.parse().unwrap());
-    auth::authenticate(&p.authenticators, &h)
+    authn::authenticate(&p.authenticators, &h)
         .await
         .map(|u| u.identity.clone())
 }
@@ -629,7 +513,7 @@ async fn authenticator_chains_decline_reject_and_anonymous() {
         "Invalid token: signature verification failed"
     );
     // No credentials at all: anonymous.
-    let u = auth::authenticate(&p.authenticators, &http::HeaderMap::new())
+    let u = authn::authenticate(&p.authenticators, &http::HeaderMap::new())
         .await
         .unwrap();
     assert_eq!(

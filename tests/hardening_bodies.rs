@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use graphguard::proxy::ProxyConfig;
+use graphguard::gateway::ProxyConfig;
 use http::{Method, StatusCode};
 use serde_json::json;
 

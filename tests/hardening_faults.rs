@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
-use graphguard::metrics::Metrics;
-use graphguard::proxy::ProxyConfig;
-use graphguard::reload::{ReloadResult, Reloader};
-use graphguard::server::ServerConfig;
+use graphguard::gateway::server::ServerConfig;
+use graphguard::gateway::ProxyConfig;
+use graphguard::ops::metrics::Metrics;
+use graphguard::ops::reload::{ReloadResult, Reloader};
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::json;

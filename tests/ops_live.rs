@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use graphguard::metrics::Metrics;
+use graphguard::ops::metrics::Metrics;
+use graphguard::ops::reload::{ReloadResult, Reloader};
 use graphguard::policy::Policy;
-use graphguard::reload::{ReloadResult, Reloader};
 use http::Method;
 
 const ALICE: &str = "Bearer alice-demo-key";

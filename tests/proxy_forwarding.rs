@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use graphguard::proxy::ProxyConfig;
+use graphguard::gateway::ProxyConfig;
 use http::Method;
 use serde_json::json;
 
@@ -71,7 +71,7 @@ async fn large_bodies_reach_the_upstream_exactly_spliced() {
     let body =
         format!("{{ \"metadata\" : {{\"owner\":\"bob\", \"x\": [1, 2]}},\n \"ttl\": [{filler}] }}");
     assert!(body.len() > 1_000_000);
-    let parsed = graphguard::rewrite::ObjectBody::parse(body.as_bytes(), 64).unwrap();
+    let parsed = graphguard::body::splice::ObjectBody::parse(body.as_bytes(), 64).unwrap();
     let expected = parsed.splice(&[("metadata", Some(&br#"{"owner":"alice", "x": [1, 2]}"#[..]))]);
     req(Method::POST, "/threads")
         .auth(ALICE)
@@ -800,10 +800,10 @@ async fn stalled_request_body_is_408() {
 async fn slow_request_headers_are_cut() {
     let up = MockUpstream::start().await;
     let opts = GatewayOptions {
-        server: graphguard::server::ServerConfig {
+        server: graphguard::gateway::server::ServerConfig {
             header_read_timeout: std::time::Duration::from_millis(300),
             drain: std::time::Duration::from_secs(1),
-            ..graphguard::server::ServerConfig::default()
+            ..graphguard::gateway::server::ServerConfig::default()
         },
         ..GatewayOptions::default()
     };

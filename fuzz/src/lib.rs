@@ -24,9 +24,9 @@ use std::sync::{Arc, LazyLock};
 
 use graphguard::decide::{self, Facts, Input, Next, Outcome, Target};
 use graphguard::event::Event;
-use graphguard::filter::{py_eq, FilterTemplate};
+use graphguard::policy::filter::{py_eq, FilterTemplate};
 use graphguard::policy::Policy;
-use graphguard::rewrite::{merge_object_raw, BodyError, ObjectBody};
+use graphguard::body::splice::{merge_object_raw, BodyError, ObjectBody};
 use graphguard::routes::{self, Op, TABLE};
 use graphguard::user::User;
 use http::{Method, StatusCode};
@@ -505,7 +505,7 @@ pub fn config(data: &[u8]) {
     };
     // A path under which no key file can exist, so relative key files fail to load.
     let path = PathBuf::from("/nonexistent-graphguard-fuzz/policy.yaml");
-    let Ok(file) = graphguard::config::parse_file(&path, text) else {
+    let Ok(file) = graphguard::policy::config::parse_file(&path, text) else {
         return;
     };
     let Ok(policy) = Policy::compile(&[(path, text.to_string(), file)]) else {

@@ -2,6 +2,8 @@
 //! in-process gateway, and HTTP/1.1, raw-TCP and h2c clients.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod keys;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -12,11 +14,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use graphguard::metrics::Metrics;
+use graphguard::gateway::server::{self, ServerConfig};
+use graphguard::gateway::upstream::{Upstream, UpstreamConfig};
+use graphguard::gateway::{Gateway, ProxyConfig};
+use graphguard::ops::metrics::Metrics;
 use graphguard::policy::Policy;
-use graphguard::proxy::{Gateway, ProxyConfig};
-use graphguard::server::{self, ServerConfig};
-use graphguard::upstream::{Upstream, UpstreamConfig};
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body::{Body, Frame};
@@ -609,6 +611,78 @@ async fn scripted(reply: &Reply, seen: &Seen) -> Response<MockBody> {
                 .insert(http::header::CONTENT_LENGTH, HeaderValue::from(*declared));
             r
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Local services (JWKS and discovery, an external authenticator)
+// ---------------------------------------------------------------------------------------------
+
+/// A local HTTP/1.1 service on 127.0.0.1 (the JWKS server, the authentication service): each
+/// request answered by `answer`. Stopping it (or dropping it) stops listening and drops every
+/// open connection.
+pub struct LocalService {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl LocalService {
+    /// Start answering.
+    pub async fn start<F, Fut>(answer: F) -> LocalService
+    where
+        F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    {
+        Self::start_with(|_| answer).await
+    }
+
+    /// Start answering with what `make` builds from the service's own address (for
+    /// documents that name the service, such as an OIDC discovery document).
+    pub async fn start_with<M, F, Fut>(make: M) -> LocalService
+    where
+        M: FnOnce(SocketAddr) -> F,
+        F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let answer = make(addr);
+        let tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let ts = tasks.clone();
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let answer = answer.clone();
+                let conn = tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let answer = answer.clone();
+                        async move { Ok::<_, Infallible>(answer(req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+                ts.lock().unwrap().push(conn.abort_handle());
+            }
+        });
+        tasks.lock().unwrap().push(accept.abort_handle());
+        LocalService { addr, tasks }
+    }
+
+    /// Stop listening and drop every open connection.
+    pub fn stop(&self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for LocalService {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
