@@ -47,16 +47,28 @@ impl<'a> Cx<'a> {
 
     /// A create: the handler stamps first, then access policies read the stamped metadata.
     pub(super) fn grant_create(&mut self, event: Event) -> Decided<Grant> {
+        let o = match self.input.body {
+            Body::Object(o) => Some(o),
+            _ => None,
+        };
+        self.grant_create_from(event, o)
+    }
+
+    /// [`Cx::grant_create`] for a created resource described by `o` (the body, or one item of
+    /// a batch): access policies read its `metadata` after the handler's stamping.
+    pub(super) fn grant_create_from(
+        &mut self,
+        event: Event,
+        o: Option<&ObjectBody<'_>>,
+    ) -> Decided<Grant> {
         let r = self.policy.evaluate(event, self.user);
         self.record(event, &r);
         let g = r?;
         if self.policy.access.is_enabled() {
-            let mut tags = match self.input.body {
-                Body::Object(o) => match o.get::<Value>("metadata").map_err(body_error)? {
-                    Some(Value::Object(m)) => m,
-                    _ => Map::new(),
-                },
-                _ => Map::new(),
+            let mut tags = match o.map(|o| o.get::<Value>("metadata")).transpose() {
+                Ok(Some(Some(Value::Object(m)))) => m,
+                Ok(_) => Map::new(),
+                Err(e) => return Err(body_error(e).into()),
             };
             if let Some(md) = &g.metadata {
                 for (k, v) in md {

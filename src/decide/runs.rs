@@ -22,11 +22,41 @@ impl<'a> Cx<'a> {
         if on_thread {
             let tid = self.param(&self.input.route.params.thread_id)?;
             if let Some(filter) = g.active_filter() {
-                self.run_thread_passes(filter, &tid, miss)?;
+                self.run_thread_passes(filter, &tid, miss.clone())?;
+            }
+            if self.answers_with_state() {
+                self.run_reads_its_thread(&tid, miss)?;
             }
             f.invalidate.push(Target::Thread(tid));
         }
         Ok(f)
+    }
+
+    /// Whether the route answers with the run's output, the thread's state: `/wait` and
+    /// `/stream` (LangGraph joins the run with a `threads:read` check, semantics §5.2 step 9).
+    fn answers_with_state(&self) -> bool {
+        let t = self.input.route.route.template;
+        t.ends_with("/runs/wait") || t.ends_with("/runs/stream")
+    }
+
+    /// A run on an existing thread that answers with its state needs the read check too (the
+    /// handler's read filter and access policies on the thread's tags): permission to start
+    /// runs on a thread is not permission to read it. A thread the run creates is the
+    /// caller's own.
+    fn run_reads_its_thread(&mut self, tid: &str, miss: GatewayError) -> Decided<()> {
+        let Some(thread) = self.fact(Target::Thread(tid.to_string()))? else {
+            return Ok(());
+        };
+        let saved = std::mem::replace(
+            &mut self.subject,
+            Subject::Target(Target::Thread(tid.to_string())),
+        );
+        let read = self.grant(THREADS, Action::Read);
+        self.subject = saved;
+        match read?.active_filter() {
+            Some(f) if !f.matches(metadata_ref(&thread)) => Err(miss.into()),
+            _ => Ok(()),
+        }
     }
 
     /// What access policies read a run's tags from: its thread's, or (for a thread the run
@@ -85,7 +115,8 @@ impl<'a> Cx<'a> {
                     return Err(miss.clone().into());
                 }
             }
-            let g = self.grant(THREADS, Action::CreateRun)?;
+            // Each item runs on a thread it creates from its own metadata (semantics §5.3).
+            let g = self.grant_create_from(Event::new(THREADS, Action::CreateRun), Some(item))?;
             if let Some(aid) = &aid {
                 self.assistant_read_check(aid, miss.clone())?;
             }

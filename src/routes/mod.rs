@@ -546,7 +546,7 @@ mod tests {
             Op::RunCreate { on_thread: false }
         );
         let m = classify(&Method::POST, t).unwrap();
-        assert_eq!(m.route.events, &[T_RUN, A_READ]);
+        assert_eq!(m.route.events, &[T_RUN, A_READ, T_READ]);
         assert_eq!(
             m.params.thread_id.as_deref(),
             Some("6f1d1a52-3d6a-4a4e-9a57-2b1e1b1e1b1e")

@@ -114,8 +114,8 @@ pub static ROWS: &[Row] = {
         (POST, "/threads/{thread_id}/commands", ThreadCommands, &[T_RUN, T_READ, A_READ], Object(&sh::THREAD_COMMAND)),
         // Runs on a thread (semantics §5.2).
         (POST, "/threads/{thread_id}/runs", RunCreate { on_thread: true }, &[T_RUN, A_READ], Object(&sh::RUN_CREATE)),
-        (POST, "/threads/{thread_id}/runs/wait", RunCreate { on_thread: true }, &[T_RUN, A_READ], Object(&sh::RUN_CREATE)),
-        (POST, "/threads/{thread_id}/runs/stream", RunCreate { on_thread: true }, &[T_RUN, A_READ], Object(&sh::RUN_CREATE)),
+        (POST, "/threads/{thread_id}/runs/wait", RunCreate { on_thread: true }, &[T_RUN, A_READ, T_READ], Object(&sh::RUN_CREATE)),
+        (POST, "/threads/{thread_id}/runs/stream", RunCreate { on_thread: true }, &[T_RUN, A_READ, T_READ], Object(&sh::RUN_CREATE)),
         (GET, "/threads/{thread_id}/runs", RunList, &[T_READ, T_SEARCH], Opaque),
         (GET, "/threads/{thread_id}/runs/{run_id}", ThreadById { miss: M::ThreadWithId }, &[T_READ], Opaque),
         (DELETE, "/threads/{thread_id}/runs/{run_id}", ThreadById { miss: M::NotFound }, &[T_DELETE], Opaque),

@@ -31,11 +31,9 @@ same field in the same position on sibling routes. The catalogue (test ids read
   ``do\\u005fnothing``, ``own\\u0065r``) and duplicate keys (the server's orjson decodes
   escapes and keeps the last duplicate), including an attempt to stamp a thread as bob's;
 * ``sdk control``: alice's ordinary life through the official SDK next to bob's resources;
-* ``Team-B thread`` (``test_abac_runs_on_a_thread_alice_may_not_read``): a crossing the suite
-  found, kept as strict xfails: under ``abac`` alice may not read bob's thread tagged only
-  ``Annotation-Team: Team-B``, yet her role's ``threads:create_run`` (granted on every thread)
-  lets her run on it, which writes his state and returns it. The policy set's doing, not the
-  gateway's (it enforces the policy as written); see the marker's reason.
+* ``Team-B thread`` (``test_abac_runs_on_a_thread_alice_may_not_read``): runs on a thread alice
+  may not read, on every run route: refused (the suite first found them crossing, see the
+  test's docstring).
 
 The verdict never rests on a status code (codes only appear in failure messages). It is read on
 the agent server directly, without the gateway (``World.snapshot``): bob's thread (metadata,
@@ -117,7 +115,7 @@ CAN: dict[str, set[str]] = {
     "owner": {"thread:write", "cron", "assistant"},
     "resource": {"thread:write"},  # assistants need a permission alice lacks; crons are denied
     "participants": {"thread:write", "cron", "assistant"},
-    "abac": set(),  # roles: threads:create, threads:create_run, assistants:read
+    "abac": set(),  # roles: threads:create, assistants:read; runs on Team-A threads by policy
 }
 
 
@@ -444,8 +442,13 @@ class Attack:
         return POLICIES if self.of in ("thread", "run") else ("owner", "resource")
 
 
+#: alice's runs carry her team's tag: under abac, runs are granted on Team-A threads, and a run
+#: without a thread makes one from its own metadata (harmless under the other sets)
+RUN_TAGS = {"Annotation-Team": "Team-A"}
+
+
 def run_body(assistant: str, **extra: Any) -> dict[str, Any]:
-    return {"assistant_id": assistant, "input": HI, **extra}
+    return {"assistant_id": assistant, "input": HI, "metadata": dict(RUN_TAGS), **extra}
 
 
 def start(assistant: str, **params: Any) -> dict[str, Any]:
@@ -804,33 +807,27 @@ def test_sdk_control(stack: Stack, policy: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# 7. Known crossing: the abac example lets alice run on threads she may not read
+# 7. Runs on a thread alice may not read (under abac)
 # --------------------------------------------------------------------------------------------
 
 TEAM_B = {"Annotation-Team": "Team-B"}  # not alice's team, and no PII tag (whose deny covers runs)
 
 
-CROSSES = pytest.mark.xfail(
-    strict=True,
-    reason="policies/abac: the annotator-team-a role grants threads:create_run on every thread "
-    "(RBAC; only the PII policy denies it), so alice may start runs on bob's Team-B thread, which "
-    "she may not read: the run writes his thread's state and /wait and /stream return it. "
-    "graphguard enforces the policy as written (LangGraph checks only threads:create_run on run "
-    "creation; graphguard's /commands also checks threads:read); the fix belongs in the policy set",
-)
-
-
 @pytest.mark.parametrize(
     "build",
     [
-        pytest.param(lambda w: Req("POST", f"/threads/{w.bob.thread}/runs/wait", run_body(AGENT)), id="abac | thread id | Team-B thread | POST /threads/{id}/runs/wait | canonical", marks=CROSSES),
-        pytest.param(lambda w: Req("POST", f"/threads/{w.bob.thread}/runs/stream", run_body(AGENT)), id="abac | thread id | Team-B thread | POST /threads/{id}/runs/stream | canonical", marks=CROSSES),
-        pytest.param(lambda w: Req("POST", f"/threads/{w.bob.thread}/runs", run_body(AGENT)), id="abac | thread id | Team-B thread | POST /threads/{id}/runs | canonical", marks=CROSSES),
+        pytest.param(lambda w: Req("POST", f"/threads/{w.bob.thread}/runs/wait", run_body(AGENT)), id="abac | thread id | Team-B thread | POST /threads/{id}/runs/wait | canonical"),
+        pytest.param(lambda w: Req("POST", f"/threads/{w.bob.thread}/runs/stream", run_body(AGENT)), id="abac | thread id | Team-B thread | POST /threads/{id}/runs/stream | canonical"),
+        pytest.param(lambda w: Req("POST", f"/threads/{w.bob.thread}/runs", run_body(AGENT)), id="abac | thread id | Team-B thread | POST /threads/{id}/runs | canonical"),
         pytest.param(lambda w: Req("POST", f"/threads/{w.bob.thread}/commands", start(AGENT)), id="abac | thread id | Team-B thread | POST /threads/{id}/commands run.start | canonical"),
     ],
 )
 def test_abac_runs_on_a_thread_alice_may_not_read(stack: Stack, build: Callable[[World], Req]) -> None:
-    """bob's thread tagged Team-B only: alice may not read it (GET is refused), yet runs on it."""
+    """bob's thread tagged Team-B only: alice may not read it (GET is refused), nor run on it:
+    a run writes the thread's state, and /wait and /stream return it. (The suite found this:
+    the abac roles granted threads:create_run on every thread, and /wait answered with a state
+    alice may not read; runs are now granted by access policies on tags, and /wait and /stream
+    run the read check, as LangGraph's join does.)"""
     case = stack.attack("abac", lambda w: [Req("GET", f"/threads/{w.bob.thread}"), build(w)], tags=TEAM_B)
     assert not works(case.sent[0][1]), f"alice may read bob's Team-B thread: {case}"  # the premise
     case.nothing_crossed()

@@ -212,3 +212,30 @@ pub(super) fn run_with(p: &Policy, u: &User, method: &str, uri: &str, body: &str
     let m = Method::from_bytes(method.as_bytes()).unwrap();
     try_run(p, u, m, uri, body, &w).unwrap_or_else(|e| panic!("{method} {uri}: {e}"))
 }
+
+#[test]
+fn each_batch_item_is_evaluated_on_the_thread_it_creates() {
+    // Runs are granted by a policy on the thread's tags; a batch item's thread takes the
+    // item's own metadata.
+    let p = inline(
+        "roles:\n  member: [\"threads:create\"]\naccess_policies:\n  - name: team runs\n    \
+         effect: allow\n    role_ids: [member]\n    condition_groups:\n      - permission: \
+         threads:create_run\n        resource_type: thread\n        conditions:\n          - \
+         {attribute_name: resource_tag_key, attribute_key: Team, operator: equals, \
+         attribute_value: A}\n",
+    );
+    let m = with_roles("m", &["member"]);
+    let sys = system_a();
+    let ok = format!(r#"[{{"assistant_id":"{sys}","metadata":{{"Team":"A"}}}}]"#);
+    let r = run_with(&p, &m, "POST", "/runs/batch", &ok, world());
+    assert!(
+        matches!(r.decision.outcome, Outcome::Forward(_)),
+        "{:?}",
+        r.decision.outcome
+    );
+    let mixed = format!(
+        r#"[{{"assistant_id":"{sys}","metadata":{{"Team":"A"}}}},{{"assistant_id":"{sys}","metadata":{{"Team":"B"}}}}]"#
+    );
+    let r = run_with(&p, &m, "POST", "/runs/batch", &mixed, world());
+    assert_eq!(r.refusal().status, StatusCode::FORBIDDEN);
+}

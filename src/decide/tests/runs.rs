@@ -119,8 +119,12 @@ fn run_create_raises_create_run_then_assistant_read_for_a_user_assistant() {
         &format!("/threads/{ALICE_T}/runs/wait"),
         &body,
     );
-    assert_eq!(r.events(), ["threads:create_run", "assistants:read"]);
-    assert_eq!(r.handlers(), ["*", "*"]);
+    // `/wait` answers with the thread's state: its read check follows (semantics §5.2 step 9).
+    assert_eq!(
+        r.events(),
+        ["threads:create_run", "assistants:read", "threads:read"]
+    );
+    assert_eq!(r.handlers(), ["*", "*", "*"]);
     assert_eq!(r.needed, [assistant(ALICE_A), thread(ALICE_T)]);
     assert_eq!(r.body()["metadata"], json!({"owner": "alice"}));
 }
@@ -135,7 +139,7 @@ fn system_assistant_skips_assistant_read_check() {
         &format!("/threads/{ALICE_T}/runs/wait"),
         &body,
     );
-    assert_eq!(r.events(), ["threads:create_run"]);
+    assert_eq!(r.events(), ["threads:create_run", "threads:read"]);
     assert_eq!(r.needed, [assistant(&system_a()), thread(ALICE_T)]);
     assert!(matches!(r.decision.outcome, Outcome::Forward(_)));
 }
@@ -430,4 +434,37 @@ fn bulk_cancel_with_invalid_thread_id_is_unprocessable() {
         r#"{"thread_id":"nope","run_ids":[]}"#,
     );
     r.assert_refused(422, "Invalid thread ID: must be a UUID");
+}
+
+#[test]
+fn a_run_that_answers_with_the_state_needs_the_read_check_on_the_thread() {
+    // Starting runs on a thread is not reading it: `/wait` and `/stream` answer with the
+    // thread's state, so a caller who may create runs but not read must not get them.
+    let p = inline(
+        "handlers:\n  threads:create_run: {allow: true}\n  threads:read: {filter: {owner: '{user.identity}'}}\n",
+    );
+    let body = format!(r#"{{"assistant_id":"{}"}}"#, system_a());
+    for route in ["runs/wait", "runs/stream"] {
+        post(
+            &p,
+            &user("bob"),
+            &format!("/threads/{ALICE_T}/{route}"),
+            &body,
+        )
+        .assert_refused(404, "Thread or assistant not found.");
+        let own = post(
+            &p,
+            &user("alice"),
+            &format!("/threads/{ALICE_T}/{route}"),
+            &body,
+        );
+        assert!(
+            matches!(own.decision.outcome, Outcome::Forward(_)),
+            "{route}"
+        );
+    }
+    // A background run answers with the run only: the create_run permission suffices.
+    let r = post(&p, &user("bob"), &format!("/threads/{ALICE_T}/runs"), &body);
+    assert!(matches!(r.decision.outcome, Outcome::Forward(_)));
+    assert_eq!(r.events(), ["threads:create_run"]);
 }
