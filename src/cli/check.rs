@@ -12,10 +12,11 @@ pub(super) fn check(dir: &std::path::Path) -> ExitCode {
             for w in &p.warnings {
                 say!("warning: {w}");
             }
+            let n = p.authenticators.len();
             say!(
-                "ok: policy version {} ({} authenticators)",
+                "ok: policy version {} ({n} authenticator{})",
                 p.version,
-                p.authenticators.len()
+                if n == 1 { "" } else { "s" }
             );
             ExitCode::SUCCESS
         }

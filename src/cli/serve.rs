@@ -185,7 +185,7 @@ async fn run(a: ServeArgs, audit_sink: AuditSink) -> Result<(), Fatal> {
     let listener = TcpListener::bind(&a.listen)
         .await
         .map_err(|e| format!("graphguard: cannot listen on {}: {e}", a.listen))?;
-    tracing::info!(listen = %a.listen, upstream = %a.upstream, policy = %policy.version, "graphguard serving");
+    let version = policy.version.clone();
     let metrics = Arc::new(Metrics::new());
     let gw = Arc::new(gateway(&a, policy, upstream, metrics.clone(), audit_sink));
     if let Some(dir) = &a.shadow_policies {
@@ -200,6 +200,8 @@ async fn run(a: ServeArgs, audit_sink: AuditSink) -> Result<(), Fatal> {
     if a.admin_listen != "off" {
         start_admin(&a.admin_listen, &gw, &reloader).await?;
     }
+    // Only once every listener is bound: a clash refuses to start, it is never "serving".
+    tracing::info!(listen = %a.listen, upstream = %a.upstream, policy = %version, "graphguard serving");
     let shutdown = drain_on_signal(gw.clone());
     serve_requests(&a, listener, gw, shutdown).await
 }

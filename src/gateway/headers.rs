@@ -94,7 +94,7 @@ pub(super) fn forwardable_headers(policy: &Policy, mut headers: HeaderMap) -> He
             // configuration, some after the path's `thread_id`: a header named `thread_id`
             // could name another thread. No standard header has an underscore (nginx drops
             // them by default too).
-            || n.as_str().contains('_')
+            || n.as_str().bytes().any(|b| b == b'_')
     };
     if headers.keys().any(unforwardable) {
         // Exactly one request id (the gateway's choice), even if a client named it in

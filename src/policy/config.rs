@@ -260,14 +260,17 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    /// `file:line: key: message` (`file:line: message` without a key; line 1 when unknown).
+    /// `file:line: key: message`; without a key, `file:line: message`; without a line (a
+    /// directory, or a key the parser cannot place), `file: ...`.
     fn located(&self) -> String {
-        let line = self.line.unwrap_or(1);
+        let at = match self.line {
+            Some(line) => format!("{}:{line}", self.file.display()),
+            None => self.file.display().to_string(),
+        };
         if self.key.is_empty() {
-            format!("{}:{}: {}", self.file.display(), line, self.message)
+            format!("{at}: {}", self.message)
         } else {
-            let (file, key, message) = (self.file.display(), &self.key, &self.message);
-            format!("{file}:{line}: {key}: {message}")
+            format!("{at}: {}: {}", self.key, self.message)
         }
     }
 
