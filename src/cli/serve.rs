@@ -14,9 +14,12 @@ use crate::gateway::upstream::{Upstream, UpstreamConfig};
 use crate::gateway::{Gateway, ProxyConfig};
 use crate::ops::admin;
 use crate::ops::logwriter::{BufferedLog, FlushGuard, LogSink};
+use crate::ops::manage::Manager;
 use crate::ops::metrics::Metrics;
-use crate::ops::reload::Reloader;
+use crate::ops::reload::{self, Reloader};
+use crate::policy::managed::ManagedState;
 use crate::policy::Policy;
+use crate::store::PolicyStore;
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
@@ -90,6 +93,11 @@ pub struct ServeArgs {
     /// Seconds between safety-net re-reads of the policy directory (the watcher reacts at once).
     #[arg(long, env = "GRAPHGUARD_RELOAD_POLL_SECS", default_value_t = 10)]
     pub reload_poll_secs: u64,
+    /// Where roles and access policies managed through the API are kept: a state directory
+    /// (one replica) or `postgres://USER:PASSWORD@HOST/DB` (a fleet). With
+    /// `settings.management`, it turns the management API on (docs/access-control.md).
+    #[arg(long, env = "GRAPHGUARD_POLICY_STORE")]
+    pub policy_store: Option<String>,
 }
 
 /// The scheduling of request-serving work (`--runtime`).
@@ -174,8 +182,10 @@ pub(super) async fn serve(a: ServeArgs, audit_sink: AuditSink) -> std::process::
 /// The start-up, step by step, then the serving loop.
 async fn run(a: ServeArgs, audit_sink: AuditSink) -> Result<(), Fatal> {
     check_body_limits(&a)?;
+    let store = open_store(&a).await?;
     let policy = load_policy(
         &a.policies,
+        store.as_ref().map(|(_, n, s)| (*n, s)),
         "graphguard: the policy directory does not load; nothing to serve",
     )?;
     for w in &policy.warnings {
@@ -186,19 +196,31 @@ async fn run(a: ServeArgs, audit_sink: AuditSink) -> Result<(), Fatal> {
         .await
         .map_err(|e| format!("graphguard: cannot listen on {}: {e}", a.listen))?;
     let version = policy.version.clone();
-    let metrics = Arc::new(Metrics::new());
+    let mut metrics = Metrics::new();
+    if store.is_some() {
+        metrics.register_store();
+    }
+    let metrics = Arc::new(metrics);
     let gw = Arc::new(gateway(&a, policy, upstream, metrics.clone(), audit_sink));
     if let Some(dir) = &a.shadow_policies {
         start_shadow(dir, &gw, &metrics, a.reload_poll_secs)?;
     }
-    let reloader = Arc::new(Reloader::new(a.policies.clone(), gw.clone(), metrics));
+    let mut reloader = Reloader::new(a.policies.clone(), gw.clone(), metrics);
+    if let Some((_, revision, state)) = &store {
+        reloader = reloader.with_store_state(*revision, state.clone());
+    }
+    let reloader = Arc::new(reloader);
+    let store = store.map(|(s, _, _)| s);
+    if let Some(s) = &store {
+        start_management(s, &reloader, &gw, &a.policies);
+    }
     reloader.spawn(
         Duration::from_millis(200),
         Duration::from_secs(a.reload_poll_secs.max(1)),
     );
     admin::spawn_health_checks(gw.clone(), Duration::from_secs(2));
     if a.admin_listen != "off" {
-        start_admin(&a.admin_listen, &gw, &reloader).await?;
+        start_admin(&a.admin_listen, &gw, &reloader, store).await?;
     }
     // Only once every listener is bound: a clash refuses to start, it is never "serving".
     tracing::info!(listen = %a.listen, upstream = %a.upstream, policy = %version, "graphguard serving");
@@ -218,9 +240,47 @@ fn check_body_limits(a: &ServeArgs) -> Result<(), Fatal> {
     Ok(())
 }
 
-/// Load a policy directory; on errors, each error and then `last`.
-fn load_policy(dir: &Path, last: &str) -> Result<Policy, Fatal> {
-    Policy::load_dir(dir).map_err(|errors| {
+/// The policy store `--policy-store` names, with its head's state: a store that cannot be
+/// read stops the start (a replica that started without it would enforce less than the fleet
+/// does); once running, an unreachable store keeps the last snapshot serving.
+async fn open_store(
+    a: &ServeArgs,
+) -> Result<Option<(Arc<dyn PolicyStore>, u64, ManagedState)>, Fatal> {
+    let Some(spec) = &a.policy_store else {
+        return Ok(None);
+    };
+    let store = crate::store::open(spec)
+        .await
+        .map_err(|e| format!("graphguard: --policy-store: {e}"))?;
+    let head = store
+        .head()
+        .await
+        .map_err(|e| format!("graphguard: --policy-store {}: {e}", store.describe()))?;
+    let state = ManagedState::from_value(&head.state)
+        .map_err(|e| format!("graphguard: --policy-store {}: {e}", store.describe()))?;
+    tracing::info!(store = %store.describe(), revision = head.number, "policy store");
+    Ok(Some((store, head.number, state)))
+}
+
+/// The management API on the gateway's listener, and every replica following the store.
+fn start_management(
+    store: &Arc<dyn PolicyStore>,
+    reloader: &Arc<Reloader>,
+    gw: &Arc<Gateway>,
+    dir: &Path,
+) {
+    let manager = Manager::new(store.clone(), reloader.clone(), dir.to_path_buf());
+    let _ = gw.management.set(Arc::new(manager));
+    reload::follow_store(reloader.clone(), store.clone());
+}
+
+/// Load a policy directory (with the store's state); on errors, each error and then `last`.
+fn load_policy(
+    dir: &Path,
+    store: Option<(u64, &ManagedState)>,
+    last: &str,
+) -> Result<Policy, Fatal> {
+    Policy::load_dir_with(dir, store).map_err(|errors| {
         let mut lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         lines.push(last.to_string());
         Fatal(lines)
@@ -272,7 +332,11 @@ fn start_shadow(
     metrics: &Arc<Metrics>,
     poll_secs: u64,
 ) -> Result<(), Fatal> {
-    let p = load_policy(dir, "graphguard: the shadow policy directory does not load")?;
+    let p = load_policy(
+        dir,
+        None,
+        "graphguard: the shadow policy directory does not load",
+    )?;
     tracing::info!(shadow = %p.version, "shadow policy loaded");
     gw.shadow.store(Some(Arc::new(p)));
     let r = Arc::new(Reloader::for_shadow(
@@ -291,6 +355,7 @@ async fn start_admin(
     listen: &str,
     gw: &Arc<Gateway>,
     reloader: &Arc<Reloader>,
+    store: Option<Arc<dyn PolicyStore>>,
 ) -> Result<(), Fatal> {
     let l = TcpListener::bind(listen)
         .await
@@ -300,6 +365,7 @@ async fn start_admin(
         gateway: gw.clone(),
         reloader: Some(reloader.clone()),
         upstream_fresh: Duration::from_secs(10),
+        store,
     });
     tokio::spawn(admin::serve(l, adm));
     Ok(())

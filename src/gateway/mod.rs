@@ -83,6 +83,23 @@ impl Default for ProxyConfig {
     }
 }
 
+/// The management API (roles and access policies, `ops::manage`), reached through the
+/// gateway's own listener by an authenticated caller holding the management permission.
+#[async_trait::async_trait]
+pub trait Management: Send + Sync {
+    /// Answer one request (its head and body), with the snapshot being enforced.
+    async fn answer(
+        &self,
+        parts: &http::request::Parts,
+        body: &[u8],
+        policy: &Policy,
+        user: &User,
+    ) -> Response<Bytes>;
+}
+
+/// Where the management API lives; nothing under it is ever forwarded.
+pub const MANAGEMENT_PREFIX: &str = "/api/v1/";
+
 /// Shared state of the gateway.
 pub struct Gateway {
     /// The live policy snapshot (one `load` per request).
@@ -101,6 +118,8 @@ pub struct Gateway {
     pub shadow: arc_swap::ArcSwapOption<Policy>,
     /// Request-body bytes held at once, across every connection.
     pub body_budget: BodyBudget,
+    /// The management API (`/api/v1/...`), when a policy store is configured.
+    pub management: std::sync::OnceLock<Arc<dyn Management>>,
     audit_seq: AtomicU64,
     /// Where audit lines are written directly as JSON (the server's log sink); `None`: as a
     /// `tracing` event.
@@ -124,6 +143,7 @@ impl Gateway {
             upstream_ok_at: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             shadow: arc_swap::ArcSwapOption::empty(),
+            management: std::sync::OnceLock::new(),
             audit_seq: AtomicU64::new(1),
             audit_out: None,
         }

@@ -228,6 +228,9 @@ impl Gateway {
         let fail = |e: GatewayError| (e, None, None);
         let path = req.uri().path().to_string();
         routes::check_path(&path).map_err(fail)?;
+        if path.starts_with(MANAGEMENT_PREFIX) {
+            return self.manage(req, policy).await;
+        }
         let classified = routes::classify(req.method(), &path);
         match classified
             .as_ref()
@@ -256,6 +259,40 @@ impl Gateway {
             .await
             .map_err(with_user)?;
         self.respond(policy, parts, raw, decision, user, peer).await
+    }
+
+    /// The management API: off (404) without a policy store and `settings.management`; else
+    /// an authenticated caller holding the management permission. `X-API-Key`, which
+    /// LangSmith's clients send, is read as a bearer token.
+    async fn manage(
+        &self,
+        mut req: Request<Incoming>,
+        policy: &Arc<Policy>,
+    ) -> Result<Answered, Refused> {
+        let fail = |e: GatewayError| (e, None, None);
+        let (Some(api), Some(permission)) = (self.management.get(), &policy.management) else {
+            return Err(fail(GatewayError::not_found(
+                "The management API is not enabled (settings.management and --policy-store)",
+            )));
+        };
+        api_key_as_bearer(req.headers_mut());
+        let user = authn::authenticate(&policy.authenticators, req.headers())
+            .await
+            .map_err(fail)?;
+        let with_user = |e: GatewayError| (e, Some(user.clone()), None);
+        if !(user.has_permission(permission) || policy.access.role_grants(&user, permission)) {
+            return Err(with_user(GatewayError::forbidden(format!(
+                "Forbidden: managing roles and access policies needs the permission {permission}"
+            ))));
+        }
+        let (parts, body) = req.into_parts();
+        let mut held = self.body_budget.reservation();
+        let raw = self
+            .read_body(&parts.headers, body, &mut held)
+            .await
+            .map_err(with_user)?;
+        let answer = api.answer(&parts, &raw, policy, &user).await;
+        Ok((answer.map(full), Some(user), None))
     }
 
     /// Decide the request, looking up what the decision needs (the lookup cache first), and
@@ -710,4 +747,17 @@ fn upstream_target(
                 .map_err(|e| GatewayError::bad_request(format!("invalid request target: {e}")))?
         }
     })
+}
+
+/// `X-API-Key: K` as `Authorization: Bearer K` when no `Authorization` is given.
+fn api_key_as_bearer(headers: &mut HeaderMap) {
+    if headers.contains_key(header::AUTHORIZATION) {
+        return;
+    }
+    let Some(key) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    if let Ok(v) = HeaderValue::from_str(&format!("Bearer {}", key.trim())) {
+        headers.insert(header::AUTHORIZATION, v);
+    }
 }

@@ -28,6 +28,8 @@ pub struct Admin {
     pub reloader: Option<Arc<Reloader>>,
     /// How recent the upstream's last good health check must be for readiness.
     pub upstream_fresh: Duration,
+    /// The policy store, when one is configured.
+    pub store: Option<Arc<dyn crate::store::PolicyStore>>,
 }
 
 /// A time as fractional seconds since the Unix epoch (`null` when unknown).
@@ -97,7 +99,7 @@ impl Admin {
             .map(|r| r.status())
             .unwrap_or_default();
         let ready = upstream_ok && !draining;
-        let body = json!({
+        let mut body = json!({
             "ready": ready,
             "policy": {
                 "version": policy.version,
@@ -107,6 +109,17 @@ impl Admin {
             "upstream": { "ok": upstream_ok, "last_ok": ok_at },
             "draining": draining,
         });
+        // A store that does not answer does not make the replica unready: it keeps enforcing
+        // its last good snapshot; only changes wait.
+        if let Some(store) = &self.store {
+            let health = store.health();
+            body["store"] = json!({
+                "backend": store.describe(),
+                "healthy": health.is_ok(),
+                "error": health.err().map(|e| e.to_string()),
+                "revision": policy.managed.revision,
+            });
+        }
         let code = if ready {
             StatusCode::OK
         } else {
@@ -120,6 +133,13 @@ impl Admin {
         let metrics = &self.gateway.metrics;
         metrics.observe_authenticators(&policy.authenticators);
         metrics.observe_pool(self.gateway.upstream.pool_stats());
+        if let Some(store) = &self.store {
+            metrics
+                .policy_store_up
+                .set(i64::from(store.health().is_ok()));
+            let revision = i64::try_from(policy.managed.revision).unwrap_or(i64::MAX);
+            metrics.policy_store_revision.set(revision);
+        }
         resp(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",

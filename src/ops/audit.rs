@@ -6,7 +6,7 @@
 //! fraction of the generic formatter. With another log format (`pretty`, `compact`) the
 //! gateway emits the event through `tracing` instead.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use crate::decide::Step;
 use crate::policy::access::AccessDecision;
@@ -141,7 +141,7 @@ impl AuditLine<'_> {
     /// The whole line, newline included, appended to `out`.
     pub fn write_json(&self, now: SystemTime, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"timestamp\":\"");
-        rfc3339_micros(now, out);
+        crate::clock::write_rfc3339_micros(now, out);
         out.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"decision\"");
         field_str(out, "request_id", self.request_id);
         field_str(out, "method", self.method);
@@ -277,71 +277,10 @@ fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes.get(start..).unwrap_or_default());
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.ffffffZ` in UTC.
-fn rfc3339_micros(t: SystemTime, out: &mut Vec<u8>) {
-    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    // Years outside 0..=9999 do not fit the format; clamp rather than widen the field.
-    digits(out, y.clamp(0, 9999) as u64, 4);
-    out.push(b'-');
-    digits(out, u64::from(m), 2);
-    out.push(b'-');
-    digits(out, u64::from(d), 2);
-    out.push(b'T');
-    digits(out, rem / 3600, 2);
-    out.push(b':');
-    digits(out, rem % 3600 / 60, 2);
-    out.push(b':');
-    digits(out, rem % 60, 2);
-    out.push(b'.');
-    digits(out, u64::from(since.subsec_micros()), 6);
-    out.push(b'Z');
-}
-
-/// `n` in exactly `width` decimal digits (zero-padded; higher digits dropped).
-fn digits(out: &mut Vec<u8>, mut n: u64, width: usize) {
-    let at = out.len();
-    out.resize(at + width, b'0');
-    for slot in out[at..].iter_mut().rev() {
-        *slot = b'0' + (n % 10) as u8;
-        n /= 10;
-    }
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day) (H. Hinnant's
-/// `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates_match_known_days() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(20_414), (2025, 11, 22));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
-        let mut out = Vec::new();
-        rfc3339_micros(
-            UNIX_EPOCH + Duration::from_micros(1_795_394_123_283_994),
-            &mut out,
-        );
-        assert_eq!(out, b"2026-11-23T00:35:23.283994Z");
-    }
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn escaping_matches_serde_json() {

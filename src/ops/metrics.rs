@@ -102,6 +102,12 @@ pub struct Metrics {
     pub upstream_connections_opened: Gauge,
     /// Requests sent again after a reused upstream connection refused them unsent.
     pub upstream_resent_requests: Gauge,
+    /// 1 while the policy store answers, 0 while it does not (absent without a store).
+    pub policy_store_up: Gauge,
+    /// The policy store revision being enforced.
+    pub policy_store_revision: Gauge,
+    /// Changes made through the management API.
+    pub policy_changes: Counter,
 }
 
 impl Default for Metrics {
@@ -136,6 +142,9 @@ impl Metrics {
             upstream_idle_connections: Gauge::default(),
             upstream_connections_opened: Gauge::default(),
             upstream_resent_requests: Gauge::default(),
+            policy_store_up: Gauge::default(),
+            policy_store_revision: Gauge::default(),
+            policy_changes: Counter::default(),
         };
         m.register_all();
         m
@@ -165,6 +174,15 @@ impl Metrics {
         r.register("in_flight_requests", "Requests in flight", self.in_flight.clone());
         r.register("shadow_disagreements", "Requests on which the shadow policy decided differently", self.shadow_disagreements.clone());
         r.register("open_connections", "Open client connections", self.open_connections.clone());
+    }
+
+    /// Register the policy store's metrics (only when a store is configured).
+    #[rustfmt::skip]
+    pub fn register_store(&mut self) {
+        let r = &mut self.registry;
+        r.register("policy_store_up", "1 while the policy store answers, 0 while it does not", self.policy_store_up.clone());
+        r.register("policy_store_revision", "The policy store revision being enforced", self.policy_store_revision.clone());
+        r.register("policy_changes", "Changes made through the management API", self.policy_changes.clone());
     }
 
     /// Text exposition format.

@@ -5,5 +5,6 @@ pub mod admin;
 pub mod audit;
 pub mod explain;
 pub mod logwriter;
+pub mod manage;
 pub mod metrics;
 pub mod reload;

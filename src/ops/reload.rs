@@ -16,7 +16,9 @@ use tokio::sync::mpsc;
 
 use crate::gateway::Gateway;
 use crate::ops::metrics::{Metrics, ReasonLabel};
+use crate::policy::managed::ManagedState;
 use crate::policy::Policy;
+use crate::store::PolicyStore;
 
 /// The outcome of the last reload attempts, for `/readyz` and `/policies`.
 #[derive(Debug, Clone, Default)]
@@ -39,6 +41,8 @@ pub struct Reloader {
     lock: tokio::sync::Mutex<()>,
     /// Reloads attempted, whatever triggered them (for tests and `/policies`).
     pub attempts: std::sync::atomic::AtomicU64,
+    /// The policy store's latest state known here (revision, state), compiled with the files.
+    store: Mutex<Option<(u64, ManagedState)>>,
 }
 
 /// What a reload did.
@@ -68,6 +72,7 @@ impl Reloader {
             status: Mutex::new(status),
             lock: tokio::sync::Mutex::new(()),
             attempts: std::sync::atomic::AtomicU64::new(0),
+            store: Mutex::new(None),
         }
     }
 
@@ -84,7 +89,48 @@ impl Reloader {
             }),
             lock: tokio::sync::Mutex::new(()),
             attempts: std::sync::atomic::AtomicU64::new(0),
+            store: Mutex::new(None),
         }
+    }
+
+    /// Compile the policy store's state with the files from now on (the snapshot in the
+    /// gateway was built with it already).
+    pub fn with_store_state(self, revision: u64, state: ManagedState) -> Reloader {
+        if let Ok(mut s) = self.store.lock() {
+            *s = Some((revision, state));
+        }
+        self
+    }
+
+    /// The metrics the reloader reports into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The policy version being served.
+    pub fn version(&self) -> String {
+        self.gateway.policy.load().version.clone()
+    }
+
+    /// The store revision the reloader knows (0: none).
+    pub fn store_revision(&self) -> u64 {
+        self.store
+            .lock()
+            .ok()
+            .and_then(|s| s.as_ref().map(|(n, _)| *n))
+            .unwrap_or(0)
+    }
+
+    /// A new state of the policy store: compile it with the files and serve it. A state that
+    /// does not compile keeps the last good snapshot serving (reported like any failed reload).
+    pub async fn apply_store(&self, revision: u64, state: ManagedState, why: &str) -> ReloadResult {
+        if let Ok(mut s) = self.store.lock() {
+            if s.as_ref().is_some_and(|(n, _)| *n > revision) {
+                return ReloadResult::Unchanged(self.gateway.policy.load().version.clone());
+            }
+            *s = Some((revision, state));
+        }
+        self.reload(why).await
     }
 
     /// A copy of the status.
@@ -99,7 +145,11 @@ impl Reloader {
         self.attempts
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = self.dir.clone();
-        let loaded = tokio::task::spawn_blocking(move || Policy::load_dir(&dir)).await;
+        let store = self.store.lock().ok().and_then(|s| s.clone());
+        let loaded = tokio::task::spawn_blocking(move || {
+            Policy::load_dir_with(&dir, store.as_ref().map(|(n, s)| (*n, s)))
+        })
+        .await;
         let now = SystemTime::now();
         let result = match loaded {
             Err(e) => ReloadResult::Failed(format!("reload task failed: {e}")),
@@ -257,5 +307,48 @@ impl Reloader {
             });
         }
         drop(tx);
+    }
+}
+
+/// Follow the policy store: each new head a replica hears of (its own commits, the backend's
+/// change feed) is read and applied. A head that cannot be read is retried every second until
+/// it is, or a newer one is announced. Runs until the process ends.
+pub fn follow_store(reloader: Arc<Reloader>, store: Arc<dyn PolicyStore>) {
+    tokio::spawn(async move {
+        let mut heads = store.subscribe();
+        loop {
+            let announced = *heads.borrow_and_update();
+            if announced > reloader.store_revision() {
+                apply_head(&reloader, store.as_ref()).await;
+            }
+            let retry = announced > reloader.store_revision();
+            let wait = if retry {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_secs(3600)
+            };
+            if let Ok(Err(_)) = tokio::time::timeout(wait, heads.changed()).await {
+                return;
+            }
+        }
+    });
+}
+
+/// Read the store's head and serve it.
+async fn apply_head(reloader: &Reloader, store: &dyn PolicyStore) {
+    let head = match store.head().await {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(error = %e, "the policy store's new head cannot be read yet");
+            return;
+        }
+    };
+    match ManagedState::from_value(&head.state) {
+        Ok(state) => {
+            reloader.apply_store(head.number, state, "store").await;
+        }
+        Err(e) => {
+            tracing::error!(revision = head.number, error = %e, "the policy store holds a state graphguard cannot read")
+        }
     }
 }

@@ -48,12 +48,16 @@ pub struct AccessPolicyConfig {
     pub effect: Effect,
     /// OR of groups.
     pub condition_groups: Vec<ConditionGroupConfig>,
-    /// Roles the policy applies to; absent or empty: every user.
+    /// Roles the policy applies to; absent or empty: every user (in a policy file).
     pub role_ids: Option<Vec<String>>,
+    /// Applies only to the roles it is attached to, none meaning nobody: a policy managed
+    /// through the API, as in LangSmith (never set from a file).
+    #[serde(skip)]
+    pub attached_only: bool,
 }
 
 /// A condition group.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConditionGroupConfig {
     /// `RESOURCE:ACTION`, e.g. `threads:read`.
@@ -65,7 +69,7 @@ pub struct ConditionGroupConfig {
 }
 
 /// A condition.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConditionConfig {
     /// Only `resource_tag_key`.
@@ -374,8 +378,8 @@ fn parse_permission(p: &str) -> Result<Event, String> {
     Ok(e)
 }
 
-fn validate_granted(p: &str) -> Result<(), String> {
-    if p == "*" {
+fn validate_granted(p: &str, also: &[String]) -> Result<(), String> {
+    if p == "*" || also.iter().any(|a| a == p) {
         return Ok(());
     }
     let (r, a) = p
@@ -570,11 +574,21 @@ impl AccessControl {
         roles: Option<&HashMap<String, Vec<String>>>,
         policies: &[AccessPolicyConfig],
     ) -> Result<AccessControl, Vec<AccessError>> {
+        Self::compile_with(roles, policies, &[])
+    }
+
+    /// [`AccessControl::compile`], with permissions beyond the handler events that roles may
+    /// grant (the management API's, from the settings).
+    pub fn compile_with(
+        roles: Option<&HashMap<String, Vec<String>>>,
+        policies: &[AccessPolicyConfig],
+        also: &[String],
+    ) -> Result<AccessControl, Vec<AccessError>> {
         let mut errors = Vec::new();
         let roles = roles.map(|r| {
             for (name, perms) in r {
                 for p in perms {
-                    if let Err(e) = validate_granted(p) {
+                    if let Err(e) = validate_granted(p, also) {
                         errors.push(AccessError::at(format!("roles.{name}"), e));
                     }
                 }
@@ -597,7 +611,11 @@ impl AccessControl {
                 ));
             }
             for (gi, g) in p.condition_groups.iter().enumerate() {
-                if let Some((event, group)) = compile_group(p, pi, gi, g, &mut errors) {
+                let Some((event, group)) = compile_group(p, pi, gi, g, &mut errors) else {
+                    continue;
+                };
+                let unattached = p.role_ids.as_deref().is_none_or(<[String]>::is_empty);
+                if !(p.attached_only && unattached) {
                     index_group(&mut index, p.role_ids.as_deref(), event, group);
                 }
             }
@@ -615,6 +633,24 @@ impl AccessControl {
             policies: metas,
             index,
         })
+    }
+
+    /// Whether one of the user's roles grants `permission` (`*`, `RESOURCE:*`, or the
+    /// permission itself), for permissions that are not handler events.
+    pub fn role_grants(&self, user: &User, permission: &str) -> bool {
+        let Some(roles) = &self.roles else {
+            return false;
+        };
+        let prefix = permission.split_once(':').map(|(r, _)| r);
+        user.roles
+            .iter()
+            .filter_map(|r| roles.0.get(r))
+            .flatten()
+            .any(|g| {
+                g == "*"
+                    || g == permission
+                    || g.strip_suffix(":*").is_some_and(|r| Some(r) == prefix)
+            })
     }
 
     /// Whether roles or policies are configured.

@@ -241,7 +241,12 @@ impl Compiler {
             );
             self.errors.push(e);
         }
-        let access = self.access_control(files);
+        let management = settings.management.as_ref().map(|m| m.permission.clone());
+        if management.as_deref().is_some_and(|p| p.trim().is_empty()) {
+            let e = settings_error("settings.management.permission", "must not be empty");
+            self.errors.push(e);
+        }
+        let access = self.access_control(files, management.as_slice());
         if !self.errors.is_empty() {
             return Err(self.errors);
         }
@@ -277,22 +282,33 @@ impl Compiler {
             authenticators: self.authenticators,
             handlers,
             access: access.unwrap_or_default(),
+            management,
+            managed: Arc::default(),
             warnings,
         })
     }
 
     /// Roles and access policies; each error is located in the first file whose text has
     /// the last segment of its key (else the first file).
-    fn access_control(&mut self, files: &[(PathBuf, String, PolicyFile)]) -> Option<AccessControl> {
-        let errors = match AccessControl::compile(self.roles.as_ref(), &self.access_policies) {
+    fn access_control(
+        &mut self,
+        files: &[(PathBuf, String, PolicyFile)],
+        also: &[String],
+    ) -> Option<AccessControl> {
+        let compiled =
+            AccessControl::compile_with(self.roles.as_ref(), &self.access_policies, also);
+        let errors = match compiled {
             Ok(a) => return Some(a),
             Err(es) => es,
         };
         for e in errors {
             let needle = e.key.rsplit('.').next().unwrap_or(&e.key);
-            let (file, text) = files
-                .iter()
-                .find(|(_, t, _)| config::find_key_line(t, needle).is_some())
+            let (file, text) = defining_file(files, &e.key)
+                .or_else(|| {
+                    files
+                        .iter()
+                        .find(|(_, t, _)| config::find_key_line(t, needle).is_some())
+                })
                 .or(files.first())
                 .map(|(p, t, _)| (p.clone(), t.as_str()))
                 .unwrap_or_default();
@@ -301,6 +317,27 @@ impl Compiler {
         }
         None
     }
+}
+
+/// The file that defines the access policy or role an error key names
+/// (`access_policies.NAME...`, `roles.NAME`).
+fn defining_file<'f>(
+    files: &'f [(PathBuf, String, PolicyFile)],
+    key: &str,
+) -> Option<&'f (PathBuf, String, PolicyFile)> {
+    let name_after = |prefix: &str| {
+        key.strip_prefix(prefix)
+            .map(|rest| rest.split(['.', '[']).next().unwrap_or(rest))
+    };
+    if let Some(name) = name_after("access_policies.") {
+        return files
+            .iter()
+            .find(|(_, _, f)| f.access_policies.iter().any(|p| p.name == name));
+    }
+    let name = name_after("roles.")?;
+    files
+        .iter()
+        .find(|(_, _, f)| f.roles.as_ref().is_some_and(|r| r.contains_key(name)))
 }
 
 /// A `jwt`, `forward` or `anonymous` authenticator (`Err`: its kind and what is wrong).

@@ -65,6 +65,17 @@ pub struct SettingsConfig {
     pub webhooks: Option<WebhooksConfig>,
     /// Searches the gateway completes itself (filters the agent server cannot apply).
     pub search: Option<SearchConfig>,
+    /// The management API for roles and access policies (off when absent).
+    pub management: Option<ManagementConfig>,
+}
+
+/// Who may call the management API (docs/access-control.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagementConfig {
+    /// The permission a caller must hold, directly or through a role (e.g.
+    /// `organization:manage`, LangSmith's name for organization admins).
+    pub permission: String,
 }
 
 /// Which webhook URLs are forwarded. A refused one is 403.

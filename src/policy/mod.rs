@@ -8,6 +8,7 @@ pub mod access;
 mod compile;
 pub mod config;
 pub mod filter;
+pub mod managed;
 pub mod template;
 pub mod webhook;
 
@@ -27,6 +28,7 @@ use crate::policy::config::{
     ConfigError, DefaultDecision, NamespaceMode, RuleConfig, SettingsConfig, WhenConfig,
 };
 use crate::policy::filter::{FilterTemplate, ResolvedFilter};
+use crate::policy::managed::{FileView, Managed, ManagedState};
 use crate::policy::template::{StrTemplate, ValueTemplate};
 use crate::policy::webhook::WebhookPolicy;
 use crate::routes::UnmediatedGroup;
@@ -135,6 +137,11 @@ pub struct Policy {
     handlers: Vec<Option<Arc<Handler>>>,
     /// Roles and access policies.
     pub access: AccessControl,
+    /// The permission the management API requires (None: the API is off).
+    pub management: Option<String>,
+    /// What the management API lists: the store's state this snapshot was built with, and the
+    /// files' roles and policies.
+    pub managed: Arc<Managed>,
     /// Non-fatal findings (uncovered events ...).
     pub warnings: Vec<String>,
 }
@@ -224,6 +231,15 @@ impl Policy {
     /// Load every `*.yaml`, `*.yml` and `*.json` file of a directory (not recursive; hidden
     /// entries such as Kubernetes' `..data` are skipped, symlinks are followed).
     pub fn load_dir(dir: &Path) -> Result<Policy, Vec<ConfigError>> {
+        Self::load_dir_with(dir, None)
+    }
+
+    /// [`Policy::load_dir`] joined with the policy store's state at a revision: its roles
+    /// and access policies compile as one more file (`policy-store`), part of the version.
+    pub fn load_dir_with(
+        dir: &Path,
+        store: Option<(u64, &ManagedState)>,
+    ) -> Result<Policy, Vec<ConfigError>> {
         let err = |m: String| {
             vec![ConfigError {
                 file: dir.to_path_buf(),
@@ -272,7 +288,16 @@ impl Policy {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let policy = Policy::compile(&files)?;
+        let file_view = FileView::of(&files);
+        if let Some((_, state)) = store {
+            files.push(state.as_policy_file());
+        }
+        let mut policy = Policy::compile(&files)?;
+        policy.managed = Arc::new(Managed {
+            revision: store.map_or(0, |(n, _)| n),
+            state: store.map(|(_, s)| s.clone()).unwrap_or_default(),
+            files: file_view,
+        });
         if policy.authenticators.is_empty() {
             return Err(err(
                 "no authenticator is configured: every request would be refused".into(),

@@ -22,7 +22,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use super::{check_storable, rfc3339_micros, PolicyStore, Revision, RevisionInfo, StoreError};
+use super::{check_storable, PolicyStore, Revision, RevisionInfo, StoreError};
+use crate::clock::rfc3339_micros;
 
 /// Revisions in a local state directory. See the module documentation.
 pub struct FileStore {

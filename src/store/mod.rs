@@ -18,7 +18,6 @@ mod pg;
 mod pgtls;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -218,47 +217,23 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.ffffffZ` in UTC, the format both backends report `committed_at` in.
-fn rfc3339_micros(t: SystemTime) -> String {
-    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since.subsec_micros()
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day) (H. Hinnant's
-/// `civil_from_days`; the audit log has its own copy writing into a byte buffer).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn timestamps_are_rfc3339_utc_micros() {
         let t = UNIX_EPOCH + Duration::from_micros(1_795_394_123_283_994);
-        assert_eq!(rfc3339_micros(t), "2026-11-23T00:35:23.283994Z");
-        assert_eq!(rfc3339_micros(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            crate::clock::rfc3339_micros(t),
+            "2026-11-23T00:35:23.283994Z"
+        );
+        assert_eq!(
+            crate::clock::rfc3339_micros(UNIX_EPOCH),
+            "1970-01-01T00:00:00.000000Z"
+        );
     }
 
     #[test]

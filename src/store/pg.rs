@@ -702,6 +702,11 @@ impl Shared {
             Ok(Err(Fail::Store(e))) => Err(e),
             Ok(Ok(n)) => {
                 self.advance(n);
+                // The store answered: an earlier operation's outage is over, even if no
+                // operation has run since to say so.
+                if let Ok(mut last) = self.op_error.lock() {
+                    *last = None;
+                }
                 Ok(())
             }
         }

@@ -4,7 +4,8 @@ Nothing is mocked: Debian's `postgresql` and `redis-server` packages (scripts/te
 them) run on free loopback ports, are stopped and restarted on the same data for fault tests,
 and are stopped when the test module ends. PostgreSQL refuses to run as root, so when the
 tests run as root (CI) the server runs as the `postgres` system user that Debian's package
-creates; the temporary directory is given to it.
+creates, in a directory of its own under the system temporary directory (pytest's are private
+to root), removed by `remove()`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -52,16 +54,14 @@ def _pg_bin() -> Path:
 class Postgres:
     """A PostgreSQL server in `root/pg` on a free port; `dsn` for clients."""
 
-    def __init__(self, root: Path, log: Path):
+    def __init__(self, log: Path):
         self.bin = _pg_bin()
-        self.dir = root / "pg"
+        self.dir = Path(tempfile.mkdtemp(prefix="graphguard-pg-"))
         self.log = log
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.user = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
-        self.dir.mkdir(parents=True, exist_ok=True)
         if self.user:
-            os.chown(root, self.user.pw_uid, self.user.pw_gid)
             os.chown(self.dir, self.user.pw_uid, self.user.pw_gid)
         pwfile = self.dir / "pw"
         pwfile.write_text(PG_PASSWORD)
@@ -117,6 +117,11 @@ class Postgres:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+    def remove(self) -> None:
+        """Stop the server and delete its data directory."""
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Redis:

@@ -12,7 +12,7 @@ same field in the same position on sibling routes. The catalogue (test ids read
 ``policy | group | field and route(s) | spelling or form``):
 
 * ``thread id`` / ``run id`` / ``assistant id`` / ``cron id`` (``test_ids``): every request
-  field of the inventory (``docs/inventory.md``, ``src/fields.rs``) that names one of bob's
+  field of the inventory (``docs/inventory.md``, ``src/routes/fields.rs``) that names one of bob's
   resources, in its path or body position, carrying bob's id in every spelling Python's
   ``uuid.UUID`` accepts (``SPELLINGS``; two, ``FEW``, where the id is not what decides: a run id
   under bob's own thread, a thread id the server overrides), and the create-on-existing forms

@@ -1,0 +1,419 @@
+//! The management API (roles and access policies, LangSmith's paths) on the embedded policy
+//! store, through the gateway: who may call it, what it answers, what it refuses (and stores
+//! nothing of), concurrency with `If-Match`, history and restore, and that a change is enforced
+//! at once. Nothing of it ever reaches the agent server. The fleet (PostgreSQL, three replicas)
+//! is tests/e2e/test_fleet_policies.py.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use common::*;
+use graphguard::ops::manage::Manager;
+use graphguard::ops::metrics::Metrics;
+use graphguard::ops::reload::{self, Reloader};
+use graphguard::policy::managed::ManagedState;
+use http::{Method, StatusCode};
+use serde_json::{json, Value};
+
+const API: &str = "/api/v1/platform/orgs/current/access-policies";
+const ROLES: &str = "/api/v1/orgs/current/roles";
+const REVISIONS: &str = "/api/v1/graphguard/policy-store/revisions";
+const ADMIN_KEY: &str = "admin-demo-key";
+
+fn pii_policy(name: &str) -> Value {
+    json!({"name": name, "effect": "deny", "role_ids": ["engineer"], "condition_groups": [
+        {"permission": "threads:read", "resource_type": "thread", "conditions": [
+            {"attribute_name": "resource_tag_key", "attribute_key": "Contains-PII",
+             "operator": "equals", "attribute_value": "true"}]}]})
+}
+
+/// policies/abac without its PII policy, with the management API on.
+fn policy_dir(root: &Path, management: bool) -> std::path::PathBuf {
+    let dir = root.join("policies");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in std::fs::read_dir(policy_dir_of("abac")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+    }
+    let file = dir.join("access-policies.json");
+    let mut doc: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    doc["access_policies"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|p| p["name"] != "Block PII Threads");
+    std::fs::write(&file, doc.to_string()).unwrap();
+    if management {
+        std::fs::write(
+            dir.join("management.yaml"),
+            "settings:\n  management: { permission: \"organization:manage\" }\n",
+        )
+        .unwrap();
+    }
+    dir
+}
+
+fn policy_dir_of(name: &str) -> std::path::PathBuf {
+    common::policy_dir(name)
+}
+
+struct Stack {
+    up: MockUpstream,
+    gw: TestGateway,
+    _root: tempfile::TempDir,
+}
+
+/// A gateway on `policies/abac` with a file store in a temporary directory (`store: false`:
+/// none, so the API is off).
+async fn stack(management: bool, store: bool) -> Stack {
+    let root = tempfile::tempdir().unwrap();
+    let dir = policy_dir(root.path(), management);
+    let up = MockUpstream::start().await;
+    let gw = start_gateway(
+        &up.url(),
+        GatewayOptions {
+            policy: PolicySource::Dir(dir.clone()),
+            ..GatewayOptions::default()
+        },
+    )
+    .await;
+    if store {
+        let store = graphguard::store::open(root.path().join("state").to_str().unwrap())
+            .await
+            .unwrap();
+        let head = store.head().await.unwrap();
+        let state = ManagedState::from_value(&head.state).unwrap();
+        let reloader = Arc::new(
+            Reloader::new(dir.clone(), gw.gw.clone(), Arc::new(Metrics::new()))
+                .with_store_state(head.number, state),
+        );
+        let manager = Manager::new(store.clone(), reloader.clone(), dir);
+        let _ = gw.gw.management.set(Arc::new(manager));
+        reload::follow_store(reloader, store);
+    }
+    Stack {
+        up,
+        gw,
+        _root: root,
+    }
+}
+
+async fn api(s: &Stack, method: Method, path: &str, body: Option<Value>) -> Resp {
+    let r = req(method, path).header("x-api-key", ADMIN_KEY);
+    match body {
+        Some(b) => r.json(&b).send(&s.gw).await,
+        None => r.send(&s.gw).await,
+    }
+}
+
+async fn bob_reads(s: &Stack, tid: &str) -> StatusCode {
+    req(Method::GET, format!("/threads/{tid}"))
+        .auth(BOB)
+        .send(&s.gw)
+        .await
+        .status
+}
+
+/// A thread bob (role engineer) reads through a file policy, tagged PII.
+fn pii_thread(s: &Stack) -> String {
+    let tid = new_id();
+    s.up.put_thread(
+        &tid,
+        json!({"thread_id": tid, "metadata": {"Application": "chatbot-support", "Contains-PII": "true"}}),
+    );
+    tid
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_is_off_without_a_store_or_the_setting_and_never_forwarded() {
+    for (management, store) in [(true, false), (false, true), (false, false)] {
+        let s = stack(management, store).await;
+        let r = api(&s, Method::GET, API, None).await;
+        let d = json_error(&r, 404);
+        assert!(d.contains("not enabled"), "{d}");
+        s.up.assert_nothing_forwarded();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_holders_of_the_management_permission_may_call_it() {
+    let s = stack(true, true).await;
+    let anon = req(Method::GET, API).send(&s.gw).await;
+    json_error(&anon, 401);
+    let alice = req(Method::GET, API).auth(ALICE).send(&s.gw).await;
+    assert!(json_error(&alice, 403).contains("organization:manage"));
+    // The admin role grants "*": a bearer token and X-API-Key both work.
+    req(Method::GET, API)
+        .auth(ADMIN)
+        .send(&s.gw)
+        .await
+        .assert_status(200);
+    api(&s, Method::GET, API, None).await.assert_status(200);
+    // Other paths under the prefix are the API's too: never forwarded.
+    json_error(&api(&s, Method::GET, "/api/v1/no/such", None).await, 404);
+    s.up.assert_nothing_forwarded();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_created_policy_is_enforced_at_once_and_its_removal_too() {
+    let s = stack(true, true).await;
+    let tid = pii_thread(&s);
+    assert_eq!(bob_reads(&s, &tid).await, StatusCode::OK);
+    let r = api(&s, Method::POST, API, Some(pii_policy("Block PII Threads"))).await;
+    r.assert_status(200);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    assert!(r.header("etag").is_some());
+    assert_eq!(bob_reads(&s, &tid).await, StatusCode::FORBIDDEN);
+    let got = api(&s, Method::GET, &format!("{API}/{id}"), None).await;
+    got.assert_status(200);
+    assert_eq!(got.json()["role_ids"], json!(["engineer"]));
+    assert_eq!(got.json()["source"], "api");
+    // Update (allow), detach, attach, delete: each enforced at once.
+    let r = api(
+        &s,
+        Method::PATCH,
+        &format!("{API}/{id}"),
+        Some(json!({"effect": "allow"})),
+    )
+    .await;
+    assert_eq!(r.json()["effect"], "allow");
+    assert_eq!(bob_reads(&s, &tid).await, StatusCode::OK);
+    api(
+        &s,
+        Method::PATCH,
+        &format!("{API}/{id}"),
+        Some(json!({"effect": "deny"})),
+    )
+    .await;
+    let role = "/api/v1/platform/orgs/current/roles/engineer/access-policies";
+    api(
+        &s,
+        Method::DELETE,
+        &format!("{role}?access_policy_ids={id}"),
+        None,
+    )
+    .await
+    .assert_status(204);
+    assert_eq!(bob_reads(&s, &tid).await, StatusCode::OK);
+    api(
+        &s,
+        Method::POST,
+        role,
+        Some(json!({"access_policy_ids": [id]})),
+    )
+    .await
+    .assert_status(204);
+    assert_eq!(bob_reads(&s, &tid).await, StatusCode::FORBIDDEN);
+    api(&s, Method::DELETE, &format!("{API}/{id}"), None)
+        .await
+        .assert_status(204);
+    assert_eq!(bob_reads(&s, &tid).await, StatusCode::OK);
+    json_error(
+        &api(&s, Method::GET, &format!("{API}/{id}"), None).await,
+        404,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_if_match_is_412_and_changes_nothing() {
+    let s = stack(true, true).await;
+    let id = api(&s, Method::POST, API, Some(pii_policy("P")))
+        .await
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("{API}/{id}");
+    let tag = api(&s, Method::GET, &path, None)
+        .await
+        .header("etag")
+        .unwrap();
+    let patch = |d: &str| {
+        req(Method::PATCH, path.clone())
+            .header("x-api-key", ADMIN_KEY)
+            .header("if-match", &tag)
+            .json(&json!({"description": d}))
+    };
+    let (first, second) = (patch("first"), patch("second"));
+    let (a, b) = tokio::join!(first.send(&s.gw), second.send(&s.gw));
+    let mut codes = [a.status.as_u16(), b.status.as_u16()];
+    codes.sort();
+    assert_eq!(codes, [200, 412], "{} {}", a.text(), b.text());
+    let winner = if a.status == StatusCode::OK {
+        "first"
+    } else {
+        "second"
+    };
+    assert_eq!(
+        api(&s, Method::GET, &path, None).await.json()["description"],
+        winner
+    );
+    let stale = req(Method::DELETE, path.clone())
+        .header("x-api-key", ADMIN_KEY)
+        .header("if-match", &tag)
+        .send(&s.gw)
+        .await;
+    assert!(json_error(&stale, 412).contains("If-Match"));
+    api(&s, Method::GET, &path, None).await.assert_status(200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_policies_are_422_naming_the_field_and_nothing_is_stored() {
+    let s = stack(true, true).await;
+    let cond = |name: &str, op: &str| json!({"attribute_name": name, "attribute_key": "k", "operator": op, "attribute_value": "v"});
+    let group = |perm: &str, rt: &str, conds: Value| json!([{"permission": perm, "resource_type": rt, "conditions": conds}]);
+    let cases = [
+        (
+            "operator",
+            json!({"condition_groups": group("threads:read", "thread", json!([cond("resource_tag_key", "eq")]))}),
+        ),
+        (
+            "frobnicate",
+            json!({"condition_groups": group("threads:frobnicate", "thread", json!([]))}),
+        ),
+        (
+            "project",
+            json!({"condition_groups": group("threads:read", "project", json!([]))}),
+        ),
+        (
+            "attribute_name",
+            json!({"condition_groups": group("threads:read", "thread", json!([cond("resource_name", "equals")]))}),
+        ),
+        ("effect", json!({"effect": "maybe"})),
+        ("priority", json!({"priority": 1})),
+        ("condition_groups", json!({"condition_groups": []})),
+        (
+            "assistant",
+            json!({"condition_groups": group("threads:read", "assistant", json!([]))}),
+        ),
+        ("no-such-role", json!({"role_ids": ["no-such-role"]})),
+    ];
+    for (i, (needle, change)) in cases.iter().enumerate() {
+        let mut body = pii_policy(&format!("invalid {i}"));
+        for (k, v) in change.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let r = api(&s, Method::POST, API, Some(body)).await;
+        let d = json_error(&r, 422);
+        assert!(d.contains(needle), "{needle}: {d}");
+    }
+    let r = api(&s, Method::POST, API, None).await;
+    json_error(&r, 422);
+    let revisions = api(&s, Method::GET, REVISIONS, None).await.json();
+    assert_eq!(revisions["revisions"], json!([]), "nothing was stored");
+    // role_ids cannot change in an update.
+    let id = api(&s, Method::POST, API, Some(pii_policy("ok")))
+        .await
+        .json()["id"]
+        .clone();
+    let r = api(
+        &s,
+        Method::PATCH,
+        &format!("{API}/{}", id.as_str().unwrap()),
+        Some(json!({"role_ids": []})),
+    )
+    .await;
+    assert!(json_error(&r, 422).contains("role_ids"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_roles_and_policies_are_listed_and_read_only() {
+    let s = stack(true, true).await;
+    let all = api(&s, Method::GET, API, None).await.json();
+    let file = all["access_policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "Chatbot Apps Access")
+        .unwrap()
+        .clone();
+    assert_eq!(file["source"], "file");
+    let path = format!("{API}/{}", file["id"].as_str().unwrap());
+    api(&s, Method::GET, &path, None).await.assert_status(200);
+    let r = api(&s, Method::PATCH, &path, Some(json!({"effect": "deny"}))).await;
+    assert!(json_error(&r, 409).contains("policy file"));
+    json_error(&api(&s, Method::DELETE, &path, None).await, 409);
+    let roles = api(&s, Method::GET, ROLES, None).await.json();
+    assert!(roles
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["name"] == "engineer" && r["source"] == "file"));
+    let r = api(
+        &s,
+        Method::PATCH,
+        &format!("{ROLES}/engineer"),
+        Some(json!({"permissions": ["*"]})),
+    )
+    .await;
+    json_error(&r, 409);
+    // A stored policy may be attached to a file role (above); a role of the API's own too.
+    let r = api(
+        &s,
+        Method::POST,
+        ROLES,
+        Some(json!({"display_name": "Night Shift", "permissions": ["threads:read"]})),
+    )
+    .await;
+    r.assert_status(200);
+    assert_eq!(r.json()["name"], "night-shift");
+    let rid = r.json()["id"].as_str().unwrap().to_string();
+    let r = api(
+        &s,
+        Method::POST,
+        ROLES,
+        Some(json!({"name": "engineer", "permissions": []})),
+    )
+    .await;
+    json_error(&r, 409);
+    let r = api(
+        &s,
+        Method::POST,
+        ROLES,
+        Some(json!({"name": "bad", "permissions": ["threads:frobnicate"]})),
+    )
+    .await;
+    assert!(json_error(&r, 422).contains("frobnicate"));
+    api(&s, Method::DELETE, &format!("{ROLES}/{rid}"), None)
+        .await
+        .assert_status(204);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_lists_every_change_and_restore_brings_one_back() {
+    let s = stack(true, true).await;
+    let tid = pii_thread(&s);
+    let id = api(&s, Method::POST, API, Some(pii_policy("Block PII Threads")))
+        .await
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    api(&s, Method::DELETE, &format!("{API}/{id}"), None)
+        .await
+        .assert_status(204);
+    assert_eq!(bob_reads(&s, &tid).await, StatusCode::OK);
+    let revs = api(&s, Method::GET, REVISIONS, None).await.json();
+    let revs = revs["revisions"].as_array().unwrap();
+    assert_eq!(revs.len(), 2);
+    assert_eq!(revs[0]["number"], 2);
+    assert_eq!(revs[1]["actor"], "admin");
+    assert!(revs[1]["summary"]
+        .as_str()
+        .unwrap()
+        .contains("Block PII Threads"));
+    let one = api(&s, Method::GET, &format!("{REVISIONS}/1"), None)
+        .await
+        .json();
+    assert_eq!(one["state"]["access_policies"][0]["id"], id);
+    let r = api(&s, Method::POST, &format!("{REVISIONS}/1/restore"), None).await;
+    r.assert_status(200);
+    assert_eq!(r.json()["revision"], 3);
+    assert_eq!(bob_reads(&s, &tid).await, StatusCode::FORBIDDEN);
+    json_error(
+        &api(&s, Method::POST, &format!("{REVISIONS}/99/restore"), None).await,
+        404,
+    );
+}
