@@ -43,6 +43,17 @@ pub struct GatewayError {
     pub delivery: Delivery,
     /// Why authentication failed, when it did (the `reason` of the auth-failure metric).
     pub auth_failure: Option<AuthFailure>,
+    /// The limit that refused the request, when one did (for the audit log).
+    pub limit: Option<Box<LimitHit>>,
+}
+
+/// A limit that refused a request (429), or could not be checked (503).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitHit {
+    /// The limit's name.
+    pub name: String,
+    /// The key it counted (`name:value`).
+    pub key: String,
 }
 
 /// Why a request could not be authenticated: set by the authenticator that refused it, read
@@ -94,6 +105,7 @@ impl GatewayError {
             side: Side::Client,
             delivery: Delivery::Json,
             auth_failure: None,
+            limit: None,
         }
     }
     /// 400 Bad Request.

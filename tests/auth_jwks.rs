@@ -497,10 +497,14 @@ async fn authenticator_chains_decline_reject_and_anonymous() {
         "alice"
     );
     assert_eq!(run_auth(&p, ALICE).await.unwrap(), "alice");
-    // A JWT from another issuer: declined by jwt, rejected by api_key (its kind: a bearer token).
+    // A JWT from another issuer: declined by jwt, declined by api_key (not one of its keys),
+    // never anonymous: the first decline's reason is the answer.
     let e = run_auth(&p, &format!("Bearer {}", k.token("x", "https://other/")))
         .await
         .unwrap_err();
+    assert_eq!(e.detail, "Invalid token: issuer not accepted");
+    // A bearer value neither recognises: the API key list's answer.
+    let e = run_auth(&p, "Bearer not-a-key").await.unwrap_err();
     assert_eq!(e.detail, "Invalid API key");
     // A bad JWT is rejected, never downgraded to anonymous.
     let mut bad = k.token("alice", ISS);

@@ -321,10 +321,15 @@ async fn the_invalidation_bus_crosses_replicas_and_survives_a_restart() {
         Bus::open(&url, &patient()).unwrap(),
     );
     let (tx, mut rx) = mpsc::unbounded_channel();
+    let (down_tx, mut down_rx) = mpsc::unbounded_channel();
     let _sub = a.subscribe(move |m| {
         let m = match m {
             Invalidation::Key(k) => Some(k.to_string()),
             Invalidation::Resync => None,
+            Invalidation::Down => {
+                let _ = down_tx.send(());
+                return;
+            }
         };
         let _ = tx.send(m);
     });
@@ -344,6 +349,9 @@ async fn the_invalidation_bus_crosses_replicas_and_survives_a_restart() {
 
     server.stop();
     assert!(b.publish("threads:lost").await.is_err());
+    // The subscriber says it is deaf before anything is lost unheard.
+    let down = tokio::time::timeout(Duration::from_secs(10), down_rx.recv()).await;
+    assert_eq!(down.unwrap(), Some(()), "no Down when the connection went");
     server.restart();
     // The subscriber comes back on its own and says it may have missed messages.
     assert_eq!(next(&mut rx).await, None);

@@ -125,7 +125,9 @@ impl ApiKeys {
         let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
         match self.keys.get(&digest) {
             Some(u) => AuthOutcome::Authenticated(u.clone()),
-            None => AuthOutcome::Rejected(invalid_key()),
+            // Not a key of this list: a later authenticator on the same header (a JWT) may
+            // recognise it; if none does, this is the answer.
+            None => AuthOutcome::Declined(invalid_key()),
         }
     }
 }

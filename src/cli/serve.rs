@@ -9,9 +9,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
+use crate::decide::Target;
 use crate::gateway::server::{self, ServerConfig};
 use crate::gateway::upstream::{Upstream, UpstreamConfig};
-use crate::gateway::{Gateway, ProxyConfig};
+use crate::gateway::{Gateway, LimitBackend, ProxyConfig};
+use crate::limits::bus::{Bus, Invalidation, Subscription};
+use crate::limits::local::Local;
+use crate::limits::{self, LimitsConfig};
 use crate::ops::admin;
 use crate::ops::logwriter::{BufferedLog, FlushGuard, LogSink};
 use crate::ops::manage::Manager;
@@ -98,6 +102,19 @@ pub struct ServeArgs {
     /// `settings.management`, it turns the management API on (docs/access-control.md).
     #[arg(long, env = "GRAPHGUARD_POLICY_STORE")]
     pub policy_store: Option<String>,
+    /// Where the policy's `limits:` are counted: `local` (the default: in-process, exact for
+    /// one replica) or `redis://[USER:PASSWORD@]HOST:PORT[/DB]` (`rediss://` for TLS), shared
+    /// by a fleet and exact across it; the same Redis carries the replicas' cache
+    /// invalidations (docs/limits.md).
+    #[arg(long, env = "GRAPHGUARD_LIMITS_STORE")]
+    pub limits_store: Option<String>,
+    /// How long a concurrency slot outlives its holder's last renewal (renewed every third of
+    /// it): a replica that dies frees its slots within this.
+    #[arg(long, env = "GRAPHGUARD_LIMITS_LEASE_SECS", default_value_t = 30)]
+    pub limits_lease_secs: u64,
+    /// Longest a call to Redis may take before the limits' `on_error` decides.
+    #[arg(long, env = "GRAPHGUARD_LIMITS_TIMEOUT_MS", default_value_t = 50)]
+    pub limits_timeout_ms: u64,
 }
 
 /// The scheduling of request-serving work (`--runtime`).
@@ -201,7 +218,11 @@ async fn run(a: ServeArgs, audit_sink: AuditSink) -> Result<(), Fatal> {
         metrics.register_store();
     }
     let metrics = Arc::new(metrics);
-    let gw = Arc::new(gateway(&a, policy, upstream, metrics.clone(), audit_sink));
+    let limits = open_limits(&a, &upstream)?;
+    metrics.limits_backend_up.set(1);
+    let gateway = gateway(&a, policy, upstream, metrics.clone(), audit_sink);
+    let (gateway, _invalidations) = limits.install(gateway);
+    let gw = Arc::new(gateway);
     if let Some(dir) = &a.shadow_policies {
         start_shadow(dir, &gw, &metrics, a.reload_poll_secs)?;
     }
@@ -260,6 +281,78 @@ async fn open_store(
         .map_err(|e| format!("graphguard: --policy-store {}: {e}", store.describe()))?;
     tracing::info!(store = %store.describe(), revision = head.number, "policy store");
     Ok(Some((store, head.number, state)))
+}
+
+/// The limiter `--limits-store` names, and with Redis the replicas' invalidation bus, already
+/// subscribed (the subscription lives as long as the returned value).
+struct LimitsSetup {
+    backend: LimitBackend,
+    bus: Option<(Arc<Bus>, Subscription)>,
+}
+
+impl LimitsSetup {
+    /// The gateway counting against the limiter, and the bus subscription to keep.
+    fn install(self, gateway: Gateway) -> (Gateway, Option<Subscription>) {
+        let gateway = gateway.with_limits(self.backend);
+        match self.bus {
+            Some((bus, subscription)) => (gateway.with_bus(bus), Some(subscription)),
+            None => (gateway, None),
+        }
+    }
+}
+
+fn open_limits(a: &ServeArgs, upstream: &Arc<Upstream>) -> Result<LimitsSetup, Fatal> {
+    let cfg = LimitsConfig {
+        timeout: Duration::from_millis(a.limits_timeout_ms.max(1)),
+        ..LimitsConfig::default()
+    };
+    let lease_ttl = Duration::from_secs(a.limits_lease_secs.max(1));
+    let spec = a
+        .limits_store
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
+    let Some(url) = spec.filter(|s| *s != "local") else {
+        let local = Arc::new(Local::new(cfg.local_max_keys));
+        let sweeper = Arc::downgrade(&local);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                let Some(l) = sweeper.upgrade() else { return };
+                l.evict_idle();
+            }
+        });
+        let backend = LimitBackend {
+            limiter: local,
+            lease_ttl,
+        };
+        return Ok(LimitsSetup { backend, bus: None });
+    };
+    let limiter = limits::open_with(Some(url), &cfg)
+        .map_err(|e| format!("graphguard: --limits-store: {e}"))?;
+    let bus =
+        Arc::new(Bus::open(url, &cfg).map_err(|e| format!("graphguard: --limits-store: {e}"))?);
+    let cache = upstream.clone();
+    // Until the bus is listening, another replica's write would go unheard: no cache.
+    cache.suspend_cache(true);
+    let subscription = bus.subscribe(move |heard| match heard {
+        Invalidation::Key(path) => match Target::from_path(path) {
+            Some(t) => cache.invalidate(&t),
+            None => tracing::debug!(path, "ignoring an invalidation that names no resource"),
+        },
+        Invalidation::Resync => {
+            cache.forget_all();
+            cache.suspend_cache(false);
+        }
+        Invalidation::Down => cache.suspend_cache(true),
+    });
+    tracing::info!(limits = %limiter.describe(), "limits counted in Redis; lookups invalidated across replicas");
+    let backend = LimitBackend { limiter, lease_ttl };
+    Ok(LimitsSetup {
+        backend,
+        bus: Some((bus, subscription)),
+    })
 }
 
 /// The management API on the gateway's listener, and every replica following the store.

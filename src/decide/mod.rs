@@ -69,6 +69,33 @@ impl Target {
         }
     }
 
+    /// The target a [`Target::path`] names (how replicas name stale lookups to each other).
+    pub fn from_path(path: &str) -> Option<Target> {
+        if let Some(host) = path.strip_prefix("dns:") {
+            return Some(Target::Host(host.to_string()));
+        }
+        if let Some(q) = path.strip_prefix("/store/items?") {
+            let (mut ns, mut key) = (None, None);
+            for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+                match k.as_ref() {
+                    "namespace" => ns = Some(v.into_owned()),
+                    "key" => key = Some(v.into_owned()),
+                    _ => return None,
+                }
+            }
+            return Some(Target::StoreItem(ns?, key?));
+        }
+        let one = |prefix: &str| {
+            path.strip_prefix(prefix)
+                .filter(|id| !id.is_empty() && !id.contains(['/', '?']))
+                .map(str::to_string)
+        };
+        one("/threads/")
+            .map(Target::Thread)
+            .or_else(|| one("/assistants/").map(Target::Assistant))
+            .or_else(|| one("/runs/crons/").map(Target::Cron))
+    }
+
     /// The tags access policies read: a store item's `value`, anything else's `metadata`.
     pub fn tags(&self, v: &Value) -> Map<String, Value> {
         match self {

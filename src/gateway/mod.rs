@@ -7,6 +7,7 @@
 
 mod headers;
 pub mod idle;
+mod limit;
 pub mod malformed_head;
 mod pipeline;
 pub mod pool;
@@ -36,8 +37,9 @@ use crate::decide::{
     self, empty_map, metadata_ref, Decision, Facts, Forward, Input, Next, Outcome, Reply,
     ResponsePlan, SearchPlan, Target,
 };
-use crate::error::{AuthFailure, Delivery, GatewayError, Side};
+use crate::error::{AuthFailure, Delivery, GatewayError, LimitHit, Side};
 use crate::gateway::headers::*;
+pub use crate::gateway::limit::LimitBackend;
 use crate::gateway::pool::PooledBody;
 use crate::gateway::upstream::{UpBody, Upstream};
 use crate::ops::audit::{AuditLine, LineSink};
@@ -120,6 +122,10 @@ pub struct Gateway {
     pub body_budget: BodyBudget,
     /// The management API (`/api/v1/...`), when a policy store is configured.
     pub management: std::sync::OnceLock<Arc<dyn Management>>,
+    /// The limiter the policy's `limits:` count against.
+    pub limits: LimitBackend,
+    /// Tells the other replicas on the same Redis which cached lookups a write made stale.
+    pub bus: Option<Arc<crate::limits::bus::Bus>>,
     audit_seq: AtomicU64,
     /// Where audit lines are written directly as JSON (the server's log sink); `None`: as a
     /// `tracing` event.
@@ -144,9 +150,26 @@ impl Gateway {
             draining: AtomicBool::new(false),
             shadow: arc_swap::ArcSwapOption::empty(),
             management: std::sync::OnceLock::new(),
+            limits: LimitBackend {
+                limiter: Arc::new(crate::limits::local::Local::new(1 << 20)),
+                lease_ttl: crate::limits::DEFAULT_LEASE_TTL,
+            },
+            bus: None,
             audit_seq: AtomicU64::new(1),
             audit_out: None,
         }
+    }
+
+    /// Count limits against `backend` (the default is an in-process limiter).
+    pub fn with_limits(mut self, backend: LimitBackend) -> Gateway {
+        self.limits = backend;
+        self
+    }
+
+    /// Publish the lookups a write made stale on `bus`, for every replica to evict.
+    pub fn with_bus(mut self, bus: Arc<crate::limits::bus::Bus>) -> Gateway {
+        self.bus = Some(bus);
+        self
     }
 
     /// Write audit lines as JSON straight into `sink` (when the log format is JSON) rather

@@ -3,8 +3,26 @@
 use super::*;
 use crate::routes::RouteMatch;
 
+/// An authorized request on its way out: its route, how many of the route's event it makes,
+/// its head and its body.
+pub(super) struct Decided<'a> {
+    route: &'a RouteMatch,
+    units: u32,
+    parts: http::request::Parts,
+    raw: Bytes,
+}
+
 /// A response, with who asked and what was decided (for metrics and the audit log).
 pub(super) type Answered = (Response<RespBody>, Option<Arc<User>>, Option<Decision>);
+/// A finished request: the response, who asked, what was decided, the decision label and the
+/// limit that refused it (if one did).
+type Settled = (
+    Response<RespBody>,
+    Option<Arc<User>>,
+    Option<Decision>,
+    &'static str,
+    Option<Box<LimitHit>>,
+);
 /// A refusal, with who asked and what was decided, as far as the request got.
 pub(super) type Refused = (GatewayError, Option<Arc<User>>, Option<Decision>);
 
@@ -26,7 +44,7 @@ impl Gateway {
             Ok(()) => self.handle_inner(req, &peer, &policy).await,
             Err(e) => Err((e, None, None)),
         };
-        let (mut resp, user, decision, label) = self.settle(result);
+        let (mut resp, user, decision, label, limit) = self.settle(result);
         // An HTTP/1 refusal may leave the request body unread; then the connection cannot be
         // reused, and the client must be told so rather than lose its next request.
         if h1_with_body && label != "allow" && label != "public" {
@@ -52,6 +70,7 @@ impl Gateway {
                 label,
                 user.as_deref(),
                 decision.as_ref(),
+                limit.as_deref(),
                 &policy,
                 elapsed,
             );
@@ -61,19 +80,11 @@ impl Gateway {
 
     /// The response and its decision label (`allow`, `public`, `deny` or `error`); an
     /// authentication failure is counted by its typed reason.
-    fn settle(
-        &self,
-        result: Result<Answered, Refused>,
-    ) -> (
-        Response<RespBody>,
-        Option<Arc<User>>,
-        Option<Decision>,
-        &'static str,
-    ) {
+    fn settle(&self, result: Result<Answered, Refused>) -> Settled {
         match result {
             Ok((r, u, d)) => {
                 let label = if u.is_some() { "allow" } else { "public" };
-                (r, u, d, label)
+                (r, u, d, label, None)
             }
             Err((e, u, d)) => {
                 if e.status == StatusCode::UNAUTHORIZED && u.is_none() {
@@ -89,7 +100,7 @@ impl Gateway {
                 } else {
                     "error"
                 };
-                (error_response(&e), u, d, label)
+                (error_response(&e), u, d, label, e.limit)
             }
         }
     }
@@ -139,6 +150,7 @@ impl Gateway {
                 "deny",
                 None,
                 None,
+                None,
                 &policy,
                 Duration::ZERO,
             );
@@ -172,6 +184,7 @@ impl Gateway {
         label: &str,
         user: Option<&User>,
         decision: Option<&Decision>,
+        limit: Option<&LimitHit>,
         policy: &Policy,
         elapsed: Duration,
     ) {
@@ -184,6 +197,7 @@ impl Gateway {
             user: user.map_or("-", |u| u.identity.as_str()),
             steps: decision.map_or(&[], |d| d.steps.as_slice()),
             access: decision.map_or(&[], |d| d.access.as_slice()),
+            limit,
             policy: &policy.version,
             elapsed,
         };
@@ -210,6 +224,8 @@ impl Gateway {
             access = %line.access(),
             filters = %line.filters(),
             stamped = %line.stamped(),
+            limit = limit.map(|l| l.name.as_str()),
+            limit_key = limit.map(|l| l.key.as_str()),
             policy = %line.policy,
             elapsed_us = elapsed.as_micros() as u64,
             "decision"
@@ -254,11 +270,17 @@ impl Gateway {
             .read_body(&parts.headers, body, &mut held)
             .await
             .map_err(with_user)?;
-        let decision = self
+        let (decision, units) = self
             .decide(policy, &user, &route, parts.uri.query(), &raw)
             .await
             .map_err(with_user)?;
-        self.respond(policy, parts, raw, decision, user, peer).await
+        let request = Decided {
+            route: &route,
+            units,
+            parts,
+            raw,
+        };
+        self.respond(policy, request, decision, user, peer).await
     }
 
     /// The management API: off (404) without a policy store and `settings.management`; else
@@ -296,7 +318,8 @@ impl Gateway {
     }
 
     /// Decide the request, looking up what the decision needs (the lookup cache first), and
-    /// let the shadow policy decide the same request.
+    /// let the shadow policy decide the same request. Also how many of the route's event the
+    /// request makes (the items of a run batch; else 1), which limits count.
     async fn decide(
         &self,
         policy: &Policy,
@@ -304,8 +327,12 @@ impl Gateway {
         route: &RouteMatch,
         query: Option<&str>,
         raw: &[u8],
-    ) -> Result<Decision, GatewayError> {
+    ) -> Result<(Decision, u32), GatewayError> {
         let parsed = decide::parse_body(route, raw)?;
+        let units = match &parsed {
+            decide::Body::Array(items) => u32::try_from(items.len()).unwrap_or(u32::MAX),
+            _ => 1,
+        };
         let input = Input {
             route,
             query,
@@ -320,7 +347,7 @@ impl Gateway {
             self.shadow_compare(&shadow, policy, user, &input, facts, &decision)
                 .await;
         }
-        Ok(decision)
+        Ok((decision, units))
     }
 
     /// The decision loop: decide, and while the decision needs a resource, look it up.
@@ -354,12 +381,12 @@ impl Gateway {
         }
     }
 
-    /// Carry out the decision: refuse, reply, or forward and stream the answer back.
+    /// Carry out the decision: refuse, reply, or (once the limits pass) forward and stream the
+    /// answer back.
     async fn respond(
         &self,
         policy: &Policy,
-        parts: http::request::Parts,
-        raw: Bytes,
+        request: Decided<'_>,
         mut decision: Decision,
         user: Arc<User>,
         peer: &Peer,
@@ -379,11 +406,21 @@ impl Gateway {
             Outcome::Reply(r) => return Ok((reply_response(r), Some(user), Some(decision))),
             Outcome::Forward(fwd) => fwd,
         };
+        let Decided {
+            route,
+            units,
+            parts,
+            raw,
+        } = request;
+        let admitted = match self.limit(policy, route, units, &user).await {
+            Ok(a) => a,
+            Err(e) => return Err((e, Some(user), Some(decision))),
+        };
         match self
             .forward_decided(policy, parts, raw, fwd, &user, peer)
             .await
         {
-            Ok(r) => Ok((r, Some(user), Some(decision))),
+            Ok(r) => Ok((self.hold(admitted, r), Some(user), Some(decision))),
             Err(e) => Err((e, Some(user), Some(decision))),
         }
     }
@@ -411,7 +448,32 @@ impl Gateway {
         for t in &invalidate {
             self.upstream.invalidate(t);
         }
+        self.tell_replicas(invalidate);
         r
+    }
+
+    /// Tell every replica on the bus (this one too) that these lookups are stale, off the
+    /// request path: the cache's TTL bounds what a lost message costs.
+    fn tell_replicas(&self, stale: Vec<Target>) {
+        let Some(bus) = self.bus.clone() else { return };
+        if stale.is_empty() {
+            return;
+        }
+        tokio::spawn(async move {
+            for t in stale {
+                let key = t.path();
+                // A Redis that just came back is reconnected in the background: a few tries.
+                for pause in [50, 200, 500, 0] {
+                    match bus.publish(&key).await {
+                        Ok(_) => break,
+                        Err(e) if pause == 0 => {
+                            tracing::warn!(error = %e, "could not tell the other replicas a lookup is stale");
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(pause)).await,
+                    }
+                }
+            }
+        });
     }
 
     /// Forward a public route: no user, no handler, and no body (anyone may call a public

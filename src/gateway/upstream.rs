@@ -41,7 +41,11 @@ pub struct Upstream {
     cfg: UpstreamConfig,
     /// The `Host` header for forwarded requests.
     host: http::HeaderValue,
-    cache: MemoryCache<Target, Fetched>,
+    /// Entries carry the epoch they were cached in; [`Upstream::forget_all`] starts a new one.
+    cache: MemoryCache<Target, (u64, Fetched)>,
+    epoch: AtomicU64,
+    /// Set while the replicas' invalidation feed is down: nothing cached is trusted.
+    suspended: std::sync::atomic::AtomicBool,
     inflight: std::sync::Mutex<std::collections::HashMap<Target, Arc<tokio::sync::Mutex<()>>>>,
     writes: AtomicU64,
     ttl: Duration,
@@ -92,6 +96,8 @@ impl Upstream {
             cfg,
             host,
             cache: MemoryCache::new(cache_capacity.max(16)),
+            epoch: AtomicU64::new(0),
+            suspended: std::sync::atomic::AtomicBool::new(false),
             inflight: std::sync::Mutex::new(std::collections::HashMap::new()),
             writes: AtomicU64::new(0),
             ttl,
@@ -192,8 +198,13 @@ impl Upstream {
 
     /// The live cache entry for a target (ids are canonical: the decision refuses others).
     fn live(&self, key: &Target) -> Option<Fetched> {
+        if self.suspended.load(Ordering::Acquire) {
+            return None;
+        }
         match self.cache.get(key) {
-            (Some(f), CacheStatus::Hit) => Some(f),
+            (Some((epoch, f)), CacheStatus::Hit) if epoch == self.epoch.load(Ordering::Acquire) => {
+                Some(f)
+            }
             _ => None,
         }
     }
@@ -223,10 +234,11 @@ impl Upstream {
                 // Cache the answer only if no write went through the gateway while it was
                 // being fetched: the answer may predate that write.
                 let writes = self.writes.load(Ordering::Acquire);
+                let epoch = self.epoch.load(Ordering::Acquire);
                 let f = self.fetch(t).await;
                 if let Ok(v) = &f {
                     if self.writes.load(Ordering::Acquire) == writes {
-                        self.cache.put(&key, v.clone(), Some(self.ttl));
+                        self.cache.put(&key, (epoch, v.clone()), Some(self.ttl));
                     }
                 }
                 f.map(|v| (v, false))
@@ -244,6 +256,19 @@ impl Upstream {
     /// Look a resource up, through the cache.
     pub async fn lookup(self: &Arc<Self>, t: &Target) -> Result<Fetched, GatewayError> {
         self.lookup_with_hit(t).await.map(|(f, _)| f)
+    }
+
+    /// Forget every cached resource (the replicas' invalidation feed lost messages).
+    pub fn forget_all(&self) {
+        self.writes.fetch_add(1, Ordering::AcqRel);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Trust nothing cached (`true`: the invalidation feed is down, so another replica's write
+    /// would go unheard) or trust it again (`false`, after [`Upstream::forget_all`]). Lookups
+    /// still coalesce while suspended.
+    pub fn suspend_cache(&self, suspended: bool) {
+        self.suspended.store(suspended, Ordering::Release);
     }
 
     /// Forget a cached resource (after a write through the gateway, successful or not).

@@ -34,6 +34,9 @@ pub enum Invalidation<'a> {
     /// The subscription (re)started: messages published while it was down are lost, so every
     /// cached entry is suspect.
     Resync,
+    /// The subscription is down: until the next [`Invalidation::Resync`] nothing is heard, so
+    /// nothing cached can be trusted to be fresh.
+    Down,
 }
 
 /// The bus on one Redis.
@@ -78,16 +81,25 @@ impl Bus {
         })
     }
 
-    /// Tell every replica that `key` is stale. Returns how many subscribers heard it.
+    /// Tell every replica that `key` is stale. Returns how many subscribers heard it. A
+    /// connection that broke since the last call (Redis restarted) is noticed by the first
+    /// attempt and replaced for a second one, so a message is not lost to a stale socket.
     pub async fn publish(&self, key: &str) -> Result<usize, LimitError> {
-        let mut conn = self.conn.clone();
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(CHANNEL).arg(key);
-        timed(self.timeout, cmd.query_async::<usize>(&mut conn)).await
+        let mut conn = self.conn.clone();
+        match timed(self.timeout, cmd.query_async::<usize>(&mut conn)).await {
+            Err(LimitError::Unavailable(_)) => {
+                let mut conn = self.conn.clone();
+                timed(self.timeout, cmd.query_async::<usize>(&mut conn)).await
+            }
+            other => other,
+        }
     }
 
     /// Call `on` for every message on the channel, from a task spawned on the current runtime,
-    /// until the returned handle is dropped. `on` runs on that task: it must not block.
+    /// until the returned handle is dropped. `on` runs on that task: it must not block. Until
+    /// the first [`Invalidation::Resync`] the subscriber is not yet listening.
     pub fn subscribe(&self, on: impl Fn(Invalidation<'_>) + Send + Sync + 'static) -> Subscription {
         let client = self.client.clone();
         let connect_timeout = self.connect_timeout;
@@ -105,6 +117,7 @@ async fn listen(client: redis::Client, connect_timeout: Duration, on: Callback) 
         let (subscribed, why) = session(&client, connect_timeout, &on).await;
         if subscribed {
             backoff = BACKOFF_MIN;
+            on(Invalidation::Down);
         }
         tracing::warn!(reason = %why, retry_in = ?backoff, "invalidation bus disconnected");
         tokio::time::sleep(backoff).await;

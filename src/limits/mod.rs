@@ -167,6 +167,34 @@ impl Lease {
     }
 }
 
+/// The check a policy limit makes for one request (`ttl`: how long a concurrency lease
+/// outlives its last renewal).
+pub fn check_of(applied: &crate::policy::limits::Applied<'_>, ttl: Duration) -> Check {
+    use crate::policy::limits::Quota;
+    match applied.limit.quota {
+        Quota::Rate {
+            requests,
+            period,
+            burst,
+        } => Check::Rate {
+            key: applied.key.clone(),
+            requests,
+            period,
+            burst,
+            cost: applied.cost,
+        },
+        Quota::Concurrent { limit } => Check::Concurrent {
+            key: applied.key.clone(),
+            limit,
+            ttl,
+        },
+    }
+}
+
+/// How long a concurrency lease outlives its holder's last renewal by default: a replica that
+/// dies frees its slots within this.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
+
 /// A limiter backend, shared by every serving thread.
 #[async_trait]
 pub trait Limiter: Send + Sync {

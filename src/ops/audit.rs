@@ -9,6 +9,7 @@
 use std::time::{Duration, SystemTime};
 
 use crate::decide::Step;
+use crate::error::LimitHit;
 use crate::policy::access::AccessDecision;
 
 /// Where finished audit lines go (the buffered log sink in the server).
@@ -42,6 +43,8 @@ pub struct AuditLine<'a> {
     pub steps: &'a [Step],
     /// The access-policy decisions.
     pub access: &'a [AccessDecision],
+    /// The limit that refused the request (429) or could not be checked (503).
+    pub limit: Option<&'a LimitHit>,
     /// The policy version.
     pub policy: &'a str,
     /// Time from the request's arrival to the response headers.
@@ -156,6 +159,10 @@ impl AuditLine<'_> {
         field_with(out, "access", |e| self.put_access(e));
         field_with(out, "filters", |e| self.put_filters(e));
         field_with(out, "stamped", |e| self.put_stamped(e));
+        if let Some(l) = self.limit {
+            field_str(out, "limit", &l.name);
+            field_str(out, "limit_key", &l.key);
+        }
         field_str(out, "policy", self.policy);
         out.extend_from_slice(b",\"elapsed_us\":");
         let micros = u64::try_from(self.elapsed.as_micros()).unwrap_or(u64::MAX);
@@ -311,6 +318,7 @@ mod tests {
             user: "alice",
             steps: &[],
             access: &[],
+            limit: None,
             policy: "abc",
             elapsed: Duration::from_micros(42),
         };
@@ -423,6 +431,7 @@ mod tests {
             user: "u",
             steps: &steps,
             access: &access,
+            limit: None,
             policy: "v",
             elapsed: Duration::from_micros(7),
         };

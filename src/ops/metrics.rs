@@ -51,6 +51,15 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+/// A limit check's outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// The limit's name.
+    pub limit: String,
+    /// `allowed`, `refused` or `error` (the limiter could not be asked).
+    pub outcome: &'static str,
+}
+
 /// The policy version currently loaded.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabel {
@@ -108,6 +117,10 @@ pub struct Metrics {
     pub policy_store_revision: Gauge,
     /// Changes made through the management API.
     pub policy_changes: Counter,
+    /// Limit checks by limit and outcome.
+    pub limit_checks: Family<LimitLabels, Counter>,
+    /// 1 while the limiter answered its last call, 0 after it failed.
+    pub limits_backend_up: Gauge,
 }
 
 impl Default for Metrics {
@@ -145,6 +158,8 @@ impl Metrics {
             policy_store_up: Gauge::default(),
             policy_store_revision: Gauge::default(),
             policy_changes: Counter::default(),
+            limit_checks: Family::default(),
+            limits_backend_up: Gauge::default(),
         };
         m.register_all();
         m
@@ -174,6 +189,8 @@ impl Metrics {
         r.register("in_flight_requests", "Requests in flight", self.in_flight.clone());
         r.register("shadow_disagreements", "Requests on which the shadow policy decided differently", self.shadow_disagreements.clone());
         r.register("open_connections", "Open client connections", self.open_connections.clone());
+        r.register("limit_checks", "Limit checks by limit and outcome (allowed, refused, error)", self.limit_checks.clone());
+        r.register("limits_backend_up", "1 while the limiter answered its last call, 0 after it failed", self.limits_backend_up.clone());
     }
 
     /// Register the policy store's metrics (only when a store is configured).
@@ -183,6 +200,15 @@ impl Metrics {
         r.register("policy_store_up", "1 while the policy store answers, 0 while it does not", self.policy_store_up.clone());
         r.register("policy_store_revision", "The policy store revision being enforced", self.policy_store_revision.clone());
         r.register("policy_changes", "Changes made through the management API", self.policy_changes.clone());
+    }
+
+    /// Count one limit check.
+    pub fn limit_checked(&self, limit: &str, outcome: &'static str) {
+        let labels = LimitLabels {
+            limit: limit.to_string(),
+            outcome,
+        };
+        self.limit_checks.get_or_create(&labels).inc();
     }
 
     /// Text exposition format.

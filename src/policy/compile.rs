@@ -19,6 +19,7 @@ use crate::authn::jwt::JwtAuthenticator;
 use crate::authn::{ApiKeys, Authenticator};
 use crate::policy::access::{AccessControl, AccessPolicyConfig};
 use crate::policy::config::{self, ConfigError, DefaultDecision, PolicyFile, SettingsConfig};
+use crate::policy::limits::{Limit, Limits};
 use crate::policy::webhook::WebhookPolicy;
 
 /// What compiling has gathered from the files so far.
@@ -30,6 +31,7 @@ struct Compiler {
     handlers: Vec<(String, Handler)>,
     roles: Option<HashMap<String, Vec<String>>>,
     access_policies: Vec<AccessPolicyConfig>,
+    limits: Vec<Limit>,
     /// The policy version: every file's name and text (and API key files).
     hasher: Sha256,
 }
@@ -72,6 +74,7 @@ impl Policy {
             c.access_policies
                 .extend(file.access_policies.iter().cloned());
             c.add_handlers(src, file);
+            c.add_limits(src, file);
         }
         c.finish(files)
     }
@@ -210,6 +213,27 @@ impl Compiler {
         }
     }
 
+    /// Limits may be written in any file, each name once.
+    fn add_limits(&mut self, src: Source<'_>, file: &PolicyFile) {
+        for (i, c) in file.limits.iter().enumerate() {
+            let at = format!("limits[{i}]");
+            if self.limits.iter().any(|l| l.name == c.name) {
+                let m = format!("a limit named {:?} is already defined", c.name);
+                self.errors
+                    .push(src.error(&format!("{at}.name"), &c.name, m));
+                continue;
+            }
+            match Limit::compile(c) {
+                Ok(l) => self.limits.push(l),
+                Err((key, m)) => {
+                    let needle = key.split(['.', '[']).next().unwrap_or("limits").to_string();
+                    self.errors
+                        .push(src.error(&format!("{at}.{key}"), &needle, m));
+                }
+            }
+        }
+    }
+
     /// Check the settings, compile the access control, resolve every event's handler.
     fn finish(
         mut self,
@@ -282,6 +306,8 @@ impl Compiler {
             authenticators: self.authenticators,
             handlers,
             access: access.unwrap_or_default(),
+            limits: Limits::new(self.limits),
+            rate_limit_headers: settings.rate_limit_headers.unwrap_or(true),
             management,
             managed: Arc::default(),
             warnings,

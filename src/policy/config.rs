@@ -32,6 +32,9 @@ pub struct PolicyFile {
     /// ABAC access policies, LangSmith's JSON.
     #[serde(default)]
     pub access_policies: Vec<crate::policy::access::AccessPolicyConfig>,
+    /// Quotas and rate limits.
+    #[serde(default)]
+    pub limits: Vec<crate::policy::limits::LimitConfig>,
 }
 
 /// Decision for an event no handler covers.
@@ -67,6 +70,9 @@ pub struct SettingsConfig {
     pub search: Option<SearchConfig>,
     /// The management API for roles and access policies (off when absent).
     pub management: Option<ManagementConfig>,
+    /// Send the `RateLimit-Policy` and `RateLimit` headers on allowed responses that a limit
+    /// counted (default true; refusals always carry them).
+    pub rate_limit_headers: Option<bool>,
 }
 
 /// Who may call the management API (docs/access-control.md).

@@ -8,6 +8,7 @@ pub mod access;
 mod compile;
 pub mod config;
 pub mod filter;
+pub mod limits;
 pub mod managed;
 pub mod template;
 pub mod webhook;
@@ -137,6 +138,10 @@ pub struct Policy {
     handlers: Vec<Option<Arc<Handler>>>,
     /// Roles and access policies.
     pub access: AccessControl,
+    /// Quotas and rate limits.
+    pub limits: limits::Limits,
+    /// Send `RateLimit-Policy` and `RateLimit` on allowed responses a limit counted.
+    pub rate_limit_headers: bool,
     /// The permission the management API requires (None: the API is off).
     pub management: Option<String>,
     /// What the management API lists: the store's state this snapshot was built with, and the

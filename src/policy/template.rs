@@ -98,6 +98,14 @@ impl StrTemplate {
         Ok(StrTemplate { pieces })
     }
 
+    /// Whether the template is a list placeholder (`{user.roles}`, `{user.permissions}`).
+    pub fn is_list(&self) -> bool {
+        matches!(
+            self.pieces.as_slice(),
+            [Piece::Var(Var::Permissions | Var::Roles)]
+        )
+    }
+
     /// Whether the string has no placeholder.
     pub fn is_literal(&self) -> bool {
         self.pieces.iter().all(|p| matches!(p, Piece::Lit(_)))

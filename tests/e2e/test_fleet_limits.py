@@ -161,11 +161,16 @@ def start_run(r: Replica, headers: dict[str, str], tid: str) -> httpx.Response:
 def test_thirty_runs_a_minute_hold_exactly_across_three_replicas(stack, capsys):
     replicas = stack["replicas"]
     tid = new_thread(replicas[0], key("alice"))
+    started = time.monotonic()
     with futures.ThreadPoolExecutor(max_workers=25) as pool:
         answers = list(pool.map(lambda i: start_run(replicas[i % 3], key("alice"), tid), range(100)))
+    elapsed = time.monotonic() - started
     codes = [a.status_code for a in answers]
-    assert codes.count(200) == 30, sorted(set(codes))
-    assert codes.count(429) == 70
+    assert set(codes) == {200, 429}, sorted(set(codes))
+    # GCRA: a fresh key takes 30 at once, then one more every 2 s (30 a minute); the 100
+    # attempts take a few seconds, so exactly 30 plus one per whole 2 s elapsed may pass.
+    allowed = codes.count(200)
+    assert 30 <= allowed <= 30 + int(elapsed // 2), (allowed, elapsed)
     refused = [a for a in answers if a.status_code == 429]
     for a in refused:
         assert "runs-per-user" in a.json()["detail"]
@@ -181,12 +186,12 @@ def test_thirty_runs_a_minute_hold_exactly_across_three_replicas(stack, capsys):
     assert start_run(replicas[0], key("alice"), tid).status_code == 429
     # The agent server holds exactly the runs that were let through.
     runs = httpx.get(f"{stack['up']}/threads/{tid}/runs", params={"limit": 1000}, timeout=10).json()
-    assert len(runs) == 31
+    assert len(runs) == allowed + 1
     # Another user is not affected.
     bob_tid = new_thread(replicas[0], key("bob"))
     assert start_run(replicas[1], key("bob"), bob_tid).status_code == 200
     with capsys.disabled():
-        print(f"\n  100 concurrent run creations over 3 replicas: {codes.count(200)} allowed, {codes.count(429)} refused")
+        print(f"\n  100 concurrent run creations over 3 replicas in {elapsed:.1f} s: {allowed} allowed, {codes.count(429)} refused")
 
 
 def test_a_tenant_key_from_a_jwt_claim_groups_its_users(stack):

@@ -1,0 +1,342 @@
+//! The limit phase: after a request is authorized (a denied request spends nothing), every
+//! limit of the policy whose events the route raises and whose `when` holds for the user is
+//! checked, all in one call to the limiter. Either all pass and all are spent, or the request
+//! is refused with 429 naming the limit. Concurrency slots are held as leases for the life of
+//! the response body, renewed while it streams, released when it ends.
+//!
+//! A request no limit matches never reaches the limiter (with no `limits:` section this phase
+//! is one branch).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use hyper::body::{Body, Frame, SizeHint};
+
+use super::*;
+use crate::limits::{self, Lease, LimitError, Limiter, Verdict};
+use crate::policy::limits::{Applied, OnError, Quota};
+use crate::routes::RouteMatch;
+
+/// What the limits let through: the leases to hold while the response streams, and the
+/// `RateLimit-Policy` / `RateLimit` headers to send.
+#[derive(Default)]
+pub(super) struct Admitted {
+    leases: Vec<Lease>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// The limiter a gateway checks against, and how long its leases outlive a renewal.
+pub struct LimitBackend {
+    /// The backend (in-process or Redis).
+    pub limiter: Arc<dyn Limiter>,
+    /// How long a concurrency lease outlives its last renewal.
+    pub lease_ttl: Duration,
+}
+
+impl Gateway {
+    /// Check the limits that apply to an authorized request.
+    pub(super) async fn limit(
+        &self,
+        policy: &Policy,
+        route: &RouteMatch,
+        units: u32,
+        user: &User,
+    ) -> Result<Admitted, GatewayError> {
+        if policy.limits.is_empty() {
+            return Ok(Admitted::default());
+        }
+        let applied = policy
+            .limits
+            .applicable(route.route.events, units, user)
+            .map_err(GatewayError::forbidden)?;
+        if applied.is_empty() {
+            return Ok(Admitted::default());
+        }
+        if let Some(e) = oversized(&applied) {
+            return Err(e);
+        }
+        let backend = &self.limits;
+        let checks: Vec<_> = applied
+            .iter()
+            .map(|a| limits::check_of(a, backend.lease_ttl))
+            .collect();
+        match backend.limiter.check(&checks).await {
+            Ok((verdicts, leases)) => {
+                self.metrics.limits_backend_up.set(1);
+                self.judge(policy, &applied, &verdicts, leases)
+            }
+            Err(e) => {
+                self.metrics.limits_backend_up.set(0);
+                self.unchecked(&applied, &e)
+            }
+        }
+    }
+
+    /// The limiter answered: all passed (spent), or the first refusal.
+    fn judge(
+        &self,
+        policy: &Policy,
+        applied: &[Applied<'_>],
+        verdicts: &[Verdict],
+        leases: Vec<Lease>,
+    ) -> Result<Admitted, GatewayError> {
+        let refused = verdicts.iter().position(|v| !v.is_allowed());
+        for (a, v) in applied.iter().zip(verdicts) {
+            let outcome = if v.is_allowed() { "allowed" } else { "refused" };
+            if refused.is_none() || !v.is_allowed() {
+                self.metrics.limit_checked(&a.limit.name, outcome);
+            }
+        }
+        let headers = rate_limit_headers(applied, verdicts);
+        let Some(i) = refused else {
+            let headers = if policy.rate_limit_headers {
+                headers
+            } else {
+                Vec::new()
+            };
+            return Ok(Admitted { leases, headers });
+        };
+        let (a, v) = (&applied[i], verdicts[i]);
+        let mut e = GatewayError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "Too many requests: limit {} allows {}",
+                a.limit.name,
+                a.limit.describe()
+            ),
+        );
+        if let Verdict::Limited { retry_after, .. } = v {
+            e.headers.push((
+                header::RETRY_AFTER,
+                HeaderValue::from(ceil_secs(retry_after)),
+            ));
+        }
+        e.headers.extend(headers);
+        e.limit = Some(hit(a));
+        Err(e)
+    }
+
+    /// The limiter could not be asked: each limit's `on_error` says what that means; the
+    /// first limit that denies refuses the request with 503.
+    fn unchecked(
+        &self,
+        applied: &[Applied<'_>],
+        why: &LimitError,
+    ) -> Result<Admitted, GatewayError> {
+        for a in applied {
+            self.metrics.limit_checked(&a.limit.name, "error");
+        }
+        let Some(a) = applied.iter().find(|a| a.limit.on_error == OnError::Deny) else {
+            tracing::warn!(error = %why, "limiter unavailable; the limits that apply allow on error");
+            return Ok(Admitted::default());
+        };
+        tracing::warn!(error = %why, limit = %a.limit.name, "limiter unavailable; refusing");
+        let mut e = GatewayError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "Limit {} cannot be checked now (the limiter is unavailable); retry later",
+                a.limit.name
+            ),
+        );
+        e.side = crate::error::Side::Internal;
+        e.headers
+            .push((header::RETRY_AFTER, HeaderValue::from(1u64)));
+        e.limit = Some(hit(a));
+        Err(e)
+    }
+
+    /// Hold the leases for the life of the response body (renewed while it streams) and add
+    /// the rate-limit headers.
+    pub(super) fn hold(&self, admitted: Admitted, resp: Response<RespBody>) -> Response<RespBody> {
+        let Admitted { leases, headers } = admitted;
+        let (mut parts, body) = resp.into_parts();
+        for (name, value) in headers {
+            parts.headers.append(name, value);
+        }
+        if leases.is_empty() {
+            return Response::from_parts(parts, body);
+        }
+        let held = Held::new(leases, self.limits.limiter.clone(), self.limits.lease_ttl);
+        Response::from_parts(
+            parts,
+            BodyExt::boxed_unsync(Holding {
+                inner: body,
+                _held: held,
+            }),
+        )
+    }
+}
+
+/// A batch that asks for more than a limit's bucket holds can never pass: 429 without a
+/// `Retry-After`, as waiting would not help.
+fn oversized(applied: &[Applied<'_>]) -> Option<GatewayError> {
+    applied.iter().find_map(|a| match a.limit.quota {
+        Quota::Rate {
+            requests, burst, ..
+        } if a.cost > requests.saturating_add(burst) => {
+            let mut e = GatewayError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "Too many requests: this request counts {} against limit {}, which allows {}",
+                    a.cost,
+                    a.limit.name,
+                    a.limit.describe()
+                ),
+            );
+            e.limit = Some(hit(a));
+            Some(e)
+        }
+        _ => None,
+    })
+}
+
+fn hit(a: &Applied<'_>) -> Box<LimitHit> {
+    Box::new(LimitHit {
+        name: a.limit.name.clone(),
+        key: a.key.clone(),
+    })
+}
+
+/// Whole seconds, rounded up, at least 1 (a client told 0 would retry at once).
+fn ceil_secs(d: Duration) -> u64 {
+    let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    s.max(1)
+}
+
+/// The IETF `RateLimit-Policy` and `RateLimit` fields (draft-ietf-httpapi-ratelimit-headers):
+/// one list member per limit, named after it: `"free-runs";q=20;w=3600` and
+/// `"free-runs";r=19;t=180`.
+fn rate_limit_headers(
+    applied: &[Applied<'_>],
+    verdicts: &[Verdict],
+) -> Vec<(HeaderName, HeaderValue)> {
+    let mut policy = String::new();
+    let mut state = String::new();
+    for (a, v) in applied.iter().zip(verdicts) {
+        if !policy.is_empty() {
+            policy.push_str(", ");
+            state.push_str(", ");
+        }
+        let name = sf_string(&a.limit.name);
+        match a.limit.quota {
+            Quota::Rate {
+                requests, period, ..
+            } => {
+                policy.push_str(&format!("{name};q={requests};w={}", ceil_secs(period)));
+            }
+            Quota::Concurrent { limit } => policy.push_str(&format!("{name};q={limit}")),
+        }
+        let reset = match *v {
+            Verdict::Allowed { reset, .. } | Verdict::Limited { reset, .. } => reset,
+        };
+        let t = if reset.is_zero() { 0 } else { ceil_secs(reset) };
+        state.push_str(&format!("{name};r={};t={t}", v.remaining()));
+    }
+    let mut out = Vec::with_capacity(2);
+    for (n, v) in [("ratelimit-policy", policy), ("ratelimit", state)] {
+        if let Ok(v) = HeaderValue::try_from(v) {
+            out.push((HeaderName::from_static(n), v));
+        }
+    }
+    out
+}
+
+/// A structured-field string: quoted, `\` and `"` escaped, only printable ASCII (others
+/// become `?`).
+fn sf_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' '..='~' => out.push(c),
+            _ => out.push('?'),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Leases held by a response: renewed every `ttl / 3` by a task that holds only a weak
+/// reference, released (dropped) when the response body is.
+struct Held {
+    _leases: Arc<Vec<Lease>>,
+    renewal: tokio::task::AbortHandle,
+}
+
+impl Held {
+    fn new(leases: Vec<Lease>, limiter: Arc<dyn Limiter>, ttl: Duration) -> Held {
+        let leases = Arc::new(leases);
+        let weak = Arc::downgrade(&leases);
+        let every = (ttl / 3).max(Duration::from_millis(100));
+        let renewal = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(leases) = weak.upgrade() else { return };
+                if let Err(e) = limiter.renew(&leases).await {
+                    tracing::warn!(error = %e, "renewing concurrency leases failed");
+                }
+            }
+        })
+        .abort_handle();
+        Held {
+            _leases: leases,
+            renewal,
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.renewal.abort();
+    }
+}
+
+/// A response body that holds leases until it is dropped (streamed to the end, or the client
+/// went away).
+struct Holding {
+    inner: RespBody,
+    _held: Held,
+}
+
+impl Body for Holding {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_and_is_never_zero() {
+        assert_eq!(ceil_secs(Duration::from_millis(1)), 1);
+        assert_eq!(ceil_secs(Duration::ZERO), 1);
+        assert_eq!(ceil_secs(Duration::from_millis(2000)), 2);
+        assert_eq!(ceil_secs(Duration::from_millis(2001)), 3);
+    }
+
+    #[test]
+    fn names_are_structured_field_strings() {
+        assert_eq!(sf_string("free-runs"), "\"free-runs\"");
+        assert_eq!(sf_string("a\"b\\c\u{e9}"), "\"a\\\"b\\\\c?\"");
+    }
+}
