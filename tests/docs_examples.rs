@@ -8,10 +8,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const DOCS: [&str; 5] = [
+const DOCS: [&str; 6] = [
     "README.md",
     "docs/policies.md",
     "docs/access-control.md",
+    "docs/limits.md",
     "docs/operations.md",
     "deploy/README.md",
 ];

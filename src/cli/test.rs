@@ -77,6 +77,9 @@ pub struct Expect {
     pub status: Option<u16>,
     /// The detail of a refusal (request cases).
     pub detail: Option<String>,
+    /// The limits the action counts against, by name, with the key each counts under
+    /// (action cases; `{}`: none).
+    pub limits: Option<Map<String, Value>>,
 }
 
 /// One case.
@@ -176,6 +179,22 @@ fn check_action(
     if let Some(want) = &e.handler {
         let got = ex.handler.clone().map(Value::String).unwrap_or(Value::Null);
         diff(fails, "handler", &Value::String(want.clone()), &got);
+    }
+    if let Some(want) = &e.limits {
+        let got: Map<String, Value> = ex
+            .limits
+            .iter()
+            .map(|l| {
+                let key = l.key.clone().unwrap_or_else(|e| format!("error: {e}"));
+                (l.name.clone(), Value::String(key))
+            })
+            .collect();
+        diff(
+            fails,
+            "limits",
+            &Value::Object(want.clone()),
+            &Value::Object(got),
+        );
     }
     if !fails.is_empty() {
         fails.push(format!("  explain: {}", ex.words.join(" ")));

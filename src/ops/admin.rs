@@ -15,6 +15,8 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
+
+use crate::limits::Verdict;
 use tokio::net::TcpListener;
 
 use crate::gateway::Gateway;
@@ -78,6 +80,7 @@ impl Admin {
             (Method::GET, "/metrics") => self.metrics(&policy),
             (Method::POST, "/reload") => self.reload().await,
             (Method::GET, "/policies") => policies(&policy),
+            (Method::GET, "/limits/usage") => self.usage(&policy, req.uri().query()).await,
             _ => resp(
                 StatusCode::NOT_FOUND,
                 "application/json",
@@ -120,12 +123,77 @@ impl Admin {
                 "revision": policy.managed.revision,
             });
         }
+        if !policy.limits.is_empty() {
+            body["limits"] = json!({
+                "backend": self.gateway.limits.limiter.describe(),
+                "count": policy.limits.all().len(),
+            });
+        }
         let code = if ready {
             StatusCode::OK
         } else {
             StatusCode::SERVICE_UNAVAILABLE
         };
         resp(code, "application/json", body.to_string())
+    }
+
+    /// `GET /limits/usage?limit=NAME&value=VALUE`: what is left of one key of a limit (VALUE is
+    /// what the key template renders to, e.g. the user's identity), spending nothing.
+    async fn usage(&self, policy: &Policy, query: Option<&str>) -> Response<Full<Bytes>> {
+        let bad = |m: String| {
+            resp(
+                StatusCode::BAD_REQUEST,
+                "application/json",
+                json!({"detail": m}).to_string(),
+            )
+        };
+        let (mut name, mut value) = (None, None);
+        for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            match k.as_ref() {
+                "limit" => name = Some(v.into_owned()),
+                "value" => value = Some(v.into_owned()),
+                other => return bad(format!("unknown parameter {other:?} (limit, value)")),
+            }
+        }
+        let (Some(name), Some(value)) = (name, value) else {
+            return bad("give limit=NAME and value=VALUE (what the limit's key renders to)".into());
+        };
+        let Some(limit) = policy.limits.all().iter().find(|l| l.name == name) else {
+            let detail = json!({"detail": format!("no limit named {name:?}")}).to_string();
+            return resp(StatusCode::NOT_FOUND, "application/json", detail);
+        };
+        let applied = crate::policy::limits::Applied {
+            limit,
+            key: format!("{name}:{value}"),
+            cost: 1,
+        };
+        let backend = &self.gateway.limits;
+        let check = crate::limits::check_of(&applied, backend.lease_ttl);
+        match backend.limiter.usage(&check).await {
+            Ok(v) => {
+                let (reset, retry_after) = match v {
+                    Verdict::Allowed { reset, .. } => (reset, None),
+                    Verdict::Limited {
+                        reset, retry_after, ..
+                    } => (reset, Some(retry_after.as_secs_f64())),
+                };
+                let body = json!({
+                    "limit": name,
+                    "key": applied.key,
+                    "allows": limit.describe(),
+                    "backend": backend.limiter.describe(),
+                    "remaining": v.remaining(),
+                    "reset_seconds": reset.as_secs_f64(),
+                    "retry_after_seconds": retry_after,
+                });
+                resp(StatusCode::OK, "application/json", body.to_string())
+            }
+            Err(e) => {
+                let detail =
+                    json!({"detail": format!("the limiter cannot answer: {e}")}).to_string();
+                resp(StatusCode::SERVICE_UNAVAILABLE, "application/json", detail)
+            }
+        }
     }
 
     /// The metrics, with the authenticators' and the pool's counters read now.

@@ -36,8 +36,55 @@ pub struct Explain {
     pub filter_matches: Option<bool>,
     /// The access-policy decision.
     pub access: AccessDecision,
+    /// The limits this action counts against, with their keys (none: no field).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<LimitApplied>,
     /// The same, in sentences.
     pub words: Vec<String>,
+}
+
+/// A limit an action counts against.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LimitApplied {
+    /// The limit's name.
+    pub name: String,
+    /// The key it counts under (`name:value`), or why none can be rendered (the request
+    /// would then be refused).
+    #[serde(serialize_with = "key_or_error")]
+    pub key: Result<String, String>,
+    /// What it allows: `30 per 1m`, `5 at once`.
+    pub allows: String,
+}
+
+/// A key as a string, an unrenderable one as `{"error": why}`.
+fn key_or_error<S: serde::Serializer>(
+    key: &Result<String, String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match key {
+        Ok(k) => s.serialize_str(k),
+        Err(e) => serde_json::json!({ "error": e }).serialize(s),
+    }
+}
+
+/// The limits `user` doing `event` counts against, one at a time (so a key that cannot be
+/// rendered is reported on its own limit).
+fn limits_applied(policy: &Policy, user: &User, event: Event) -> Vec<LimitApplied> {
+    let mut out = Vec::new();
+    for l in policy.limits.all() {
+        let one = crate::policy::limits::Limits::new(vec![l.clone()]);
+        let key = match one.applicable(&[event], 1, user) {
+            Ok(a) if a.is_empty() => continue,
+            Ok(a) => Ok(a[0].key.clone()),
+            Err(e) => Err(e),
+        };
+        out.push(LimitApplied {
+            name: l.name.clone(),
+            key,
+            allows: l.describe(),
+        });
+    }
+    out
 }
 
 /// A filter back to its JSON form (for display).
@@ -96,7 +143,17 @@ pub fn explain(
         }
     }
     words.push(reason_words(access.reason));
-    let allowed = access.allowed && handler_denied.is_none() && filter_matches != Some(false);
+    let limits = limits_applied(policy, user, event);
+    for l in &limits {
+        words.push(match &l.key {
+            Ok(k) => format!("Limit {:?} counts it ({}) under key {k:?}.", l.name, l.allows),
+            Err(e) => format!("Limit {:?} applies but its key cannot be rendered ({e}): the request is refused (403).", l.name),
+        });
+    }
+    let allowed = access.allowed
+        && handler_denied.is_none()
+        && filter_matches != Some(false)
+        && limits.iter().all(|l| l.key.is_ok());
     words.push(if allowed {
         format!("Effect: allow {event}.")
     } else {
@@ -112,6 +169,7 @@ pub fn explain(
         metadata,
         filter_matches,
         access,
+        limits,
         words,
     }
 }

@@ -321,3 +321,122 @@ fn compile_one(c: &LimitConfig) -> Result<Limit, (String, String)> {
         on_error: c.on_error.unwrap_or_default(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(yaml: &str) -> LimitConfig {
+        serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    fn user(identity: &str, roles: &[&str], org: Option<&str>) -> User {
+        let mut u = User {
+            identity: identity.into(),
+            ..User::default()
+        };
+        u.roles = roles.iter().map(|r| r.to_string()).collect();
+        if let Some(org) = org {
+            u.attributes.insert("org".into(), org.into());
+        }
+        u
+    }
+
+    #[test]
+    fn periods_read_their_unit_and_refuse_the_rest() {
+        assert_eq!(parse_period("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_period("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_period("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_period("2d"), Ok(Duration::from_secs(172_800)));
+        for bad in ["1w", "h", "10", "0s", "-1s", "1.5h", "400d"] {
+            assert!(parse_period(bad).is_err(), "{bad}");
+        }
+        assert_eq!(format_period(Duration::from_secs(3600)), "1h");
+        assert_eq!(format_period(Duration::from_secs(90)), "90s");
+        assert_eq!(format_period(Duration::from_millis(1500)), "1500ms");
+    }
+
+    #[test]
+    fn compile_refuses_impossible_limits_naming_the_key() {
+        let cases = [
+            (
+                "name: a\nevents: []\nrate: {requests: 1, per: 1s}",
+                "events",
+            ),
+            (
+                "name: a\nevents: [threads:fly]\nrate: {requests: 1, per: 1s}",
+                "events[0]",
+            ),
+            (
+                "name: a\nevents: [threads:create]\nrate: {requests: 0, per: 1s}",
+                "rate.requests",
+            ),
+            (
+                "name: a\nevents: [threads:create]\nrate: {requests: 2000000, per: 1s}",
+                "rate",
+            ),
+            (
+                "name: a\nevents: [threads:create]\nconcurrent: 0",
+                "concurrent",
+            ),
+            ("name: a\nevents: [threads:create]", "rate"),
+            (
+                "name: a\nevents: [threads:create]\nconcurrent: 1\nrate: {requests: 1, per: 1s}",
+                "rate",
+            ),
+            (
+                "name: a\nevents: [threads:create]\nconcurrent: 1\nkey: '{user.roles}'",
+                "key",
+            ),
+            (
+                "name: a\nevents: [threads:create]\nconcurrent: 1\nkey: '{user.nope}'",
+                "key",
+            ),
+            (
+                "name: a\nevents: [threads:create]\nconcurrent: 1\nwhen: {}",
+                "when",
+            ),
+            ("name: ' '\nevents: [threads:create]\nconcurrent: 1", "name"),
+        ];
+        for (yaml, key) in cases {
+            let err = Limit::compile(&config(yaml)).unwrap_err();
+            assert_eq!(err.0, key, "{yaml}: {err:?}");
+        }
+        assert!(serde_yaml_ng::from_str::<LimitConfig>(
+            "name: a\nevents: []\nrate: {requests: 1, per: 1s, every: 2}"
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn applicable_matches_events_and_when_and_renders_the_key() {
+        let limits = Limits::new(vec![
+            Limit::compile(&config("name: free\nevents: [threads:create_run]\nwhen: {roles: [free]}\nrate: {requests: 20, per: 1h, burst: 5}")).unwrap(),
+            Limit::compile(&config("name: org\nevents: [threads:create_run, threads:create]\nkey: '{user.attributes.org}'\nconcurrent: 5")).unwrap(),
+        ]);
+        let run: Event = "threads:create_run".parse().unwrap();
+        let create: Event = "threads:create".parse().unwrap();
+        let alice = user("alice", &["free"], Some("acme"));
+        let got = limits.applicable(&[run], 3, &alice).unwrap();
+        let keys: Vec<_> = got.iter().map(|a| (a.key.as_str(), a.cost)).collect();
+        assert_eq!(keys, [("free:alice", 3), ("org:acme", 1)]);
+        assert_eq!(got[0].limit.describe(), "20 per 1h");
+        // Outside `when`, and for an event no limit names.
+        let paid = user("bob", &["paid"], Some("acme"));
+        assert_eq!(limits.applicable(&[run], 1, &paid).unwrap().len(), 1);
+        assert!(limits
+            .applicable(&["threads:read".parse().unwrap()], 1, &alice)
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            limits.applicable(&[create], 1, &paid).unwrap()[0].key,
+            "org:acme"
+        );
+        // A key that cannot be rendered is an error, never a shared empty key.
+        let nobody = user("carol", &[], None);
+        assert!(limits
+            .applicable(&[create], 1, &nobody)
+            .unwrap_err()
+            .contains("org"));
+    }
+}

@@ -187,6 +187,10 @@ def test_thirty_runs_a_minute_hold_exactly_across_three_replicas(stack, capsys):
     # The agent server holds exactly the runs that were let through.
     runs = httpx.get(f"{stack['up']}/threads/{tid}/runs", params={"limit": 1000}, timeout=10).json()
     assert len(runs) == allowed + 1
+    # Every replica's admin listener reads the same usage, spending nothing.
+    for r in replicas:
+        u = httpx.get(f"http://127.0.0.1:{r.admin_port}/limits/usage", params={"limit": "runs-per-user", "value": "alice"}, timeout=5).json()
+        assert u["key"] == "runs-per-user:alice" and u["remaining"] == 0 and u["retry_after_seconds"] > 0, u
     # Another user is not affected.
     bob_tid = new_thread(replicas[0], key("bob"))
     assert start_run(replicas[1], key("bob"), bob_tid).status_code == 200
