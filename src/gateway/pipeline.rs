@@ -401,10 +401,9 @@ impl Gateway {
                 headers: Vec::new(),
             }),
         );
-        let fwd = match outcome {
+        let outcome = match outcome {
             Outcome::Refuse(e) => return Err((e, Some(user), Some(decision))),
-            Outcome::Reply(r) => return Ok((reply_response(r), Some(user), Some(decision))),
-            Outcome::Forward(fwd) => fwd,
+            authorized => authorized,
         };
         let Decided {
             route,
@@ -412,9 +411,18 @@ impl Gateway {
             parts,
             raw,
         } = request;
+        // Authorized: the limits count it, whether the gateway answers it or the server does.
         let admitted = match self.limit(policy, route, units, &user).await {
             Ok(a) => a,
             Err(e) => return Err((e, Some(user), Some(decision))),
+        };
+        let fwd = match outcome {
+            Outcome::Forward(fwd) => fwd,
+            Outcome::Reply(r) => {
+                let r = self.hold(admitted, reply_response(r));
+                return Ok((r, Some(user), Some(decision)));
+            }
+            Outcome::Refuse(e) => return Err((e, Some(user), Some(decision))),
         };
         match self
             .forward_decided(policy, parts, raw, fwd, &user, peer)

@@ -248,8 +248,14 @@ impl Limit {
 }
 
 fn compile_one(c: &LimitConfig) -> Result<Limit, (String, String)> {
-    if c.name.trim().is_empty() {
-        return Err(("name".into(), "must not be empty".into()));
+    let name_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if c.name.is_empty() || !c.name.chars().all(name_ok) {
+        // A name is the prefix of every key the limit counts (`name:value`): a `:` in it could
+        // make two limits count in one bucket.
+        return Err((
+            "name".into(),
+            format!("{:?}: a name is letters, digits, '-', '_' and '.'", c.name),
+        ));
     }
     let mut events = Vec::with_capacity(c.events.len());
     if c.events.is_empty() {
@@ -397,6 +403,7 @@ mod tests {
                 "when",
             ),
             ("name: ' '\nevents: [threads:create]\nconcurrent: 1", "name"),
+            ("name: 'a:b'\nevents: [threads:create]\nconcurrent: 1", "name"),
         ];
         for (yaml, key) in cases {
             let err = Limit::compile(&config(yaml)).unwrap_err();
