@@ -17,7 +17,11 @@ Run by ``scripts/test-deploy`` (pinned venv ``.venv-deploy``, builds the binarie
   server, serves /healthz, /readyz and /metrics and proxies; in a pod of the test's own making
   (network namespaces, veth), it is reachable from outside and the agent server is not; a
   kubelet-style ConfigMap update (timestamped directory, ``..data`` symlink swap) is hot-reloaded,
-  a broken one refused, a rollback taken; SIGTERM drains within the grace period.
+  a broken one refused, a rollback taken; SIGTERM drains within the grace period;
+* the fleet overlay: native-sidecar plus its replicas, spread, store variables (from a Secret
+  documented by an example, never rendered) and management setting; two of its pods on a real
+  PostgreSQL (tests/e2e/services.py) report the store healthy in /readyz and converge on a change
+  made through one replica's management API.
 
 Binaries: ``GRAPHGUARD_BIN`` (default target/debug/graphguard) for ``check``;
 ``GRAPHGUARD_IMAGE_BIN`` (default target/image/graphguard, the stripped release binary that
@@ -26,6 +30,7 @@ scripts/test-deploy makes exactly as deploy/Dockerfile does) for everything that
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -49,7 +54,12 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 KUSTOMIZE = DEPLOY / "kustomize"
-OVERLAYS = ["native-sidecar", "classic-sidecar"]
+OVERLAYS = ["native-sidecar", "classic-sidecar", "fleet"]
+FLEET = KUSTOMIZE / "overlays" / "fleet"
+# The fleet's Secret is not part of its kustomization (applying a placeholder would overwrite the
+# real one): this example documents its shape, and the tests resolve the pod's secretKeyRefs
+# from it.
+FLEET_SECRET_EXAMPLE = FLEET / "secret-stores.example.yaml"
 # The oldest Kubernetes the manifests support (native sidecars are on by default from 1.29, the
 # preStop sleep action from 1.30) and the current release.
 K8S_VERSIONS = ["1.30.0", "1.37.0"]
@@ -61,8 +71,12 @@ RUNTIME_LIBS = {
     "libc.so.6", "libm.so.6", "libgcc_s.so.1", "libpthread.so.0", "libdl.so.2", "librt.so.1",
     "ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1", "libstdc++.so.6", "libgomp.so.1",
 }
-# Read by graphguard but not a clap flag: the log filter (tracing EnvFilter in src/main.rs).
+# Read by graphguard but not a clap flag: the log filter (tracing EnvFilter, src/cli/serve.rs).
 NON_FLAG_ENV = {"GRAPHGUARD_LOG"}
+# Variables of flags not yet in every graphguard the manifests may run: allowed only from an
+# optional secretKeyRef (the pod starts with or without them) and ignored by a binary without
+# the flag. Once `graphguard serve --help` lists one, it is checked like any other.
+FORTHCOMING_ENV = {"GRAPHGUARD_LIMITS_STORE": "limits-store"}
 DEMO_KEYS = {"alice": "alice-demo-key", "bob": "bob-demo-key"}
 
 sys.path.insert(0, str(KUSTOMIZE))
@@ -115,11 +129,39 @@ def container(spec: dict, name: str) -> dict:
 
 
 def env_of(c: dict) -> dict[str, str]:
+    """The literal env values; the only other source allowed is a Secret key (env_refs)."""
     out = {}
     for e in c.get("env") or []:
-        assert "value" in e, f"{c['name']}: env {e['name']} must be a literal value here"
-        out[e["name"]] = e["value"]
+        if "value" in e:
+            out[e["name"]] = e["value"]
+        else:
+            assert set(e.get("valueFrom") or {}) == {"secretKeyRef"}, (
+                f"{c['name']}: env {e['name']} must be a literal value or a secretKeyRef")
     return out
+
+
+def env_refs(c: dict) -> dict[str, dict]:
+    """The env vars read from a Secret: name -> secretKeyRef."""
+    return {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c.get("env") or [] if "valueFrom" in e}
+
+
+def fleet_secret_example() -> dict:
+    (sec,) = [d for d in yaml.safe_load_all(FLEET_SECRET_EXAMPLE.read_text()) if d]
+    return sec
+
+
+def resolve_env(c: dict, secrets: list[dict]) -> dict[str, str]:
+    """The container's env as the kubelet makes it from `secrets`: a missing Secret or key is
+    an error (the pod would not start) unless the reference is optional (then: unset)."""
+    env = env_of(c)
+    for name, ref in env_refs(c).items():
+        sec = [s for s in secrets if s["metadata"]["name"] == ref["name"]]
+        payload = secret_payload(sec[0]) if sec else {}
+        if ref["key"] in payload:
+            env[name] = payload[ref["key"]]
+        else:
+            assert ref.get("optional") is True, f"{name}: Secret {ref['name']} has no key {ref['key']}"
+    return env
 
 
 def port_named(c: dict, name: str) -> int:
@@ -259,13 +301,25 @@ def test_graphguard_env_and_args_are_the_binarys(overlay, rendered, serve_flags)
     for a in args[1:]:
         assert a.startswith("--") and a[2:].split("=", 1)[0] in serve_flags, f"unknown argument {a}"
     by_env = {f.env: f for f in serve_flags.values() if f.env}
-    main_rs = (REPO / "src/main.rs").read_text()
-    for name in env_of(gg):
+    sources = "".join(p.read_text() for p in sorted((REPO / "src").rglob("*.rs")))
+    refs = env_refs(gg)
+    names = [e["name"] for e in gg.get("env") or []]
+    assert len(names) == len(set(names)), f"an env var set twice: {names}"
+    for name in names:
         assert name.startswith("GRAPHGUARD_"), f"{name}: graphguard reads only GRAPHGUARD_* variables"
         if name in NON_FLAG_ENV:
-            assert f'"{name}"' in main_rs, f"{name} is no longer read by src/main.rs"
+            assert f'"{name}"' in sources, f"{name} is no longer read by graphguard (src/)"
+            continue
+        if name in FORTHCOMING_ENV and name not in by_env:
+            # Not a flag of this binary (yet): harmless (clap ignores it), and only from an
+            # optional Secret key, so that the pod starts whether or not the key exists.
+            assert refs.get(name, {}).get("optional") is True, f"{name}: a forthcoming variable must be optional"
             continue
         assert name in by_env, f"{name} is not a variable of `graphguard serve` (see --help)"
+    # A value from a Secret is a string flag's (a boolean or number would come from a literal).
+    for name in refs:
+        flag = by_env.get(name)
+        assert flag is None or flag.takes_value, f"{name} is a boolean flag: set it literally"
     # Required flags (no default) are set.
     for f in serve_flags.values():
         if f.takes_value and f.default is None and f.name in ("upstream", "policies"):
@@ -299,6 +353,92 @@ def test_native_and_classic_topologies(rendered):
     classic = pod_spec(rendered["classic-sidecar"])
     assert "initContainers" not in classic
     assert sorted(c["name"] for c in classic["containers"]) == sorted([GG, AGENT])
+
+
+# --- the fleet overlay ------------------------------------------------------------------------
+
+def test_fleet_is_native_sidecar_plus_replicas_stores_and_management(rendered):
+    fleet, native = rendered["fleet"], rendered["native-sidecar"]
+    key = lambda o: (o["kind"], o["metadata"]["name"])  # noqa: E731
+    assert sorted(map(key, fleet)) == sorted(map(key, native))
+    by = {key(o): o for o in native}
+    for o in fleet:
+        if o["kind"] not in ("Deployment", "ConfigMap"):
+            assert o == by[key(o)], f"{key(o)} differs from native-sidecar's"
+    # The Deployment: replicas, the spread, and graphguard's two store variables; nothing else.
+    f_dep, n_dep = copy.deepcopy(one(fleet, "Deployment")), copy.deepcopy(one(native, "Deployment"))
+    assert f_dep["spec"].pop("replicas") == 3
+    n_dep["spec"].pop("replicas")
+    f_spec, n_spec = f_dep["spec"]["template"]["spec"], n_dep["spec"]["template"]["spec"]
+    f_spec.pop("topologySpreadConstraints"), n_spec.pop("topologySpreadConstraints")
+    f_gg, n_gg = container(f_spec, GG), container(n_spec, GG)
+    assert env_of(f_gg) == env_of(n_gg), "the fleet adds variables, it changes none"
+    refs = env_refs(f_gg)
+    assert refs == {
+        "GRAPHGUARD_POLICY_STORE": {"name": "graphguard-stores", "key": "policy-store"},
+        "GRAPHGUARD_LIMITS_STORE": {"name": "graphguard-stores", "key": "limits-store", "optional": True},
+    }
+    f_gg["env"] = [e for e in f_gg["env"] if e["name"] not in refs]
+    assert f_dep == n_dep
+    # No credential in the manifests themselves: the DSN and the Redis URL come from the Secret.
+    text = yaml.safe_dump(fleet)
+    assert "postgres://" not in text and "redis://" not in text
+    # The ConfigMap: the base's settings plus the management API; the other files unchanged.
+    f_cm, n_cm = one(fleet, "ConfigMap")["data"], one(native, "ConfigMap")["data"]
+    assert {k: v for k, v in f_cm.items() if k != "settings.yaml"} == {k: v for k, v in n_cm.items() if k != "settings.yaml"}
+    f_set = yaml.safe_load(f_cm["settings.yaml"])["settings"]
+    n_set = yaml.safe_load(n_cm["settings.yaml"])["settings"]
+    permission = f_set.pop("management")["permission"]
+    assert f_set == n_set, "the fleet's settings are the base's plus management"
+    # Someone holds the permission: the demo admin key (replace it with yours).
+    keys = yaml.safe_load(secret_payload(one(fleet, "Secret", "graphguard-keys"))["api-keys.yaml"])
+    assert any(permission in (k.get("permissions") or []) for k in keys), f"no API key holds {permission}"
+
+
+def test_fleet_spread_and_disruption_budget(rendered):
+    objs = rendered["fleet"]
+    dep = one(objs, "Deployment")
+    replicas = dep["spec"]["replicas"]
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert replicas == 3
+    # Node drains and upgrades: one pod at a time, two of three always serving; a rollout
+    # adds a pod before it removes one.
+    pdb = one(objs, "PodDisruptionBudget")["spec"]
+    allowed = pdb["maxUnavailable"] if "maxUnavailable" in pdb else replicas - pdb["minAvailable"]
+    assert allowed == 1 and replicas - allowed >= 2
+    assert pdb["unhealthyPodEvictionPolicy"] == "AlwaysAllow", "an unready pod must not block a drain"
+    assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    spread = {c["topologyKey"]: c for c in dep["spec"]["template"]["spec"]["topologySpreadConstraints"]}
+    assert spread.keys() == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+    node, zone = spread["kubernetes.io/hostname"], spread["topology.kubernetes.io/zone"]
+    assert node["maxSkew"] == 1 and node["whenUnsatisfiable"] == "DoNotSchedule"
+    assert node["nodeTaintsPolicy"] == "Honor", "nodes the pod cannot run on must not count as empty domains"
+    assert zone["whenUnsatisfiable"] == "ScheduleAnyway", "clusters without zones (or with one) still schedule"
+    for c in spread.values():
+        assert c["labelSelector"]["matchLabels"].items() <= labels.items()
+        assert c["matchLabelKeys"] == ["pod-template-hash"], "each rollout's pods are spread on their own"
+    # Readiness is graphguard's /readyz (the agent server's /ok fresh, not draining); a store
+    # outage does not make a replica unready (it keeps enforcing its last snapshot).
+    gg = container(pod_spec(objs), GG)
+    assert gg["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_fleet_secret_example(version, rendered):
+    import kubernetes_validate
+
+    sec = fleet_secret_example()
+    kubernetes_validate.validate(sec, version, strict=True)
+    objs = rendered["fleet"]
+    assert ("Secret", sec["metadata"]["name"]) not in {(o["kind"], o["metadata"]["name"]) for o in objs}, (
+        "the example must not be applied with the overlay: it would overwrite the real Secret")
+    payload = secret_payload(sec)
+    refs = [r for c in containers(pod_spec(objs)) for r in env_refs(c).values() if r["name"] == sec["metadata"]["name"]]
+    assert {r["key"] for r in refs} == set(payload), "the example has exactly the keys the pod reads"
+    assert payload["policy-store"].startswith("postgres://")
+    assert payload["limits-store"].startswith("redis://")
+    for k, v in payload.items():
+        assert "REPLACE-ME" in v, f"{k}: the example's values are placeholders"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -485,7 +625,7 @@ def test_shutdown_budget(overlay, rendered, serve_flags):
     for c in (gg, agent):
         for hook in ((c.get("lifecycle") or {}).get("preStop") or {}):
             assert hook == "sleep", "no shell in the image: preStop uses the kubelet's sleep action"
-    if overlay == "native-sidecar":
+    if gg.get("restartPolicy") == "Always":  # native sidecar (native-sidecar, fleet)
         # Main containers stop first: the agent server sleeps (endpoints update), drains; then
         # graphguard gets SIGTERM and drains.
         assert prestop_sleep(agent) >= 5
@@ -515,6 +655,15 @@ def test_images_and_config_references(overlay, rendered):
             assert ("ConfigMap", v["configMap"]["name"]) in names
         if "secret" in v:
             assert ("Secret", v["secret"]["secretName"]) in names
+    for c in containers(spec):
+        for name, ref in env_refs(c).items():
+            if ("Secret", ref["name"]) in names:
+                continue
+            # A Secret the overlay leaves to the operator: its example documents every key.
+            example = fleet_secret_example()
+            assert overlay == "fleet" and example["metadata"]["name"] == ref["name"], (
+                f"{c['name']}: {name} reads Secret {ref['name']}, which is neither rendered nor documented")
+            assert ref["key"] in secret_payload(example), f"{name}: the example Secret has no key {ref['key']}"
 
 
 # --- the Dockerfile and the binary it ships --------------------------------------------------
@@ -842,8 +991,10 @@ class Pod:
     in the pod's network namespace with the manifest's addresses, or, without namespaces, on
     this machine's loopback with free ports in place of the manifest's."""
 
-    def __init__(self, objs, serve_flags, image_bin: Path, root: Path, ns: Netns | None):
+    def __init__(self, objs, serve_flags, image_bin: Path, root: Path, ns: Netns | None,
+                 secrets: list[dict] | None = None):
         self.objs, self.flags, self.bin, self.root, self.ns = objs, serve_flags, image_bin, root, ns
+        root.mkdir(parents=True, exist_ok=True)
         spec = pod_spec(objs)
         self.gg = container(spec, GG)
         self.files = lay_out_volumes(objs, root / "fs")
@@ -853,7 +1004,9 @@ class Pod:
         self.policies_mount = effective(self.gg, serve_flags, "policies")
         up = urllib.parse.urlsplit(upstream)
         self.env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-        self.env.update(env_of(self.gg))
+        # Literal values, and those from Secrets: the rendered ones, then `secrets` (those the
+        # overlay leaves to the operator).
+        self.env.update(resolve_env(self.gg, [o for o in objs if o["kind"] == "Secret"] + (secrets or [])))
         pol_env = serve_flags["policies"].env
         self.env[pol_env] = str(self.files.host_path(self.policies_mount))
         if ns:
@@ -1077,3 +1230,111 @@ def test_sigterm_drains_in_flight_requests_within_the_grace_period(pod, rendered
     elapsed = time.monotonic() - started
     assert code == 0, pod.log()
     assert elapsed < drain <= spec["terminationGracePeriodSeconds"]
+
+
+# --- the fleet overlay's pods on a real PostgreSQL -------------------------------------------
+
+@pytest.fixture(scope="module")
+def fleet_stores(tmp_path_factory):
+    """A real PostgreSQL (and redis-server, where installed) as the fleet's Secret would name
+    them, run as the e2e fleet tests run them (tests/e2e/services.py: Debian's packages, as the
+    `postgres` user when the tests run as root, in a directory of its own under /tmp)."""
+    sys.path.insert(0, str(REPO / "tests" / "e2e"))
+    import services  # noqa: E402  (tests/e2e/services.py)
+
+    logs = tmp_path_factory.mktemp("fleet-stores")
+    try:
+        pg = services.Postgres(logs / "postgres.log")
+    except KeyError:
+        pytest.skip("running as root without a `postgres` user to run PostgreSQL as (apt-get install postgresql)")
+    except (RuntimeError, OSError) as e:
+        pytest.skip(f"PostgreSQL cannot run here: {e}")
+    redis = None
+    try:
+        # The port is taken afresh right before the start (initdb took seconds, in which another
+        # process on this machine may have bound the one chosen then), and retried on a clash.
+        for attempt in range(3):
+            pg.port = services.free_port()
+            try:
+                pg.start()
+                break
+            except RuntimeError:
+                pg.stop()
+                if attempt == 2:
+                    raise
+        payload = {"policy-store": pg.dsn, "password": services.PG_PASSWORD}
+        if shutil.which("redis-server"):
+            redis = services.Redis(logs, logs / "redis.log")
+            redis.start()
+            payload["limits-store"] = redis.url
+        yield payload
+    finally:
+        if redis:
+            redis.stop()
+        pg.remove()
+
+
+def test_fleet_pods_share_the_policy_store(rendered, serve_flags, image_bin, fleet_stores, tmp_path):
+    """Two pods of the fleet overlay (its env and Secret references, its ConfigMap with the
+    management API on) on one real PostgreSQL: /readyz reports the store healthy, a change
+    through one replica's management API reaches the other within seconds, and both keep
+    serving. On loopback (the store runs on this machine), whatever the namespaces allow."""
+    objs = rendered["fleet"]
+    secret = fleet_secret_example()
+    # The operator's Secret: the example's keys with real values; without a redis-server, the
+    # optional limits-store key is left out, as a Secret without it would be.
+    secret["stringData"] = {k: fleet_stores[k] for k in secret_payload(secret) if k in fleet_stores}
+    pods = [Pod(objs, serve_flags, image_bin, tmp_path / f"pod-{i}", None, [secret]) for i in range(2)]
+    try:
+        for p in pods:
+            assert p.env["GRAPHGUARD_POLICY_STORE"] == fleet_stores["policy-store"]
+            assert p.env.get("GRAPHGUARD_LIMITS_STORE") == fleet_stores.get("limits-store")
+            p.start()
+        gg = pods[0].gg
+        budget = gg["startupProbe"]["periodSeconds"] * gg["startupProbe"]["failureThreshold"]
+        ready = [p.wait_for(p.admin + gg["readinessProbe"]["httpGet"]["path"], 200, within=budget)["json"]
+                 for p in pods]
+        for r in ready:
+            assert r["ready"] is True and r["upstream"]["ok"] is True, r
+            assert r["store"]["healthy"] is True and r["store"]["error"] is None, r
+            assert "postgres" in r["store"]["backend"]
+            assert fleet_stores["password"] not in json.dumps(r), "the store's password in /readyz"
+        assert ready[0]["policy"]["version"] == ready[1]["policy"]["version"]
+        assert ready[0]["store"]["revision"] == ready[1]["store"]["revision"]
+        before = ready[0]["store"]["revision"]
+
+        # The management API (settings.management) on the gateway's listener: the demo admin
+        # key holds the permission, alice does not, nobody anonymous.
+        api = "/api/v1/platform/orgs/current/access-policies"
+        admin = {"x-api-key": "admin-demo-key", "content-type": "application/json"}
+        assert pods[0].request("GET", pods[0].http + api)["status"] == 401
+        assert pods[0].request("GET", pods[0].http + api, bearer("alice"))["status"] == 403
+        policy = {"name": "fleet-deploy-test", "effect": "deny", "condition_groups": [
+            {"permission": "threads:read", "resource_type": "thread", "conditions": [
+                {"attribute_name": "resource_tag_key", "attribute_key": "Contains-PII",
+                 "operator": "equals", "attribute_value": "true"}]}]}
+        r = pods[0].request("POST", pods[0].http + api, admin, json.dumps(policy))
+        assert r["status"] == 200 and r["json"]["id"], r
+
+        # Replica 1 follows the store (LISTEN/NOTIFY; a 5 s poll as the safety net).
+        deadline = time.monotonic() + 10
+        while True:
+            states = [p.request("GET", p.admin + "/readyz")["json"] for p in pods]
+            revs = {s["store"]["revision"] for s in states}
+            versions = {s["policy"]["version"] for s in states}
+            if len(revs) == 1 and revs != {before} and len(versions) == 1:
+                break
+            assert time.monotonic() < deadline, f"the replicas did not converge: {states}\n{pods[1].log()}"
+            time.sleep(0.2)
+        assert versions != {ready[0]["policy"]["version"]}, "a store change is a new policy version"
+        listed = pods[1].request("GET", pods[1].http + api, admin)
+        assert listed["status"] == 200
+        assert "fleet-deploy-test" in [p["name"] for p in listed["json"]["access_policies"]]
+        # Both still serve the agent server as before (the policy is attached to no role).
+        for p in pods:
+            r = p.request("POST", p.http + "/threads", bearer("alice"), '{"metadata": {}}')
+            assert r["status"] == 200 and r["json"]["metadata"]["owner"] == "alice", r
+            assert fleet_stores["password"] not in p.gg_log.read_text(errors="replace"), "the password in the log"
+    finally:
+        for p in pods:
+            p.stop()
