@@ -149,6 +149,9 @@ impl Gateway {
     /// the rate-limit headers.
     pub(super) fn hold(&self, admitted: Admitted, resp: Response<RespBody>) -> Response<RespBody> {
         let Admitted { leases, headers } = admitted;
+        if leases.is_empty() && headers.is_empty() {
+            return resp;
+        }
         let (mut parts, body) = resp.into_parts();
         for (name, value) in headers {
             parts.headers.append(name, value);
