@@ -634,7 +634,15 @@ fn attach(
     on: bool,
     cx: &Context<'_>,
 ) -> Result<Applied, ApiError> {
-    if !role_exists(next, cx, role_id) {
+    // A detach may name a role that no longer exists (the files dropped it) as long as a
+    // policy is still attached to it: users may still carry the name, and this is the only
+    // way to take the policy off it.
+    let attached = || {
+        next.access_policies
+            .iter()
+            .any(|p| policy_ids.contains(&p.id) && p.role_ids.iter().any(|r| r == role_id))
+    };
+    if !role_exists(next, cx, role_id) && (on || !attached()) {
         return Err(ApiError::not_found("role", role_id));
     }
     if policy_ids.is_empty() {
