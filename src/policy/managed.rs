@@ -462,12 +462,15 @@ impl Change {
             Change::DeleteRole { id, if_match } => {
                 delete_role(&mut next, &id, if_match.as_deref(), cx)
             }
-            Change::Restore { revision, state } => Ok(Applied {
-                state: *state,
-                object: None,
-                before: None,
-                summary: format!("restore revision {revision}"),
-            }),
+            Change::Restore { revision, state } => {
+                check_restorable(&state, cx)?;
+                Ok(Applied {
+                    state: *state,
+                    object: None,
+                    before: None,
+                    summary: format!("restore revision {revision}"),
+                })
+            }
         }
     }
 }
@@ -509,6 +512,29 @@ fn check_role_ids(state: &ManagedState, cx: &Context<'_>, ids: &[String]) -> Res
         Some(id) => Err(ApiError::invalid(format!("role_ids: no role {id}"))),
         None => Ok(()),
     }
+}
+
+/// An earlier state still holds with today's files: every policy is attached to roles that
+/// exist (in that state or the files). What compiling checks (names, permissions, conditions)
+/// the caller checks after.
+fn check_restorable(state: &ManagedState, cx: &Context<'_>) -> Result<(), ApiError> {
+    let gone: Vec<String> = state
+        .access_policies
+        .iter()
+        .flat_map(|p| {
+            p.role_ids
+                .iter()
+                .filter(|id| !role_exists(state, cx, id))
+                .map(move |id| format!("access policy {:?} is attached to role {id}", p.name))
+        })
+        .collect();
+    if gone.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::invalid(format!(
+        "this revision no longer holds: {}, which no longer exists",
+        gone.join("; ")
+    )))
 }
 
 fn non_empty(field: &str, v: &str) -> Result<(), ApiError> {
