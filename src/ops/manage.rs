@@ -404,6 +404,10 @@ impl Manager {
                     return Ok(applied);
                 }
                 Err(StoreError::Conflict) => continue,
+                // What no store can hold (a NUL character) is the request's, not an outage.
+                Err(StoreError::Invalid(why)) => {
+                    return Err(ApiError::invalid(format!("nothing was changed: {why}")))
+                }
                 Err(e) => return Err(unavailable(&e)),
             }
         }
