@@ -210,11 +210,14 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     })
 }
 
+/// Every `If-Match` field, as one list (a value that is not text matches nothing).
 fn if_match(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(header::IF_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+    let values: Vec<&str> = headers
+        .get_all(header::IF_MATCH)
+        .iter()
+        .map(|v| v.to_str().unwrap_or("\"\""))
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
 }
 
 /// `access_policy_ids` of a detach: repeated, or comma-separated.

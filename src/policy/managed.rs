@@ -486,9 +486,20 @@ fn check_etag<T: Serialize>(
     id: &str,
 ) -> Result<(), ApiError> {
     match if_match {
-        Some(tag) if tag != "*" && tag.trim() != etag(object) => Err(ApiError::stale(what, id)),
+        Some(header) if !if_match_holds(header, &etag(object)) => Err(ApiError::stale(what, id)),
         _ => Ok(()),
     }
+}
+
+/// RFC 9110 13.1.1: `*`, or a list of entity tags one of which is `current` by the strong
+/// comparison (a weak tag, `W/"..."`, never matches).
+fn if_match_holds(header: &str, current: &str) -> bool {
+    let header = header.trim();
+    header == "*"
+        || header
+            .split(',')
+            .map(str::trim)
+            .any(|tag| !tag.starts_with("W/") && tag == current)
 }
 
 fn file_policy_id(cx: &Context<'_>, id: &str) -> bool {
@@ -882,6 +893,22 @@ impl ManagedState {
                 })
                 .collect(),
             ..PolicyFile::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_match_is_a_list_compared_strongly() {
+        let t = "\"abc\"";
+        for ok in ["\"abc\"", " \"abc\" ", "*", " * ", "\"x\", \"abc\"", "\"abc\",\"x\""] {
+            assert!(if_match_holds(ok, t), "{ok}");
+        }
+        for stale in ["W/\"abc\"", "\"x\"", "abc", "\"x\", W/\"abc\"", "", "*, \"x\""] {
+            assert!(!if_match_holds(stale, t), "{stale}");
         }
     }
 }
