@@ -691,4 +691,15 @@ async fn a_role_cannot_switch_rbac_on_for_everyone() {
     .await;
     assert_eq!(alice_reads().await, StatusCode::OK, "{}", r.text());
     assert!(json_error(&r, 422).contains("roles"));
+    // Turned on in the files (an empty section), the API manages roles.
+    std::fs::write(s.dir.join("roles.yaml"), "roles: {}\n").unwrap();
+    s.reloader.as_ref().unwrap().reload("test").await;
+    api(
+        &s,
+        Method::POST,
+        ROLES,
+        Some(json!({"name": "contractor", "permissions": ["threads:read"]})),
+    )
+    .await
+    .assert_status(200);
 }

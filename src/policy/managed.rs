@@ -81,6 +81,9 @@ pub struct ManagedPolicy {
 /// Roles and policies that come from policy files, as the API lists them.
 #[derive(Debug, Clone, Default)]
 pub struct FileView {
+    /// Whether a file has a `roles` section (even empty): RBAC is on. Without one, roles only
+    /// from the store would switch it on for every user, so the API creates none.
+    pub rbac: bool,
     /// Role name to permissions.
     pub roles: BTreeMap<String, Vec<String>>,
     /// The files' access policies, with the id the API gives each.
@@ -110,6 +113,7 @@ impl FileView {
         let mut view = FileView::default();
         for (path, _, file) in files {
             if let Some(roles) = &file.roles {
+                view.rbac = true;
                 view.roles
                     .extend(roles.iter().map(|(k, v)| (k.clone(), v.clone())));
             }
@@ -529,6 +533,9 @@ fn check_role_ids(state: &ManagedState, cx: &Context<'_>, ids: &[String]) -> Res
 /// exist (in that state or the files). What compiling checks (names, permissions, conditions)
 /// the caller checks after.
 fn check_restorable(state: &ManagedState, cx: &Context<'_>) -> Result<(), ApiError> {
+    if !state.roles.is_empty() {
+        check_rbac_on(cx)?;
+    }
     let gone: Vec<String> = state
         .access_policies
         .iter()
@@ -546,6 +553,21 @@ fn check_restorable(state: &ManagedState, cx: &Context<'_>) -> Result<(), ApiErr
         "this revision no longer holds: {}, which no longer exists",
         gone.join("; ")
     )))
+}
+
+/// Roles are defined in the store only where the files turned RBAC on (docs/access-control.md:
+/// with no `roles` handlers alone decide; with roles, a user needs one granting each
+/// permission). A first role from the API would otherwise refuse everything to every user
+/// holding none of the API's roles, and deleting it would lift that again.
+fn check_rbac_on(cx: &Context<'_>) -> Result<(), ApiError> {
+    if cx.files.rbac {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        "roles: the policy files define no roles, so RBAC is off and handlers alone decide; \
+         a role here would make every user need a role for every permission. \
+         Give a policy file a `roles:` section (it may be empty) to manage roles here",
+    ))
 }
 
 fn non_empty(field: &str, v: &str) -> Result<(), ApiError> {
@@ -733,6 +755,7 @@ fn create_role(
     c: RoleCreate,
     cx: &Context<'_>,
 ) -> Result<Applied, ApiError> {
+    check_rbac_on(cx)?;
     let name = match (&c.name, &c.display_name) {
         (Some(n), _) => n.clone(),
         (None, Some(d)) => slug(d),
