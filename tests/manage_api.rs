@@ -703,3 +703,31 @@ async fn a_role_cannot_switch_rbac_on_for_everyone() {
     .await
     .assert_status(200);
 }
+
+/// Bodies are bounded like every other, and deep nesting is a 422, not a stack overflow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_and_deeply_nested_bodies_are_refused() {
+    let s = stack(true, true).await;
+    let deep = format!(
+        "{{\"name\": \"d\", \"effect\": \"deny\", \"condition_groups\": [{{\"permission\": \"threads:read\", \"resource_type\": \"thread\", \"conditions\": [{{\"attribute_name\": \"resource_tag_key\", \"attribute_key\": \"k\", \"operator\": \"equals\", \"attribute_value\": {}1{}}}]}}]}}",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let r = req(Method::POST, API)
+        .header("x-api-key", ADMIN_KEY)
+        .header("content-type", "application/json")
+        .body(deep)
+        .send(&s.gw)
+        .await;
+    json_error(&r, 422);
+    let huge = format!("{{\"name\": \"{}\"}}", "x".repeat(64 * 1024 * 1024));
+    let r = req(Method::POST, API)
+        .header("x-api-key", ADMIN_KEY)
+        .header("content-type", "application/json")
+        .body(huge)
+        .send(&s.gw)
+        .await;
+    json_error(&r, 413);
+    let revisions = api(&s, Method::GET, REVISIONS, None).await.json();
+    assert_eq!(revisions["revisions"], json!([]), "nothing was stored");
+}
