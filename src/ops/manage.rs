@@ -377,6 +377,16 @@ impl Manager {
         policy: &Policy,
         user: &User,
     ) -> Result<Applied, ApiError> {
+        self.commit(change, policy, user).await.map(|(a, _)| a)
+    }
+
+    /// [`Manager::write`], with the revision committed.
+    async fn commit(
+        &self,
+        change: Change,
+        policy: &Policy,
+        user: &User,
+    ) -> Result<(Applied, u64), ApiError> {
         for _ in 0..RETRIES {
             let head = self.store.head().await.map_err(|e| unavailable(&e))?;
             let state =
@@ -404,7 +414,7 @@ impl Manager {
                         .await;
                     audit(user, &applied, n, &self.reloader);
                     self.reloader.metrics().policy_changes.inc();
-                    return Ok(applied);
+                    return Ok((applied, n));
                 }
                 Err(StoreError::Conflict) => continue,
                 // What no store can hold (a NUL character) is the request's, not an outage.
@@ -479,8 +489,8 @@ impl Manager {
             revision: n,
             state: Box::new(state),
         };
-        let applied = self.write(change, policy, user).await?;
-        let revision = self.reloader.store_revision();
+        // The revision this restore committed (the store may be further on already).
+        let (applied, revision) = self.commit(change, policy, user).await?;
         tracing::info!(restored = n, revision, summary = %applied.summary, "policy store restored");
         Ok(Answer::json(
             StatusCode::OK,
