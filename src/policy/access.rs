@@ -385,10 +385,7 @@ fn validate_granted(p: &str, also: &[String]) -> Result<(), String> {
         also.iter()
             .any(|a| a.split_once(':').is_some_and(|(ar, _)| ar == r))
     };
-    if p == "*"
-        || also.iter().any(|a| a == p)
-        || p.strip_suffix(":*").is_some_and(also_resource)
-    {
+    if p == "*" || also.iter().any(|a| a == p) || p.strip_suffix(":*").is_some_and(also_resource) {
         return Ok(());
     }
     let (r, a) = p

@@ -927,10 +927,24 @@ mod tests {
     #[test]
     fn if_match_is_a_list_compared_strongly() {
         let t = "\"abc\"";
-        for ok in ["\"abc\"", " \"abc\" ", "*", " * ", "\"x\", \"abc\"", "\"abc\",\"x\""] {
+        for ok in [
+            "\"abc\"",
+            " \"abc\" ",
+            "*",
+            " * ",
+            "\"x\", \"abc\"",
+            "\"abc\",\"x\"",
+        ] {
             assert!(if_match_holds(ok, t), "{ok}");
         }
-        for stale in ["W/\"abc\"", "\"x\"", "abc", "\"x\", W/\"abc\"", "", "*, \"x\""] {
+        for stale in [
+            "W/\"abc\"",
+            "\"x\"",
+            "abc",
+            "\"x\", W/\"abc\"",
+            "",
+            "*, \"x\"",
+        ] {
             assert!(!if_match_holds(stale, t), "{stale}");
         }
     }
