@@ -62,6 +62,8 @@ fn policy_dir_of(name: &str) -> std::path::PathBuf {
 struct Stack {
     up: MockUpstream,
     gw: TestGateway,
+    dir: std::path::PathBuf,
+    reloader: Option<Arc<Reloader>>,
     _root: tempfile::TempDir,
 }
 
@@ -70,6 +72,11 @@ struct Stack {
 async fn stack(management: bool, store: bool) -> Stack {
     let root = tempfile::tempdir().unwrap();
     let dir = policy_dir(root.path(), management);
+    stack_on(root, dir, store).await
+}
+
+/// A gateway on the policy directory `dir` (in `root`), with a file store in `root`.
+async fn stack_on(root: tempfile::TempDir, dir: std::path::PathBuf, store: bool) -> Stack {
     let up = MockUpstream::start().await;
     let gw = start_gateway(
         &up.url(),
@@ -79,6 +86,7 @@ async fn stack(management: bool, store: bool) -> Stack {
         },
     )
     .await;
+    let mut kept = None;
     if store {
         let store = graphguard::store::open(root.path().join("state").to_str().unwrap())
             .await
@@ -89,13 +97,16 @@ async fn stack(management: bool, store: bool) -> Stack {
             Reloader::new(dir.clone(), gw.gw.clone(), Arc::new(Metrics::new()))
                 .with_store_state(head.number, state),
         );
-        let manager = Manager::new(store.clone(), reloader.clone(), dir);
+        let manager = Manager::new(store.clone(), reloader.clone(), dir.clone());
         let _ = gw.gw.management.set(Arc::new(manager));
-        reload::follow_store(reloader, store);
+        reload::follow_store(reloader.clone(), store);
+        kept = Some(reloader);
     }
     Stack {
         up,
         gw,
+        dir,
+        reloader: kept,
         _root: root,
     }
 }
@@ -416,4 +427,307 @@ async fn history_lists_every_change_and_restore_brings_one_back() {
         &api(&s, Method::POST, &format!("{REVISIONS}/99/restore"), None).await,
         404,
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attacks: what the API must refuse, and what it must still allow.
+// ---------------------------------------------------------------------------------------------
+
+/// Rewrite roles.yaml (the files' roles) and reload.
+async fn set_file_roles(s: &Stack, yaml: &str) {
+    std::fs::write(s.dir.join("roles.yaml"), yaml).unwrap();
+    let r = s.reloader.as_ref().unwrap().reload("test").await;
+    assert!(
+        matches!(r, graphguard::ops::reload::ReloadResult::Swapped(_)),
+        "{r:?}"
+    );
+}
+
+const ROLES_WITHOUT_TRAINER: &str = "roles:\n  admin: [\"*\"]\n  annotator-team-a: [\"threads:create\", \"assistants:read\"]\n  engineer: [\"threads:create\", \"assistants:read\"]\n  consultant: []\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_and_method_tricks_never_reach_the_api_or_the_server_without_the_permission() {
+    let s = stack(true, true).await;
+    let paths = [
+        ROLES.to_string(),
+        format!("{ROLES}/"),
+        "/API/v1/orgs/current/roles".to_string(),
+        "/api/V1/orgs/current/roles".to_string(),
+        "/api/v1//orgs/current/roles".to_string(),
+        "/api/v1/%6frgs/current/roles".to_string(),
+        "/api%2fv1/orgs/current/roles".to_string(),
+        "/api/v1/x/../orgs/current/roles".to_string(),
+        "/api/v1/./orgs/current/roles".to_string(),
+        format!("{ROLES}?x=/../../threads"),
+        format!("{API}/..;/x"),
+        format!("{REVISIONS}/+1"),
+        "/api/v1".to_string(),
+    ];
+    let methods = [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+    ];
+    for path in &paths {
+        for m in &methods {
+            let body = json!({"name": "x", "permissions": ["*"]});
+            for who in [None, Some(ALICE)] {
+                let mut r = req(m.clone(), path.clone()).json(&body);
+                if let Some(a) = who {
+                    r = r.auth(a);
+                }
+                let r = r.send(&s.gw).await;
+                assert!(
+                    [400, 401, 403, 404, 405].contains(&r.status.as_u16()),
+                    "{m} {path} as {who:?}: {} {}",
+                    r.status,
+                    r.text()
+                );
+            }
+        }
+    }
+    s.up.assert_nothing_forwarded();
+    let revisions = api(&s, Method::GET, REVISIONS, None).await.json();
+    assert_eq!(revisions["revisions"], json!([]), "nothing was stored");
+}
+
+/// A policy attached to a file role the files then dropped stays attached to that name (users
+/// may still carry it): it must be possible to detach it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_attached_to_a_role_the_files_dropped_can_be_detached() {
+    let s = stack(true, true).await;
+    let mut body = pii_policy("P");
+    body["role_ids"] = json!(["trainer"]);
+    let id = api(&s, Method::POST, API, Some(body)).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    set_file_roles(&s, ROLES_WITHOUT_TRAINER).await;
+    let role = "/api/v1/platform/orgs/current/roles/trainer/access-policies";
+    let r = api(
+        &s,
+        Method::DELETE,
+        &format!("{role}?access_policy_ids={id}"),
+        None,
+    )
+    .await;
+    r.assert_status(204);
+    let got = api(&s, Method::GET, &format!("{API}/{id}"), None).await;
+    assert_eq!(got.json()["role_ids"], json!([]));
+    // Attaching to it again is refused: it is no role any more.
+    let r = api(
+        &s,
+        Method::POST,
+        role,
+        Some(json!({"access_policy_ids": [id]})),
+    )
+    .await;
+    json_error(&r, 404);
+}
+
+/// A restore is validated like any change: a revision that names a role that no longer exists,
+/// or that no longer compiles with the files, is 422 and the snapshot keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_that_no_longer_holds_is_422_and_changes_nothing() {
+    let s = stack(true, true).await;
+    let tid = pii_thread(&s);
+    // Revision 1: a policy on the file role trainer; 2: gone; 3: a store role "ops"; 4: gone.
+    let mut body = pii_policy("P");
+    body["role_ids"] = json!(["trainer"]);
+    let id = api(&s, Method::POST, API, Some(body)).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    api(&s, Method::DELETE, &format!("{API}/{id}"), None)
+        .await
+        .assert_status(204);
+    let rid = api(
+        &s,
+        Method::POST,
+        ROLES,
+        Some(json!({"name": "ops", "permissions": ["threads:read"]})),
+    )
+    .await
+    .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    api(&s, Method::DELETE, &format!("{ROLES}/{rid}"), None)
+        .await
+        .assert_status(204);
+    // The files drop trainer and define ops themselves.
+    set_file_roles(
+        &s,
+        &format!("{ROLES_WITHOUT_TRAINER}  ops: [\"threads:read\"]\n"),
+    )
+    .await;
+    let version = api(&s, Method::GET, API, None)
+        .await
+        .header("x-graphguard-policy-version");
+    for n in [1, 3] {
+        let r = api(&s, Method::POST, &format!("{REVISIONS}/{n}/restore"), None).await;
+        let d = json_error(&r, 422);
+        let needle = if n == 1 { "trainer" } else { "ops" };
+        assert!(d.contains(needle), "{n}: {d}");
+    }
+    let revs = api(&s, Method::GET, REVISIONS, None).await.json();
+    assert_eq!(revs["revisions"][0]["number"], 4, "nothing was stored");
+    assert_eq!(
+        api(&s, Method::GET, API, None)
+            .await
+            .header("x-graphguard-policy-version"),
+        version
+    );
+    assert_eq!(bob_reads(&s, &tid).await, StatusCode::OK);
+}
+
+/// The docs: a role grants the management permission through "*", "organization:*" or the
+/// permission itself; a role of the API's own may too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_role_may_grant_the_management_permission_by_its_resource_wildcard() {
+    let s = stack(true, true).await;
+    for perms in [json!(["organization:*"]), json!(["organization:manage"])] {
+        let r = api(
+            &s,
+            Method::POST,
+            ROLES,
+            Some(json!({"display_name": format!("m {perms}"), "permissions": perms})),
+        )
+        .await;
+        r.assert_status(200);
+    }
+}
+
+/// What no store could hold is the caller's mistake (422), not an outage (503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_no_store_can_hold_is_422() {
+    let s = stack(true, true).await;
+    let r = api(
+        &s,
+        Method::POST,
+        ROLES,
+        Some(json!({"name": "a\u{0}b", "permissions": []})),
+    )
+    .await;
+    json_error(&r, 422);
+}
+
+/// If-Match as RFC 9110 reads it: a list matches when one of its tags does; a weak tag never
+/// does (strong comparison).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn if_match_lists_and_weak_tags() {
+    let s = stack(true, true).await;
+    let id = api(&s, Method::POST, API, Some(pii_policy("P")))
+        .await
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("{API}/{id}");
+    let tag = api(&s, Method::GET, &path, None)
+        .await
+        .header("etag")
+        .unwrap();
+    let patch = |m: String| {
+        req(Method::PATCH, path.clone())
+            .header("x-api-key", ADMIN_KEY)
+            .header("if-match", &m)
+            .json(&json!({"description": "x"}))
+    };
+    json_error(&patch(format!("W/{tag}")).send(&s.gw).await, 412);
+    let r = patch(format!("\"0000\", {tag}")).send(&s.gw).await;
+    r.assert_status(200);
+}
+
+/// Policy files without roles (RBAC off: handlers alone decide) and a manager by permission.
+fn rbac_off_dir(root: &Path) -> std::path::PathBuf {
+    let dir = root.join("policies");
+    std::fs::create_dir_all(&dir).unwrap();
+    let auth = std::fs::read_to_string(policy_dir_of("owner").join("authenticators.yaml"))
+        .unwrap()
+        .replace(
+            "permissions: [\"assistants:create\"]",
+            "permissions: [\"assistants:create\", \"organization:manage\"]",
+        );
+    std::fs::write(dir.join("authenticators.yaml"), auth).unwrap();
+    std::fs::copy(
+        policy_dir_of("owner").join("handlers.yaml"),
+        dir.join("handlers.yaml"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("management.yaml"),
+        "settings:\n  management: { permission: \"organization:manage\" }\n",
+    )
+    .unwrap();
+    dir
+}
+
+/// With RBAC off in the files, a role created through the API must not switch it on for every
+/// user (who would then need a role for everything): it is refused, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_cannot_switch_rbac_on_for_everyone() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = rbac_off_dir(root.path());
+    let s = stack_on(root, dir, true).await;
+    let tid = s.up.add_thread("alice");
+    let alice_reads = || async {
+        req(Method::GET, format!("/threads/{tid}"))
+            .auth(ALICE)
+            .send(&s.gw)
+            .await
+            .status
+    };
+    assert_eq!(alice_reads().await, StatusCode::OK);
+    let r = api(
+        &s,
+        Method::POST,
+        ROLES,
+        Some(json!({"name": "contractor", "permissions": ["threads:read"]})),
+    )
+    .await;
+    assert_eq!(alice_reads().await, StatusCode::OK, "{}", r.text());
+    assert!(json_error(&r, 422).contains("roles"));
+    // Turned on in the files (an empty section), the API manages roles.
+    std::fs::write(s.dir.join("roles.yaml"), "roles: {}\n").unwrap();
+    s.reloader.as_ref().unwrap().reload("test").await;
+    api(
+        &s,
+        Method::POST,
+        ROLES,
+        Some(json!({"name": "contractor", "permissions": ["threads:read"]})),
+    )
+    .await
+    .assert_status(200);
+}
+
+/// Bodies are bounded like every other, and deep nesting is a 422, not a stack overflow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_and_deeply_nested_bodies_are_refused() {
+    let s = stack(true, true).await;
+    let deep = format!(
+        "{{\"name\": \"d\", \"effect\": \"deny\", \"condition_groups\": [{{\"permission\": \"threads:read\", \"resource_type\": \"thread\", \"conditions\": [{{\"attribute_name\": \"resource_tag_key\", \"attribute_key\": \"k\", \"operator\": \"equals\", \"attribute_value\": {}1{}}}]}}]}}",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let r = req(Method::POST, API)
+        .header("x-api-key", ADMIN_KEY)
+        .header("content-type", "application/json")
+        .body(deep)
+        .send(&s.gw)
+        .await;
+    json_error(&r, 422);
+    let huge = format!("{{\"name\": \"{}\"}}", "x".repeat(64 * 1024 * 1024));
+    let r = req(Method::POST, API)
+        .header("x-api-key", ADMIN_KEY)
+        .header("content-type", "application/json")
+        .body(huge)
+        .send(&s.gw)
+        .await;
+    json_error(&r, 413);
+    let revisions = api(&s, Method::GET, REVISIONS, None).await.json();
+    assert_eq!(revisions["revisions"], json!([]), "nothing was stored");
 }

@@ -210,11 +210,14 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     })
 }
 
+/// Every `If-Match` field, as one list (a value that is not text matches nothing).
 fn if_match(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(header::IF_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+    let values: Vec<&str> = headers
+        .get_all(header::IF_MATCH)
+        .iter()
+        .map(|v| v.to_str().unwrap_or("\"\""))
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
 }
 
 /// `access_policy_ids` of a detach: repeated, or comma-separated.
@@ -374,6 +377,16 @@ impl Manager {
         policy: &Policy,
         user: &User,
     ) -> Result<Applied, ApiError> {
+        self.commit(change, policy, user).await.map(|(a, _)| a)
+    }
+
+    /// [`Manager::write`], with the revision committed.
+    async fn commit(
+        &self,
+        change: Change,
+        policy: &Policy,
+        user: &User,
+    ) -> Result<(Applied, u64), ApiError> {
         for _ in 0..RETRIES {
             let head = self.store.head().await.map_err(|e| unavailable(&e))?;
             let state =
@@ -401,9 +414,13 @@ impl Manager {
                         .await;
                     audit(user, &applied, n, &self.reloader);
                     self.reloader.metrics().policy_changes.inc();
-                    return Ok(applied);
+                    return Ok((applied, n));
                 }
                 Err(StoreError::Conflict) => continue,
+                // What no store can hold (a NUL character) is the request's, not an outage.
+                Err(StoreError::Invalid(why)) => {
+                    return Err(ApiError::invalid(format!("nothing was changed: {why}")))
+                }
                 Err(e) => return Err(unavailable(&e)),
             }
         }
@@ -472,8 +489,8 @@ impl Manager {
             revision: n,
             state: Box::new(state),
         };
-        let applied = self.write(change, policy, user).await?;
-        let revision = self.reloader.store_revision();
+        // The revision this restore committed (the store may be further on already).
+        let (applied, revision) = self.commit(change, policy, user).await?;
         tracing::info!(restored = n, revision, summary = %applied.summary, "policy store restored");
         Ok(Answer::json(
             StatusCode::OK,

@@ -379,7 +379,13 @@ fn parse_permission(p: &str) -> Result<Event, String> {
 }
 
 fn validate_granted(p: &str, also: &[String]) -> Result<(), String> {
-    if p == "*" || also.iter().any(|a| a == p) {
+    // `*`, one of `also`, or `R:*` for the resource `R` of one of `also` (what
+    // [`AccessControl::role_grants`] honours).
+    let also_resource = |r: &str| {
+        also.iter()
+            .any(|a| a.split_once(':').is_some_and(|(ar, _)| ar == r))
+    };
+    if p == "*" || also.iter().any(|a| a == p) || p.strip_suffix(":*").is_some_and(also_resource) {
         return Ok(());
     }
     let (r, a) = p
@@ -798,6 +804,26 @@ impl AccessControl {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn roles_may_grant_the_management_permission_as_role_grants_reads_it() {
+        let also = ["organization:manage".to_string()];
+        for ok in ["*", "organization:manage", "organization:*", "threads:*"] {
+            assert!(validate_granted(ok, &also).is_ok(), "{ok}");
+        }
+        for bad in ["organization:read", "org:*", "organization"] {
+            assert!(validate_granted(bad, &also).is_err(), "{bad}");
+        }
+        assert!(validate_granted("organization:*", &[]).is_err());
+        let roles: HashMap<String, Vec<String>> =
+            [("m".to_string(), vec!["organization:*".to_string()])].into();
+        let ac = AccessControl::compile_with(Some(&roles), &[], &also).unwrap();
+        let user = User {
+            roles: vec!["m".into()],
+            ..User::default()
+        };
+        assert!(ac.role_grants(&user, "organization:manage"));
+    }
 
     fn user(roles: &[&str]) -> User {
         User {

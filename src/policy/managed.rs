@@ -81,6 +81,9 @@ pub struct ManagedPolicy {
 /// Roles and policies that come from policy files, as the API lists them.
 #[derive(Debug, Clone, Default)]
 pub struct FileView {
+    /// Whether a file has a `roles` section (even empty): RBAC is on. Without one, roles only
+    /// from the store would switch it on for every user, so the API creates none.
+    pub rbac: bool,
     /// Role name to permissions.
     pub roles: BTreeMap<String, Vec<String>>,
     /// The files' access policies, with the id the API gives each.
@@ -110,6 +113,7 @@ impl FileView {
         let mut view = FileView::default();
         for (path, _, file) in files {
             if let Some(roles) = &file.roles {
+                view.rbac = true;
                 view.roles
                     .extend(roles.iter().map(|(k, v)| (k.clone(), v.clone())));
             }
@@ -462,12 +466,15 @@ impl Change {
             Change::DeleteRole { id, if_match } => {
                 delete_role(&mut next, &id, if_match.as_deref(), cx)
             }
-            Change::Restore { revision, state } => Ok(Applied {
-                state: *state,
-                object: None,
-                before: None,
-                summary: format!("restore revision {revision}"),
-            }),
+            Change::Restore { revision, state } => {
+                check_restorable(&state, cx)?;
+                Ok(Applied {
+                    state: *state,
+                    object: None,
+                    before: None,
+                    summary: format!("restore revision {revision}"),
+                })
+            }
         }
     }
 }
@@ -483,9 +490,20 @@ fn check_etag<T: Serialize>(
     id: &str,
 ) -> Result<(), ApiError> {
     match if_match {
-        Some(tag) if tag != "*" && tag.trim() != etag(object) => Err(ApiError::stale(what, id)),
+        Some(header) if !if_match_holds(header, &etag(object)) => Err(ApiError::stale(what, id)),
         _ => Ok(()),
     }
+}
+
+/// RFC 9110 13.1.1: `*`, or a list of entity tags one of which is `current` by the strong
+/// comparison (a weak tag, `W/"..."`, never matches).
+fn if_match_holds(header: &str, current: &str) -> bool {
+    let header = header.trim();
+    header == "*"
+        || header
+            .split(',')
+            .map(str::trim)
+            .any(|tag| !tag.starts_with("W/") && tag == current)
 }
 
 fn file_policy_id(cx: &Context<'_>, id: &str) -> bool {
@@ -509,6 +527,47 @@ fn check_role_ids(state: &ManagedState, cx: &Context<'_>, ids: &[String]) -> Res
         Some(id) => Err(ApiError::invalid(format!("role_ids: no role {id}"))),
         None => Ok(()),
     }
+}
+
+/// An earlier state still holds with today's files: every policy is attached to roles that
+/// exist (in that state or the files). What compiling checks (names, permissions, conditions)
+/// the caller checks after.
+fn check_restorable(state: &ManagedState, cx: &Context<'_>) -> Result<(), ApiError> {
+    if !state.roles.is_empty() {
+        check_rbac_on(cx)?;
+    }
+    let gone: Vec<String> = state
+        .access_policies
+        .iter()
+        .flat_map(|p| {
+            p.role_ids
+                .iter()
+                .filter(|id| !role_exists(state, cx, id))
+                .map(move |id| format!("access policy {:?} is attached to role {id}", p.name))
+        })
+        .collect();
+    if gone.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::invalid(format!(
+        "this revision no longer holds: {}, which no longer exists",
+        gone.join("; ")
+    )))
+}
+
+/// Roles are defined in the store only where the files turned RBAC on (docs/access-control.md:
+/// with no `roles` handlers alone decide; with roles, a user needs one granting each
+/// permission). A first role from the API would otherwise refuse everything to every user
+/// holding none of the API's roles, and deleting it would lift that again.
+fn check_rbac_on(cx: &Context<'_>) -> Result<(), ApiError> {
+    if cx.files.rbac {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        "roles: the policy files define no roles, so RBAC is off and handlers alone decide; \
+         a role here would make every user need a role for every permission. \
+         Give a policy file a `roles:` section (it may be empty) to manage roles here",
+    ))
 }
 
 fn non_empty(field: &str, v: &str) -> Result<(), ApiError> {
@@ -634,7 +693,15 @@ fn attach(
     on: bool,
     cx: &Context<'_>,
 ) -> Result<Applied, ApiError> {
-    if !role_exists(next, cx, role_id) {
+    // A detach may name a role that no longer exists (the files dropped it) as long as a
+    // policy is still attached to it: users may still carry the name, and this is the only
+    // way to take the policy off it.
+    let attached = || {
+        next.access_policies
+            .iter()
+            .any(|p| policy_ids.contains(&p.id) && p.role_ids.iter().any(|r| r == role_id))
+    };
+    if !role_exists(next, cx, role_id) && (on || !attached()) {
         return Err(ApiError::not_found("role", role_id));
     }
     if policy_ids.is_empty() {
@@ -688,6 +755,7 @@ fn create_role(
     c: RoleCreate,
     cx: &Context<'_>,
 ) -> Result<Applied, ApiError> {
+    check_rbac_on(cx)?;
     let name = match (&c.name, &c.display_name) {
         (Some(n), _) => n.clone(),
         (None, Some(d)) => slug(d),
@@ -848,6 +916,36 @@ impl ManagedState {
                 })
                 .collect(),
             ..PolicyFile::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_match_is_a_list_compared_strongly() {
+        let t = "\"abc\"";
+        for ok in [
+            "\"abc\"",
+            " \"abc\" ",
+            "*",
+            " * ",
+            "\"x\", \"abc\"",
+            "\"abc\",\"x\"",
+        ] {
+            assert!(if_match_holds(ok, t), "{ok}");
+        }
+        for stale in [
+            "W/\"abc\"",
+            "\"x\"",
+            "abc",
+            "\"x\", W/\"abc\"",
+            "",
+            "*, \"x\"",
+        ] {
+            assert!(!if_match_holds(stale, t), "{stale}");
         }
     }
 }
