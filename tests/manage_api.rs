@@ -731,3 +731,40 @@ async fn huge_and_deeply_nested_bodies_are_refused() {
     let revisions = api(&s, Method::GET, REVISIONS, None).await.json();
     assert_eq!(revisions["revisions"], json!([]), "nothing was stored");
 }
+
+/// Deleting a role would lift the deny policies attached to it for everyone who still carries
+/// its name: refused (409) until they are detached; allow policies are simply detached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_with_deny_policies_attached_cannot_be_deleted() {
+    let s = stack(true, true).await;
+    let role = api(
+        &s,
+        Method::POST,
+        ROLES,
+        Some(json!({"display_name": "Contractor", "permissions": ["threads:read"]})),
+    )
+    .await;
+    role.assert_status(200);
+    let rid = role.json()["id"].as_str().unwrap().to_string();
+    let mut deny = pii_policy("contractor PII");
+    deny["role_ids"] = json!([rid]);
+    let pid = api(&s, Method::POST, API, Some(deny)).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = api(&s, Method::DELETE, &format!("{ROLES}/{rid}"), None).await;
+    r.assert_status(409);
+    assert!(r.text().contains("contractor PII"), "{}", r.text());
+    let roles = api(&s, Method::GET, ROLES, None).await.json();
+    assert!(roles.as_array().unwrap().iter().any(|r| r["id"] == rid));
+    // Detached, the role goes.
+    let detach = format!(
+        "/api/v1/platform/orgs/current/roles/{rid}/access-policies?access_policy_ids={pid}"
+    );
+    api(&s, Method::DELETE, &detach, None)
+        .await
+        .assert_status(204);
+    api(&s, Method::DELETE, &format!("{ROLES}/{rid}"), None)
+        .await
+        .assert_status(204);
+}

@@ -175,6 +175,49 @@ class Proc:
             self.popen.wait(timeout=10)
 
 
+@dataclass
+class ProcGroup(Proc):
+    """A process measured together with helpers it needs (graphguard and its Redis)."""
+
+    helpers: list[Proc] = field(default_factory=list)
+
+    def refresh(self) -> None:
+        self.pids = tree(self.popen.pid) + [pid for h in self.helpers for pid in tree(h.popen.pid)]
+
+
+LIMITS_YAML = """
+# Every benchmarked request counts against a limit keyed by the caller (a rate far above what
+# the run reaches: the cost measured is the check's, never a refusal).
+limits:
+  - name: bench-per-user
+    events: [threads:read, threads:search, threads:create]
+    key: "{user.identity}"
+    rate: { requests: 1000000, per: 1s }
+"""
+
+
+def limits_policy(tmp: Path) -> Path:
+    d = tmp / "policies-limits"
+    if d.exists():
+        return d
+    shutil.copytree(REPO / "policies/owner", d)
+    (d / "limits.yaml").write_text(LIMITS_YAML)
+    return d
+
+
+def start_redis(procs: Procs, tmp: Path) -> tuple[Proc, str]:
+    port = free_port()
+    p = procs.start("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], tmp / "redis.log")
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return p, f"redis://127.0.0.1:{port}/"
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("redis-server did not start")
+
+
 class Procs:
     def __init__(self) -> None:
         self.all: list[Proc] = []
@@ -386,7 +429,7 @@ def fast_comparison(args: argparse.Namespace, tmp: Path, procs: Procs, bins: dic
     hp_url = "http://" + line.split()[1]
     wait_ok(hp_url + "/ok", hp.popen, 10, "hyper proxy")
 
-    def start_gg(name: str, log_filter: str | None) -> tuple[Proc, str]:
+    def start_gg(name: str, log_filter: str | None, policies: Path = REPO / "policies/owner", more: list[str] | None = None) -> tuple[Proc, str]:
         port, admin = free_port(), free_port()
         env = {**os.environ}
         env.pop("GRAPHGUARD_LOG", None)
@@ -395,7 +438,7 @@ def fast_comparison(args: argparse.Namespace, tmp: Path, procs: Procs, bins: dic
         logf = tmp / f"{name}.log"
         p = procs.start(
             name,
-            [str(bins["graphguard"]), "serve", "--listen", f"127.0.0.1:{port}", "--upstream", up_url, "--policies", str(REPO / "policies/owner"), "--admin-listen", f"127.0.0.1:{admin}"],
+            [str(bins["graphguard"]), "serve", "--listen", f"127.0.0.1:{port}", "--upstream", up_url, "--policies", str(policies), "--admin-listen", f"127.0.0.1:{admin}", *(more or [])],
             logf,
             env=env,
         )
@@ -408,6 +451,16 @@ def fast_comparison(args: argparse.Namespace, tmp: Path, procs: Procs, bins: dic
     ggq = ggq_url = None
     if "graphguard-quiet" in wanted:
         ggq, ggq_url = start_gg("graphguard-quiet", "warn")
+    extra_targets: list[Target] = []
+    if "graphguard-limits" in wanted:
+        ggl, ggl_url = start_gg("graphguard-limits", "warn", limits_policy(tmp))
+        extra_targets.append(Target("graphguard-limits", ggl_url, ggl, "graphguard-quiet with a limit every request counts against, in-process (--limits-store local)"))
+    if "graphguard-redis" in wanted:
+        redis, redis_url = start_redis(procs, tmp)
+        ggr, ggr_url = start_gg("graphguard-redis", "warn", limits_policy(tmp), ["--limits-store", redis_url])
+        group = ProcGroup(ggr.name, ggr.popen, ggr.logfile, helpers=[redis])
+        procs.all.append(group)
+        extra_targets.append(Target("graphguard-redis", ggr_url, group, "the same limit counted in Redis on loopback (--limits-store redis://); CPU includes redis-server's"))
     time.sleep(0.5)
     for p in procs.all:
         p.refresh()
@@ -421,6 +474,7 @@ def fast_comparison(args: argparse.Namespace, tmp: Path, procs: Procs, bins: dic
     ]
     if ggq is not None and ggq_url is not None:
         targets.append(Target("graphguard-quiet", ggq_url, ggq, "the same with GRAPHGUARD_LOG=warn (no per-request log line)"))
+    targets.extend(extra_targets)
     targets = [t for t in targets if t.name in wanted or t.name in ("direct", "nginx", "graphguard")]
     idle = {t.name: status_kb((t.proxy or up).pids, "VmRSS") for t in targets}
 
@@ -938,7 +992,7 @@ def main() -> int:
     ap.add_argument("--duration", type=int, help="seconds per wrk run (whole seconds)")
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1, help="wrk threads")
-    ap.add_argument("--targets", help="default: all five (--quick: direct,nginx,graphguard);  comma-separated from direct,nginx,hyper-proxy,graphguard,graphguard-quiet (direct, nginx and graphguard always run)")
+    ap.add_argument("--targets", help="default: all five (--quick: direct,nginx,graphguard);  comma-separated from direct,nginx,hyper-proxy,graphguard,graphguard-quiet,graphguard-limits,graphguard-redis (direct, nginx and graphguard always run)")
     ap.add_argument("--scenarios", help="comma-separated subset: ok,get_thread,search,create_300B,create_200KB")
     ap.add_argument("--sse-n", type=int)
     ap.add_argument("--no-sse", action="store_true")

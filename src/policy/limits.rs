@@ -403,7 +403,10 @@ mod tests {
                 "when",
             ),
             ("name: ' '\nevents: [threads:create]\nconcurrent: 1", "name"),
-            ("name: 'a:b'\nevents: [threads:create]\nconcurrent: 1", "name"),
+            (
+                "name: 'a:b'\nevents: [threads:create]\nconcurrent: 1",
+                "name",
+            ),
         ];
         for (yaml, key) in cases {
             let err = Limit::compile(&config(yaml)).unwrap_err();

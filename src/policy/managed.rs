@@ -849,6 +849,22 @@ fn delete_role(
     let i = role_index(next, cx, id)?;
     let gone = next.roles.remove(i);
     check_etag(&gone.view(), if_match, "role", id)?;
+    // Users keep carrying the role's name (their tokens say so): deleting it would quietly
+    // lift the deny policies attached to it. Allow policies are simply detached.
+    let denies: Vec<&str> = next
+        .access_policies
+        .iter()
+        .filter(|p| p.effect == Effect::Deny && p.role_ids.iter().any(|r| r == id))
+        .map(|p| p.name.as_str())
+        .collect();
+    if !denies.is_empty() {
+        return Err(ApiError::conflict(format!(
+            "role {:?} has deny access policies attached ({}): detach or delete them first, \
+             deleting the role would lift them for every user who still carries it",
+            gone.name,
+            denies.join(", ")
+        )));
+    }
     for p in &mut next.access_policies {
         if p.role_ids.iter().any(|r| r == id) {
             p.role_ids.retain(|r| r != id);
