@@ -216,20 +216,26 @@ impl Compiler {
     /// Limits may be written in any file, each name once.
     fn add_limits(&mut self, src: Source<'_>, file: &PolicyFile) {
         for (i, c) in file.limits.iter().enumerate() {
-            let at = format!("limits[{i}]");
+            // Located inside entry i: every entry writes the same keys.
+            let error = |key: &str, message: String| ConfigError {
+                file: src.path.to_path_buf(),
+                line: config::find_item_key_line(
+                    src.text,
+                    "limits",
+                    i,
+                    key.split(['.', '[']).next().unwrap_or(key),
+                ),
+                key: format!("limits[{i}].{key}"),
+                message,
+            };
             if self.limits.iter().any(|l| l.name == c.name) {
                 let m = format!("a limit named {:?} is already defined", c.name);
-                self.errors
-                    .push(src.error(&format!("{at}.name"), &c.name, m));
+                self.errors.push(error("name", m));
                 continue;
             }
             match Limit::compile(c) {
                 Ok(l) => self.limits.push(l),
-                Err((key, m)) => {
-                    let needle = key.split(['.', '[']).next().unwrap_or("limits").to_string();
-                    self.errors
-                        .push(src.error(&format!("{at}.{key}"), &needle, m));
-                }
+                Err((key, m)) => self.errors.push(error(&key, m)),
             }
         }
     }

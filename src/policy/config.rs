@@ -324,6 +324,45 @@ pub fn find_key_line(text: &str, key: &str) -> Option<usize> {
         .map(|i| i + 1)
 }
 
+/// The line of `key` inside item `index` of the block list under the top-level key `list`
+/// (`limits:`), or of the item's first line when the item does not write `key`; entries of
+/// a list share their keys, so a search of the whole file would name the first entry's line.
+/// A list the scan cannot follow (flow style, JSON) falls back to [`find_key_line`].
+pub fn find_item_key_line(text: &str, list: &str, index: usize, key: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let fallback = || find_key_line(text, key).or_else(|| find_key_line(text, list));
+    let Some(start) = lines
+        .iter()
+        .position(|l| l.starts_with(&format!("{list}:")))
+    else {
+        return fallback();
+    };
+    let mut items = Vec::new();
+    let mut end = lines.len();
+    let mut item_indent = None;
+    for (i, l) in lines.iter().enumerate().skip(start + 1) {
+        let t = l.trim_start();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let indent = l.len() - t.len();
+        let dash = t == "-" || t.starts_with("- ");
+        if indent == 0 && !dash {
+            end = i;
+            break;
+        }
+        if dash && *item_indent.get_or_insert(indent) == indent {
+            items.push(i);
+        }
+    }
+    let Some(&first) = items.get(index) else {
+        return fallback();
+    };
+    let last = items.get(index + 1).copied().unwrap_or(end);
+    let inside = find_key_line(&lines[first..last].join("\n"), key);
+    Some(first + inside.unwrap_or(1))
+}
+
 /// Parse one file's text (YAML; JSON is YAML).
 pub fn parse_file(path: &Path, text: &str) -> Result<PolicyFile, ConfigError> {
     if text.trim().is_empty() {
@@ -454,6 +493,20 @@ mod tests {
         assert!(e.message.contains("unknown field `role`"), "{e}");
         let e = parse("authenticators:\n  - jwt_magic: {}\n").unwrap_err();
         assert!(e.message.contains("unknown field `jwt_magic`"), "{e}");
+    }
+
+    #[test]
+    fn item_key_line_search_stays_inside_the_item() {
+        let t = "limits:\n  - name: a\n    rate: {}\n  # b\n  - name: b\n\n    rate: {}\nhandlers: {}\n";
+        assert_eq!(find_item_key_line(t, "limits", 0, "rate"), Some(3));
+        assert_eq!(find_item_key_line(t, "limits", 1, "rate"), Some(7));
+        assert_eq!(find_item_key_line(t, "limits", 1, "name"), Some(5));
+        assert_eq!(find_item_key_line(t, "limits", 1, "when"), Some(5));
+        let flat = "handlers: {}\nlimits:\n- name: a\n- name: b\n  key: x\n";
+        assert_eq!(find_item_key_line(flat, "limits", 1, "key"), Some(5));
+        assert_eq!(find_item_key_line(flat, "limits", 0, "key"), Some(3));
+        let json = "{\"limits\": [{\"name\": \"a\"}]}";
+        assert_eq!(find_item_key_line(json, "limits", 0, "name"), None);
     }
 
     #[test]
