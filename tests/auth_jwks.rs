@@ -503,9 +503,11 @@ async fn authenticator_chains_decline_reject_and_anonymous() {
         .await
         .unwrap_err();
     assert_eq!(e.detail, "Invalid token: issuer not accepted");
-    // A bearer value neither recognises: the API key list's answer.
+    // A bearer value neither recognises: the first decline's answer (the JWT authenticator
+    // comes first here), a 401 all the same, never anonymous.
     let e = run_auth(&p, "Bearer not-a-key").await.unwrap_err();
-    assert_eq!(e.detail, "Invalid API key");
+    assert_eq!(e.detail, "Invalid token: malformed");
+    assert_eq!(e.status, http::StatusCode::UNAUTHORIZED);
     // A bad JWT is rejected, never downgraded to anonymous.
     let mut bad = k.token("alice", ISS);
     bad.push('A');
