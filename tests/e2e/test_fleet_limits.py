@@ -114,9 +114,19 @@ class Replica:
             "GRAPHGUARD_ADMIN_LISTEN": f"127.0.0.1:{self.admin_port}",
             "FLEET_JWT_SECRET": SECRET,
         }
-        self.proc, _ = harness.start_graphguard(
-            self.name, self.stack["binary"], self.stack["up"], self.stack["policies"], self.stack["root"], self.stack["logs"], extra_env=env, port=self.port
-        )
+        # Ports are picked ahead; on a shared machine another process may take one meanwhile:
+        # then pick new ones and start again.
+        for attempt in range(3):
+            env["GRAPHGUARD_ADMIN_LISTEN"] = f"127.0.0.1:{self.admin_port}"
+            try:
+                self.proc, _ = harness.start_graphguard(
+                    self.name, self.stack["binary"], self.stack["up"], self.stack["policies"], self.stack["root"], self.stack["logs"], extra_env=env, port=self.port
+                )
+                return
+            except RuntimeError as e:
+                if "Address already in use" not in str(e) or attempt == 2:
+                    raise
+                self.port, self.admin_port = harness.free_port(), harness.free_port()
 
 
 @pytest.fixture(scope="module")

@@ -83,9 +83,19 @@ class Replica:
 
     def start(self) -> None:
         env = {"GRAPHGUARD_POLICY_STORE": self.stack["pg"].dsn, "GRAPHGUARD_ADMIN_LISTEN": f"127.0.0.1:{self.admin_port}"}
-        self.proc, _ = harness.start_graphguard(
-            self.name, self.stack["binary"], self.stack["up"], self.stack["policies"], self.stack["root"], self.stack["logs"], extra_env=env, port=self.port
-        )
+        # Ports are picked ahead; on a shared machine another process may take one meanwhile:
+        # then pick new ones and start again.
+        for attempt in range(3):
+            env["GRAPHGUARD_ADMIN_LISTEN"] = f"127.0.0.1:{self.admin_port}"
+            try:
+                self.proc, _ = harness.start_graphguard(
+                    self.name, self.stack["binary"], self.stack["up"], self.stack["policies"], self.stack["root"], self.stack["logs"], extra_env=env, port=self.port
+                )
+                return
+            except RuntimeError as e:
+                if "Address already in use" not in str(e) or attempt == 2:
+                    raise
+                self.port, self.admin_port = harness.free_port(), harness.free_port()
 
     def readyz(self) -> dict:
         return httpx.get(f"http://127.0.0.1:{self.admin_port}/readyz", timeout=5).json()
