@@ -193,14 +193,22 @@ def test_thirty_runs_a_minute_hold_exactly_across_three_replicas(stack, capsys):
     assert 1 <= wait <= 2, last.headers
     time.sleep(wait)
     assert start_run(replicas[2], key("alice"), tid).status_code == 200
-    assert start_run(replicas[0], key("alice"), tid).status_code == 429
+    spent = time.monotonic()
+    # The unit just taken was the only one: the next is refused, unless the machine is so
+    # slow that the next unit (2 s later) came in meanwhile.
+    after = start_run(replicas[0], key("alice"), tid).status_code
+    extra = int(after == 200)
+    assert after == 429 or time.monotonic() - spent >= 2, after
     # The agent server holds exactly the runs that were let through.
     runs = httpx.get(f"{stack['up']}/threads/{tid}/runs", params={"limit": 1000}, timeout=10).json()
-    assert len(runs) == allowed + 1
+    assert len(runs) == allowed + 1 + extra
     # Every replica's admin listener reads the same usage, spending nothing.
     for r in replicas:
+        asked = time.monotonic()
         u = httpx.get(f"http://127.0.0.1:{r.admin_port}/limits/usage", params={"limit": "runs-per-user", "value": "alice"}, timeout=5).json()
-        assert u["key"] == "runs-per-user:alice" and u["remaining"] == 0 and u["retry_after_seconds"] > 0, u
+        assert u["key"] == "runs-per-user:alice", u
+        if asked - spent < 2:
+            assert u["remaining"] == 0 and u["retry_after_seconds"] > 0, u
     # Another user is not affected.
     bob_tid = new_thread(replicas[0], key("bob"))
     assert start_run(replicas[1], key("bob"), bob_tid).status_code == 200
