@@ -358,17 +358,26 @@ async fn a_malformed_request_after_good_ones_is_refused_as_json_and_counted() {
     let third = c.read_response().await;
     assert_parser_refusal(&third, 400, "pipelined");
     assert!(up.forwarded().is_empty(), "{:?}", summary(&up.requests()));
-    let text = gw.gw.metrics.encode();
-    let refused = text
-        .lines()
-        .find(|l| {
-            l.starts_with("graphguard_requests_total{")
-                && l.contains("decision=\"deny\"")
-                && l.contains("status=\"400\"")
-                && l.contains("resource=\"none\"")
-        })
-        .unwrap_or_else(|| panic!("no refusal counted:\n{text}"));
-    assert!(refused.ends_with(" 2"), "{refused}");
+    // The refusal is counted once its answer is written, which the client may read first.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let text = gw.gw.metrics.encode();
+        let refused = text
+            .lines()
+            .find(|l| {
+                l.starts_with("graphguard_requests_total{")
+                    && l.contains("decision=\"deny\"")
+                    && l.contains("status=\"400\"")
+                    && l.contains("resource=\"none\"")
+            })
+            .unwrap_or_else(|| panic!("no refusal counted:\n{text}"))
+            .to_string();
+        if refused.ends_with(" 2") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{refused}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
