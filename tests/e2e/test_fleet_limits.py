@@ -111,6 +111,10 @@ class Replica:
         env = {
             "GRAPHGUARD_LIMITS_STORE": self.stack["redis"].url,
             "GRAPHGUARD_LIMITS_LEASE_SECS": "3",
+            # These tests count exactly; a check that outlives the production default of 50 ms
+            # (a busy 2-core machine running the agent server beside three replicas) is an
+            # `on_error` 503 that would spoil the count. Timeouts have their own unit tests.
+            "GRAPHGUARD_LIMITS_TIMEOUT_MS": "2000",
             "GRAPHGUARD_ADMIN_LISTEN": f"127.0.0.1:{self.admin_port}",
             "FLEET_JWT_SECRET": SECRET,
         }
@@ -176,7 +180,7 @@ def test_thirty_runs_a_minute_hold_exactly_across_three_replicas(stack, capsys):
         answers = list(pool.map(lambda i: start_run(replicas[i % 3], key("alice"), tid), range(100)))
     elapsed = time.monotonic() - started
     codes = [a.status_code for a in answers]
-    assert set(codes) == {200, 429}, sorted(set(codes))
+    assert set(codes) == {200, 429}, [(a.status_code, a.text) for a in answers if a.status_code not in (200, 429)]
     # GCRA: a fresh key takes 30 at once, then one more every 2 s (30 a minute); the 100
     # attempts take a few seconds, so exactly 30 plus one per whole 2 s elapsed may pass.
     allowed = codes.count(200)
