@@ -53,7 +53,7 @@ impl Authenticator {
         match self {
             Authenticator::ApiKey(k) => k.authenticate(headers),
             Authenticator::Jwt(j) => j.authenticate(headers).await,
-            Authenticator::Forward(f) => f.authenticate(headers).await,
+            Authenticator::Forward(f) => Box::pin(f.authenticate(headers)).await,
             Authenticator::Anonymous(u) => AuthOutcome::Authenticated(u.clone()),
         }
     }

@@ -1,4 +1,9 @@
 //! The request path, phase by phase: check the head, classify, authenticate, read the body, decide (looking up what the decision needs), forward, stream the answer back; then count and audit.
+//!
+//! Cold branches (the management API, shadow comparison, search paging, upstream lookups on a
+//! cache miss, filtered lists) are awaited through `Box::pin`: their state would otherwise be
+//! laid out inside the one per-request future that hyper moves on every poll, and that future's
+//! size showed up as memcpy in the instruction counts of every request (docs/benchmarks.md).
 
 use super::*;
 use crate::routes::RouteMatch;
@@ -245,7 +250,7 @@ impl Gateway {
         let path = req.uri().path().to_string();
         routes::check_path(&path).map_err(fail)?;
         if path.starts_with(MANAGEMENT_PREFIX) {
-            return self.manage(req, policy).await;
+            return Box::pin(self.manage(req, policy)).await;
         }
         let classified = routes::classify(req.method(), &path);
         match classified
@@ -344,8 +349,7 @@ impl Gateway {
             .decision_seconds
             .observe(started.elapsed().as_secs_f64());
         if let Some(shadow) = self.shadow.load_full() {
-            self.shadow_compare(&shadow, policy, user, &input, facts, &decision)
-                .await;
+            Box::pin(self.shadow_compare(&shadow, policy, user, &input, facts, &decision)).await;
         }
         Ok((decision, units))
     }
@@ -369,7 +373,7 @@ impl Gateway {
             match decide::decide_with_cache(policy, user, input, &facts, &cached) {
                 Next::Done(d) => return Ok((d, facts)),
                 Next::Need(t) => {
-                    let (f, hit) = self.upstream.lookup_with_hit(&t).await?;
+                    let (f, hit) = Box::pin(self.upstream.lookup_with_hit(&t)).await?;
                     if hit {
                         self.metrics.lookup_hits.inc();
                     } else {
@@ -676,7 +680,9 @@ impl Gateway {
         let query = fwd.query.as_deref();
         let body = Outgoing::for_request(raw, fwd.body);
         match fwd.response {
-            ResponsePlan::Search(plan) => self.search(policy, body.into_bytes(), &plan, user).await,
+            ResponsePlan::Search(plan) => {
+                Box::pin(self.search(policy, body.into_bytes(), &plan, user)).await
+            }
             ResponsePlan::Stream => {
                 let req = self.upstream_request(policy, parts, query, body, user, peer)?;
                 let t = std::time::Instant::now();
@@ -689,7 +695,7 @@ impl Gateway {
             ResponsePlan::FilterList { filter, empty } => {
                 let req = self.upstream_request(policy, parts, query, body, user, peer)?;
                 let resp = self.upstream.send(req).await?;
-                self.filtered(resp, |item| filter.matches(metadata_ref(item)), empty)
+                Box::pin(self.filtered(resp, |item| filter.matches(metadata_ref(item)), empty))
                     .await
             }
             ResponsePlan::StoreItems { filter, access } => {
@@ -705,7 +711,7 @@ impl Gateway {
                             access.iter().all(|e| policy.access.allows(u, *e, value))
                         })
                 };
-                self.filtered(resp, keep, None).await
+                Box::pin(self.filtered(resp, keep, None)).await
             }
         }
     }

@@ -489,14 +489,14 @@ impl JwtAuthenticator {
                     // foreign or broken token never waits on (or fails with) our provider.
                     self.inspect(token)?;
                 }
-                r.current()
+                Box::pin(r.current())
                     .await
                     .ok_or(Refusal::Rejected(JwtError::KeysUnavailable))?
             }
         };
         match self.authenticate_with_keys(token, &keys) {
             Err(Refusal::Rejected(JwtError::UnknownKid)) => match &self.keys {
-                KeySource::Remote(r) => match r.refetch(keys.generation).await {
+                KeySource::Remote(r) => match Box::pin(r.refetch(keys.generation)).await {
                     Some(newer) => self.authenticate_with_keys(token, &newer),
                     None => Err(Refusal::Rejected(JwtError::UnknownKid)),
                 },
