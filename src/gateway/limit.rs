@@ -195,7 +195,7 @@ fn oversized(applied: &[Applied<'_>]) -> Option<GatewayError> {
 
 fn hit(a: &Applied<'_>) -> Box<LimitHit> {
     Box::new(LimitHit {
-        name: a.limit.name.clone(),
+        name: a.limit.name.to_string(),
         key: a.key.clone(),
     })
 }
@@ -207,61 +207,42 @@ fn ceil_secs(d: Duration) -> u64 {
 }
 
 /// The IETF `RateLimit-Policy` and `RateLimit` fields (draft-ietf-httpapi-ratelimit-headers):
-/// one list member per limit, named after it: `"free-runs";q=20;w=3600` and
-/// `"free-runs";r=19;t=180`.
+/// one list member per limit, named after it: `"free-runs";q=20;w=3600` (written once, when
+/// the policy compiled) and `"free-runs";r=19;t=180`.
 fn rate_limit_headers(
     applied: &[Applied<'_>],
     verdicts: &[Verdict],
 ) -> Vec<(HeaderName, HeaderValue)> {
-    let mut policy = String::new();
-    let mut state = String::new();
+    let mut policy = String::with_capacity(32 * applied.len());
+    let mut state = String::with_capacity(32 * applied.len());
+    let mut n = itoa::Buffer::new();
     for (a, v) in applied.iter().zip(verdicts) {
         if !policy.is_empty() {
             policy.push_str(", ");
             state.push_str(", ");
         }
-        let name = sf_string(&a.limit.name);
-        match a.limit.quota {
-            Quota::Rate {
-                requests, period, ..
-            } => {
-                policy.push_str(&format!("{name};q={requests};w={}", ceil_secs(period)));
-            }
-            Quota::Concurrent { limit } => policy.push_str(&format!("{name};q={limit}")),
-        }
+        policy.push_str(a.limit.policy_member());
         let reset = match *v {
             Verdict::Allowed { reset, .. } | Verdict::Limited { reset, .. } => reset,
         };
         let t = if reset.is_zero() { 0 } else { ceil_secs(reset) };
-        state.push_str(&format!("{name};r={};t={t}", v.remaining()));
+        state.push_str(a.limit.header_name());
+        state.push_str(";r=");
+        state.push_str(n.format(v.remaining()));
+        state.push_str(";t=");
+        state.push_str(n.format(t));
     }
     let mut out = Vec::with_capacity(2);
-    for (n, v) in [("ratelimit-policy", policy), ("ratelimit", state)] {
+    for (name, v) in [(RATELIMIT_POLICY, policy), (RATELIMIT, state)] {
         if let Ok(v) = HeaderValue::try_from(v) {
-            out.push((HeaderName::from_static(n), v));
+            out.push((HeaderName::from_static(name), v));
         }
     }
     out
 }
 
-/// A structured-field string: quoted, `\` and `"` escaped, only printable ASCII (others
-/// become `?`).
-fn sf_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' | '\\' => {
-                out.push('\\');
-                out.push(c);
-            }
-            ' '..='~' => out.push(c),
-            _ => out.push('?'),
-        }
-    }
-    out.push('"');
-    out
-}
+const RATELIMIT_POLICY: &str = "ratelimit-policy";
+const RATELIMIT: &str = "ratelimit";
 
 /// Leases held by a response: renewed every `ttl / 3` by a task that holds only a weak
 /// reference, released (dropped) when the response body is.
@@ -335,11 +316,5 @@ mod tests {
         assert_eq!(ceil_secs(Duration::ZERO), 1);
         assert_eq!(ceil_secs(Duration::from_millis(2000)), 2);
         assert_eq!(ceil_secs(Duration::from_millis(2001)), 3);
-    }
-
-    #[test]
-    fn names_are_structured_field_strings() {
-        assert_eq!(sf_string("free-runs"), "\"free-runs\"");
-        assert_eq!(sf_string("a\"b\\c\u{e9}"), "\"a\\\"b\\\\c?\"");
     }
 }

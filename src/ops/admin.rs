@@ -158,7 +158,7 @@ impl Admin {
         let (Some(name), Some(value)) = (name, value) else {
             return bad("give limit=NAME and value=VALUE (what the limit's key renders to)".into());
         };
-        let Some(limit) = policy.limits.all().iter().find(|l| l.name == name) else {
+        let Some(limit) = policy.limits.all().iter().find(|l| *l.name == *name) else {
             let detail = json!({"detail": format!("no limit named {name:?}")}).to_string();
             return resp(StatusCode::NOT_FOUND, "application/json", detail);
         };

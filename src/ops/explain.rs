@@ -79,7 +79,7 @@ fn limits_applied(policy: &Policy, user: &User, event: Event) -> Vec<LimitApplie
             Err(e) => Err(e),
         };
         out.push(LimitApplied {
-            name: l.name.clone(),
+            name: l.name.to_string(),
             key,
             allows: l.describe(),
         });

@@ -1,6 +1,7 @@
 //! Prometheus metrics (`prometheus-client`), served on the admin listener.
 
 use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -54,8 +55,8 @@ pub struct ReasonLabel {
 /// A limit check's outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LimitLabels {
-    /// The limit's name.
-    pub limit: String,
+    /// The limit's name (shared with the compiled limit: counting allocates nothing).
+    pub limit: Arc<str>,
     /// `allowed`, `refused` or `error` (the limiter could not be asked).
     pub outcome: &'static str,
 }
@@ -203,9 +204,9 @@ impl Metrics {
     }
 
     /// Count one limit check.
-    pub fn limit_checked(&self, limit: &str, outcome: &'static str) {
+    pub fn limit_checked(&self, limit: &Arc<str>, outcome: &'static str) {
         let labels = LimitLabels {
-            limit: limit.to_string(),
+            limit: limit.clone(),
             outcome,
         };
         self.limit_checks.get_or_create(&labels).inc();

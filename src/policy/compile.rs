@@ -228,7 +228,7 @@ impl Compiler {
                 key: format!("limits[{i}].{key}"),
                 message,
             };
-            if self.limits.iter().any(|l| l.name == c.name) {
+            if self.limits.iter().any(|l| *l.name == *c.name) {
                 let m = format!("a limit named {:?} is already defined", c.name);
                 self.errors.push(error("name", m));
                 continue;

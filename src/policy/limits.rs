@@ -19,6 +19,7 @@
 //! the rendered key and the cost. Pure: the limiter that counts is elsewhere
 //! (the top-level `limits` module).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -94,8 +95,10 @@ pub enum Quota {
 /// A compiled limit.
 #[derive(Debug, Clone)]
 pub struct Limit {
-    /// Its name.
-    pub name: String,
+    /// Its name (shared: metrics label it without a copy).
+    pub name: Arc<str>,
+    /// Its `RateLimit-Policy` list member, written once: `"free-runs";q=20;w=3600`.
+    policy_member: Box<str>,
     events: Vec<Event>,
     when: Option<WhenConfig>,
     key: StrTemplate,
@@ -122,6 +125,21 @@ impl Limit {
         &self.events
     }
 
+    /// Its member of the IETF `RateLimit-Policy` field (draft-ietf-httpapi-ratelimit-headers):
+    /// the name as a structured-field string, the quota and the window in seconds.
+    pub fn policy_member(&self) -> &str {
+        &self.policy_member
+    }
+
+    /// Its name as a structured-field string, as the `RateLimit` field's members start.
+    pub fn header_name(&self) -> &str {
+        // The member starts with the quoted name; a name is letters, digits, '-', '_' and '.'
+        // (checked at compile), so the first `;` ends it.
+        self.policy_member
+            .split_once(';')
+            .map_or(&*self.policy_member, |(n, _)| n)
+    }
+
     /// The quota as the `RateLimit-Policy` header and the docs write it: `30 per 1m`.
     pub fn describe(&self) -> String {
         match self.quota {
@@ -131,6 +149,40 @@ impl Limit {
             Quota::Concurrent { limit } => format!("{limit} at once"),
         }
     }
+}
+
+/// `"name";q=20;w=3600` (a rate) or `"name";q=5` (concurrency).
+fn policy_member(name: &str, quota: Quota) -> String {
+    let name = sf_string(name);
+    match quota {
+        Quota::Rate {
+            requests, period, ..
+        } => {
+            // The window in whole seconds, rounded up and at least 1.
+            let w = period.as_secs() + u64::from(period.subsec_nanos() > 0);
+            format!("{name};q={requests};w={}", w.max(1))
+        }
+        Quota::Concurrent { limit } => format!("{name};q={limit}"),
+    }
+}
+
+/// A structured-field string (RFC 8941): quoted, `\` and `"` escaped, only printable ASCII
+/// (others become `?`).
+fn sf_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' '..='~' => out.push(c),
+            _ => out.push('?'),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// `1h`, `30s`, `250ms`: the largest unit that divides the period.
@@ -218,21 +270,19 @@ impl Limits {
             if !l.when.as_ref().is_none_or(|w| super::when_holds(w, user)) {
                 continue;
             }
-            let value = l
-                .key
-                .render(user)
+            let mut key = String::with_capacity(l.name.len() + 1 + user.identity.len());
+            key.push_str(&l.name);
+            key.push(':');
+            l.key
+                .render_into(user, &mut key)
                 .map_err(|e| format!("limit {}: key: {e}", l.name))?;
-            let value = match value {
-                serde_json::Value::String(s) => s,
-                other => other.to_string(),
-            };
             let cost = match l.quota {
                 Quota::Rate { .. } => units.max(1),
                 Quota::Concurrent { .. } => 1,
             };
             out.push(Applied {
                 limit: l,
-                key: format!("{}:{value}", l.name),
+                key,
                 cost,
             });
         }
@@ -319,7 +369,8 @@ fn compile_one(c: &LimitConfig) -> Result<Limit, (String, String)> {
         }
     };
     Ok(Limit {
-        name: c.name.clone(),
+        name: c.name.as_str().into(),
+        policy_member: policy_member(&c.name, quota).into(),
         events,
         when: c.when.clone(),
         key,
@@ -416,6 +467,28 @@ mod tests {
             "name: a\nevents: []\nrate: {requests: 1, per: 1s, every: 2}"
         )
         .is_err());
+    }
+
+    #[test]
+    fn names_are_structured_field_strings() {
+        assert_eq!(sf_string("free-runs"), "\"free-runs\"");
+        assert_eq!(sf_string("a\"b\\c\u{e9}"), "\"a\\\"b\\\\c?\"");
+    }
+
+    #[test]
+    fn header_members_are_written_at_compile() {
+        let rate = Limit::compile(&config(
+            "name: free\nevents: [threads:create_run]\nrate: {requests: 20, per: 1500ms}",
+        ))
+        .unwrap();
+        assert_eq!(rate.policy_member(), "\"free\";q=20;w=2");
+        assert_eq!(rate.header_name(), "\"free\"");
+        let conc = Limit::compile(&config(
+            "name: org.streams\nevents: [threads:create_run]\nconcurrent: 5",
+        ))
+        .unwrap();
+        assert_eq!(conc.policy_member(), "\"org.streams\";q=5");
+        assert_eq!(conc.header_name(), "\"org.streams\"");
     }
 
     #[test]

@@ -136,6 +136,44 @@ impl StrTemplate {
         }
         Ok(Value::String(out))
     }
+
+    /// Render against a user, appending to `out`: the string [`StrTemplate::render`] would
+    /// give (a template that is one placeholder of a list or an object writes it as JSON), with
+    /// no intermediate value. For the hot path, where the text is all that is needed.
+    pub fn render_into(&self, user: &User, out: &mut String) -> Result<(), String> {
+        let whole = self.pieces.len() == 1;
+        for p in &self.pieces {
+            match p {
+                Piece::Lit(s) => out.push_str(s),
+                Piece::Var(Var::Identity) => out.push_str(&user.identity),
+                Piece::Var(Var::DisplayName) => out.push_str(&user.display_name),
+                Piece::Var(v @ Var::Attribute(k)) => match user.attributes.get(k) {
+                    Some(Value::String(s)) => out.push_str(s),
+                    Some(v @ (Value::Number(_) | Value::Bool(_))) => out.push_str(&v.to_string()),
+                    Some(v) if whole => out.push_str(&v.to_string()),
+                    Some(other) => {
+                        return Err(format!(
+                            "placeholder {} is {} and cannot be part of a string",
+                            var_name(v),
+                            kind(other)
+                        ))
+                    }
+                    None => return Err(format!("user {:?} has no attribute {k:?}", user.identity)),
+                },
+                Piece::Var(v @ (Var::Permissions | Var::Roles)) => match var_value(v, user)? {
+                    list if whole => out.push_str(&list.to_string()),
+                    list => {
+                        return Err(format!(
+                            "placeholder {} is {} and cannot be part of a string",
+                            var_name(v),
+                            kind(&list)
+                        ))
+                    }
+                },
+            }
+        }
+        Ok(())
+    }
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -308,6 +346,36 @@ mod tests {
             Ok(json!(["threads:create"]))
         );
         assert_eq!(render(json!("{user.roles}")), Ok(json!(["admin"])));
+    }
+
+    #[test]
+    fn render_into_writes_what_render_gives_as_text() {
+        let mut user = alice();
+        user.attributes.insert("team".into(), json!({"id": 7}));
+        user.attributes.insert("none".into(), Value::Null);
+        for t in [
+            "{user.identity}",
+            "k:{user.identity}",
+            "{user.display_name}/{user.attributes.org}",
+            "{user.attributes.level}",
+            "lvl-{user.attributes.level}",
+            "{user.attributes.team}",
+            "{user.attributes.none}",
+            "{user.roles}",
+            "{{lit}}",
+            "x-{user.attributes.team}",
+            "x-{user.attributes.missing}",
+            "{user.attributes.missing}",
+        ] {
+            let parsed = StrTemplate::parse(t).unwrap();
+            let want = parsed.render(&user).map(|v| match v {
+                Value::String(s) => s,
+                other => other.to_string(),
+            });
+            let mut got = String::from("pre:");
+            let got = parsed.render_into(&user, &mut got).map(|()| got);
+            assert_eq!(got, want.map(|w| format!("pre:{w}")), "{t}");
+        }
     }
 
     #[test]
