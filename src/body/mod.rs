@@ -2,6 +2,7 @@
 //! within a budget, and the outgoing body the gateway sends upstream.
 
 pub mod buffers;
+pub mod guarded;
 pub mod outgoing;
 mod scan;
 pub mod splice;

@@ -7,12 +7,8 @@
 //! A request no limit matches never reaches the limiter (with no `limits:` section this phase
 //! is one branch).
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use hyper::body::{Body, Frame, SizeHint};
-
 use super::*;
+use crate::body::guarded::Guarded;
 use crate::limits::{self, Lease, LimitError, Limiter, Verdict};
 use crate::policy::limits::{Applied, OnError, Quota};
 use crate::routes::RouteMatch;
@@ -160,13 +156,7 @@ impl Gateway {
             return Response::from_parts(parts, body);
         }
         let held = Held::new(leases, self.limits.limiter.clone(), self.limits.lease_ttl);
-        Response::from_parts(
-            parts,
-            BodyExt::boxed_unsync(Holding {
-                inner: body,
-                _held: held,
-            }),
-        )
+        Response::from_parts(parts, BodyExt::boxed_unsync(Guarded::new(body, held)))
     }
 }
 
@@ -276,33 +266,6 @@ impl Held {
 impl Drop for Held {
     fn drop(&mut self) {
         self.renewal.abort();
-    }
-}
-
-/// A response body that holds leases until it is dropped (streamed to the end, or the client
-/// went away).
-struct Holding {
-    inner: RespBody,
-    _held: Held,
-}
-
-impl Body for Holding {
-    type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 

@@ -25,9 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
-use bytes::Bytes;
 use http::{HeaderValue, StatusCode, Version};
-use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::error::GatewayError;
@@ -64,7 +62,8 @@ impl ConnState {
     }
 
     /// The service was called: a response of the gateway's is coming. It is open until the
-    /// returned guard is dropped (move it into the response body with [`TrackedBody`]).
+    /// returned guard is dropped (move it into the response body with
+    /// [`Guarded`](crate::body::guarded::Guarded)).
     pub fn request_started(self: &Arc<Self>, version: Version) -> OpenResponse {
         self.open.fetch_add(1, Ordering::Relaxed);
         self.idle.store(false, Ordering::Relaxed);
@@ -273,39 +272,6 @@ pub struct OpenResponse(Arc<ConnState>);
 impl Drop for OpenResponse {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A response body that keeps its response open until hyper is done with it (drops it).
-pub struct TrackedBody<B> {
-    inner: B,
-    _open: OpenResponse,
-}
-
-impl<B> TrackedBody<B> {
-    /// `inner`, open as `open` until dropped.
-    pub fn new(inner: B, open: OpenResponse) -> TrackedBody<B> {
-        TrackedBody { inner, _open: open }
-    }
-}
-
-impl<B: Body<Data = Bytes> + Unpin> Body for TrackedBody<B> {
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 

@@ -10,7 +10,8 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::gateway::malformed_head::{ConnState, GuardedIo, TrackedBody};
+use crate::body::guarded::Guarded;
+use crate::gateway::malformed_head::{ConnState, GuardedIo};
 use crate::gateway::{Gateway, Peer};
 
 /// Connection-level settings.
@@ -132,7 +133,7 @@ impl Connection {
             let open = svc_state.request_started(req.version());
             async move {
                 let resp = gw.handle(req, client).await;
-                Ok::<_, std::convert::Infallible>(resp.map(|b| TrackedBody::new(b, open)))
+                Ok::<_, std::convert::Infallible>(resp.map(|b| Guarded::new(b, open)))
             }
         });
         let conn = self.builder.serve_connection(TokioIo::new(io), svc);
