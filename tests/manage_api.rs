@@ -392,6 +392,72 @@ async fn file_roles_and_policies_are_listed_and_read_only() {
         .assert_status(204);
 }
 
+/// An update may rename, but never onto a name another policy or role (from the files or the
+/// store) has: 409 naming it, and the object stays as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_onto_a_taken_name_is_409_and_changes_nothing() {
+    let s = stack(true, true).await;
+    let created = |r: Resp| r.json()["id"].as_str().unwrap().to_string();
+    let p1 = created(api(&s, Method::POST, API, Some(pii_policy("P1"))).await);
+    api(&s, Method::POST, API, Some(pii_policy("P2")))
+        .await
+        .assert_status(200);
+    let path = format!("{API}/{p1}");
+    for taken in ["P2", "Chatbot Apps Access"] {
+        let r = api(
+            &s,
+            Method::PATCH,
+            &path,
+            Some(json!({"name": taken, "description": "x"})),
+        )
+        .await;
+        let detail = json_error(&r, 409);
+        assert_eq!(
+            detail,
+            format!("an access policy named {taken:?} already exists")
+        );
+    }
+    let r = api(&s, Method::PATCH, &path, Some(json!({"name": "  "}))).await;
+    assert!(json_error(&r, 422).contains("name"));
+    let now = api(&s, Method::GET, &path, None).await.json();
+    assert_eq!(now["name"], "P1");
+    assert_ne!(
+        now["description"], "x",
+        "a refused update changed the description"
+    );
+    let r = api(
+        &s,
+        Method::PATCH,
+        &path,
+        Some(json!({"name": "P1 renamed"})),
+    )
+    .await;
+    assert_eq!(r.json()["name"], "P1 renamed");
+
+    let role = |name: &str| json!({"name": name, "permissions": ["threads:read"]});
+    let r1 = created(api(&s, Method::POST, ROLES, Some(role("night"))).await);
+    api(&s, Method::POST, ROLES, Some(role("day")))
+        .await
+        .assert_status(200);
+    let path = format!("{ROLES}/{r1}");
+    for taken in ["day", "engineer"] {
+        let r = api(
+            &s,
+            Method::PATCH,
+            &path,
+            Some(json!({"name": taken, "permissions": []})),
+        )
+        .await;
+        assert_eq!(
+            json_error(&r, 409),
+            format!("a role named {taken:?} already exists")
+        );
+    }
+    let now = api(&s, Method::GET, &path, None).await.json();
+    assert_eq!(now["name"], "night");
+    assert_eq!(now["permissions"], json!(["threads:read"]));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_lists_every_change_and_restore_brings_one_back() {
     let s = stack(true, true).await;

@@ -570,6 +570,49 @@ fn check_rbac_on(cx: &Context<'_>) -> Result<(), ApiError> {
     ))
 }
 
+/// What every update checks before it changes anything: the ETag the admin last saw, then a
+/// new name (not empty, not another object's of the kind).
+fn check_update<T: Serialize>(
+    current: &T,
+    if_match: Option<&str>,
+    what: &str,
+    id: &str,
+    name: Option<&str>,
+    taken: impl Fn(&str) -> bool,
+) -> Result<(), ApiError> {
+    check_etag(current, if_match, what, id)?;
+    let Some(name) = name else { return Ok(()) };
+    non_empty("name", name)?;
+    if taken(name) {
+        let a = if what.starts_with(['a', 'e', 'i', 'o', 'u']) {
+            "an"
+        } else {
+            "a"
+        };
+        return Err(ApiError::conflict(format!(
+            "{a} {what} named {name:?} already exists"
+        )));
+    }
+    Ok(())
+}
+
+/// The change an update made: the object after and before, and the state it leaves.
+fn updated<T: Serialize>(
+    what: &str,
+    id: &str,
+    name: &str,
+    after: &T,
+    before: &T,
+    state: &ManagedState,
+) -> Applied {
+    Applied {
+        summary: format!("update {what} {name:?} ({id})"),
+        state: state.clone(),
+        object: json(after),
+        before: json(before),
+    }
+}
+
 fn non_empty(field: &str, v: &str) -> Result<(), ApiError> {
     if v.trim().is_empty() {
         return Err(ApiError::invalid(format!("{field}: must not be empty")));
@@ -637,15 +680,9 @@ fn update_policy(
     }
     let i = policy_index(next, cx, id)?;
     let current = next.access_policies[i].clone();
-    check_etag(&current.view(), if_match, "access policy", id)?;
-    if let Some(name) = &patch.name {
-        non_empty("name", name)?;
-        if policy_name_taken(next, cx, name, id) {
-            return Err(ApiError::conflict(format!(
-                "an access policy named {name:?} already exists"
-            )));
-        }
-    }
+    let taken = |name: &str| policy_name_taken(next, cx, name, id);
+    let name = patch.name.as_deref();
+    check_update(&current.view(), if_match, "access policy", id, name, taken)?;
     let p = &mut next.access_policies[i];
     if let Some(name) = patch.name {
         p.name = name;
@@ -660,13 +697,15 @@ fn update_policy(
         p.condition_groups = g;
     }
     p.updated_at = cx.now.clone();
-    let object = json(&p.view());
-    Ok(Applied {
-        summary: format!("update access policy {:?} ({id})", p.name),
-        state: next.clone(),
-        object,
-        before: json(&current.view()),
-    })
+    let (after, name) = (p.view(), p.name.clone());
+    Ok(updated(
+        "access policy",
+        id,
+        &name,
+        &after,
+        &current.view(),
+        next,
+    ))
 }
 
 fn delete_policy(
@@ -808,15 +847,15 @@ fn update_role(
 ) -> Result<Applied, ApiError> {
     let i = role_index(next, cx, id)?;
     let current = next.roles[i].clone();
-    check_etag(&current.view(), if_match, "role", id)?;
-    if let Some(name) = &patch.name {
-        non_empty("name", name)?;
-        if role_name_taken(next, cx, name, id) {
-            return Err(ApiError::conflict(format!(
-                "a role named {name:?} already exists"
-            )));
-        }
-    }
+    let taken = |name: &str| role_name_taken(next, cx, name, id);
+    check_update(
+        &current.view(),
+        if_match,
+        "role",
+        id,
+        patch.name.as_deref(),
+        taken,
+    )?;
     let r = &mut next.roles[i];
     if let Some(n) = patch.name {
         r.name = n;
@@ -831,13 +870,8 @@ fn update_role(
         r.permissions = p;
     }
     r.updated_at = cx.now.clone();
-    let object = json(&r.view());
-    Ok(Applied {
-        summary: format!("update role {:?} ({id})", r.name),
-        state: next.clone(),
-        object,
-        before: json(&current.view()),
-    })
+    let (after, name) = (r.view(), r.name.clone());
+    Ok(updated("role", id, &name, &after, &current.view(), next))
 }
 
 fn delete_role(

@@ -100,7 +100,7 @@ impl Miss {
     }
 }
 
-/// How a route is decided. Each variant's rules are in `decide.rs`, with its section of docs/semantics.md.
+/// How a route is decided. Each variant's rules are in the `decide` module, with its section of docs/semantics.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     /// Served without authentication (health, docs, static UI).

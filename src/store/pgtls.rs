@@ -188,7 +188,8 @@ fn roots(rootcert: Option<&str>) -> Result<RootCertStore, StoreError> {
                 "sslrootcert {path} holds no certificate"
             )));
         }
-        // The system has no trust store (a distroless image): Mozilla's roots, as jwks.rs does.
+        // The system has no trust store (a distroless image): Mozilla's roots, as the
+        // authenticators' HTTPS client does (authn/http_client.rs).
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     }
     Ok(roots)
