@@ -276,6 +276,52 @@ def start_graphguard(
     return srv, url
 
 
+class Replica:
+    """One graphguard of a fleet, with its own admin listener. `stack` names what the fleet
+    shares: `binary`, `up` (the agent server's URL), `policies`, `root` and `logs`; `env` is
+    what this fleet's replicas add (the shared store's address, timeouts)."""
+
+    def __init__(self, name: str, stack: dict, env: dict[str, str]):
+        self.name = name
+        self.stack = stack
+        self.env = env
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.proc: ServerProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def start(self) -> None:
+        # Ports are picked ahead; on a shared machine another process may take one meanwhile:
+        # then pick new ones and start again.
+        for attempt in range(3):
+            env = {**self.env, "GRAPHGUARD_ADMIN_LISTEN": f"127.0.0.1:{self.admin_port}"}
+            try:
+                s = self.stack
+                self.proc, _ = start_graphguard(self.name, s["binary"], s["up"], s["policies"], s["root"], s["logs"], extra_env=env, port=self.port)
+                return
+            except RuntimeError as e:
+                if "Address already in use" not in str(e) or attempt == 2:
+                    raise
+                self.port, self.admin_port = free_port(), free_port()
+
+    def kill(self) -> None:
+        """SIGKILL, as a node failure would: nothing is flushed or released."""
+        if self.proc:
+            self.proc.proc.send_signal(signal.SIGKILL)
+            self.proc.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.stop()
+
+
 # --------------------------------------------------------------------------------------------
 # Targets and clients
 # --------------------------------------------------------------------------------------------

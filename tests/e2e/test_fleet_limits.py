@@ -22,7 +22,6 @@ import hashlib
 import hmac
 import json
 import shutil
-import signal
 import statistics
 import sys
 import time
@@ -95,42 +94,16 @@ def key(who: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {who}-demo-key"}
 
 
-class Replica:
-    def __init__(self, name: str, stack: dict):
-        self.name = name
-        self.stack = stack
-        self.port = harness.free_port()
-        self.admin_port = harness.free_port()
-        self.proc: harness.ServerProcess | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        env = {
-            "GRAPHGUARD_LIMITS_STORE": self.stack["redis"].url,
-            "GRAPHGUARD_LIMITS_LEASE_SECS": "3",
-            # These tests count exactly; a check that outlives the production default of 50 ms
-            # (a busy 2-core machine running the agent server beside three replicas) is an
-            # `on_error` 503 that would spoil the count. Timeouts have their own unit tests.
-            "GRAPHGUARD_LIMITS_TIMEOUT_MS": "2000",
-            "GRAPHGUARD_ADMIN_LISTEN": f"127.0.0.1:{self.admin_port}",
-            "FLEET_JWT_SECRET": SECRET,
-        }
-        # Ports are picked ahead; on a shared machine another process may take one meanwhile:
-        # then pick new ones and start again.
-        for attempt in range(3):
-            env["GRAPHGUARD_ADMIN_LISTEN"] = f"127.0.0.1:{self.admin_port}"
-            try:
-                self.proc, _ = harness.start_graphguard(
-                    self.name, self.stack["binary"], self.stack["up"], self.stack["policies"], self.stack["root"], self.stack["logs"], extra_env=env, port=self.port
-                )
-                return
-            except RuntimeError as e:
-                if "Address already in use" not in str(e) or attempt == 2:
-                    raise
-                self.port, self.admin_port = harness.free_port(), harness.free_port()
+def replica_env(stack: dict) -> dict[str, str]:
+    return {
+        "GRAPHGUARD_LIMITS_STORE": stack["redis"].url,
+        "GRAPHGUARD_LIMITS_LEASE_SECS": "3",
+        # These tests count exactly; a check that outlives the production default of 50 ms
+        # (a busy 2-core machine running the agent server beside three replicas) is an
+        # `on_error` 503 that would spoil the count. Timeouts have their own unit tests.
+        "GRAPHGUARD_LIMITS_TIMEOUT_MS": "2000",
+        "FLEET_JWT_SECRET": SECRET,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +121,7 @@ def stack(tmp_path_factory):
     redis.start()
     up, up_url = harness.start_langgraph("limits-upstream", "langgraph.json", root, logs)
     stack = {"binary": binary, "root": root, "logs": logs, "redis": redis, "up": up_url, "policies": pol}
-    replicas = [Replica(f"replica-{i}", stack) for i in range(3)]
+    replicas = [harness.Replica(f"replica-{i}", stack, replica_env(stack)) for i in range(3)]
     try:
         for r in replicas:
             r.start()
@@ -156,8 +129,7 @@ def stack(tmp_path_factory):
         yield stack
     finally:
         for r in replicas:
-            if r.proc:
-                r.proc.stop()
+            r.stop()
         up.stop()
         redis.stop()
 
@@ -209,7 +181,7 @@ def test_thirty_runs_a_minute_hold_exactly_across_three_replicas(stack, capsys):
     # Every replica's admin listener reads the same usage, spending nothing.
     for r in replicas:
         asked = time.monotonic()
-        u = httpx.get(f"http://127.0.0.1:{r.admin_port}/limits/usage", params={"limit": "runs-per-user", "value": "alice"}, timeout=5).json()
+        u = httpx.get(f"{r.admin_url}/limits/usage", params={"limit": "runs-per-user", "value": "alice"}, timeout=5).json()
         assert u["key"] == "runs-per-user:alice", u
         if asked - spent < 2:
             assert u["remaining"] == 0 and u["retry_after_seconds"] > 0, u
@@ -259,8 +231,7 @@ def test_a_replica_killed_while_holding_a_stream_frees_its_slot_within_the_lease
         held = [pool.submit(stream, replicas[2], tids[i], 8) for i in range(2)]
         time.sleep(0.8)
         assert stream(replicas[0], tids[2], 0).status_code == 429
-        replicas[2].proc.proc.send_signal(signal.SIGKILL)
-        replicas[2].proc.proc.wait(timeout=10)
+        replicas[2].kill()
         killed = time.monotonic()
         for h in held:
             with pytest.raises(httpx.HTTPError):

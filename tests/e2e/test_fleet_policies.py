@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -69,36 +68,9 @@ def policy_dir(root: Path) -> Path:
     return d
 
 
-class Replica:
-    def __init__(self, name: str, stack: dict, index: int):
-        self.name = name
-        self.stack = stack
-        self.port = harness.free_port()
-        self.admin_port = harness.free_port()
-        self.proc: harness.ServerProcess | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        env = {"GRAPHGUARD_POLICY_STORE": self.stack["pg"].dsn, "GRAPHGUARD_ADMIN_LISTEN": f"127.0.0.1:{self.admin_port}"}
-        # Ports are picked ahead; on a shared machine another process may take one meanwhile:
-        # then pick new ones and start again.
-        for attempt in range(3):
-            env["GRAPHGUARD_ADMIN_LISTEN"] = f"127.0.0.1:{self.admin_port}"
-            try:
-                self.proc, _ = harness.start_graphguard(
-                    self.name, self.stack["binary"], self.stack["up"], self.stack["policies"], self.stack["root"], self.stack["logs"], extra_env=env, port=self.port
-                )
-                return
-            except RuntimeError as e:
-                if "Address already in use" not in str(e) or attempt == 2:
-                    raise
-                self.port, self.admin_port = harness.free_port(), harness.free_port()
-
+class Replica(harness.Replica):
     def readyz(self) -> dict:
-        return httpx.get(f"http://127.0.0.1:{self.admin_port}/readyz", timeout=5).json()
+        return httpx.get(f"{self.admin_url}/readyz", timeout=5).json()
 
     def bob_reads(self, tid: str) -> int:
         return httpx.get(f"{self.url}/threads/{tid}", headers=BOB, timeout=5).status_code
@@ -115,7 +87,7 @@ def stack(tmp_path_factory):
     pg.start()
     up, up_url = harness.start_langgraph("fleet-upstream", "langgraph.json", root, logs)
     stack = {"binary": binary, "root": root, "logs": logs, "pg": pg, "up": up_url, "upstream": up, "policies": policy_dir(root)}
-    replicas = [Replica(f"replica-{i}", stack, i) for i in range(3)]
+    replicas = [Replica(f"replica-{i}", stack, {"GRAPHGUARD_POLICY_STORE": pg.dsn}) for i in range(3)]
     try:
         for r in replicas:
             r.start()
@@ -127,8 +99,7 @@ def stack(tmp_path_factory):
         yield stack
     finally:
         for r in replicas:
-            if r.proc:
-                r.proc.stop()
+            r.stop()
         up.stop()
         pg.remove()
 
@@ -342,8 +313,7 @@ def test_a_replica_killed_during_a_burst_loads_the_latest_state(stack):
     t = threading.Thread(target=burst)
     t.start()
     time.sleep(0.5)
-    victim.proc.proc.send_signal(signal.SIGKILL)
-    victim.proc.proc.wait(timeout=10)
+    victim.kill()
     time.sleep(0.5)
     stop.set()
     t.join()
