@@ -2,7 +2,9 @@
 //! The limiter backends: the hand-written local limiter (GCRA over a sharded map) against
 //! `governor` (keyed GCRA on a DashMap) for one and three rate limits per request, with one
 //! thread and with two; a concurrency slot against `pingora-limits`' `Inflight`; and, when
-//! `GRAPHGUARD_BENCH_REDIS` names a Redis URL, the Redis limiter's round trip.
+//! `GRAPHGUARD_BENCH_REDIS` names a Redis URL, the Redis limiter's round trip. Before any
+//! backend: which of a policy's limits a request counts against, with their keys rendered
+//! (the pure part every limited request pays).
 //!
 //! Governor cannot un-spend, so its three-limit figure is three checks in a row that leave
 //! the first ones spent when a later one refuses: a lower bound for anything atomic on it.
@@ -14,8 +16,11 @@ use std::time::{Duration, Instant};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use futures_util::FutureExt;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use graphguard::event::Event;
 use graphguard::limits::local::Local;
 use graphguard::limits::{open, Check, Limiter};
+use graphguard::policy::limits::{Limit, LimitConfig, Limits};
+use graphguard::user::User;
 
 /// Distinct users the requests cycle through.
 const USERS: usize = 1_000;
@@ -177,6 +182,47 @@ fn concurrency(c: &mut Criterion) {
     g.finish();
 }
 
+/// Three limits of the docs' shape: per user, per tenant (an attribute), and one `when` that
+/// does not hold for this user, against the event they count and one they do not.
+fn applicable(c: &mut Criterion) {
+    let yaml = |y: &str| -> LimitConfig { serde_yaml_ng::from_str(y).unwrap() };
+    let limits = Limits::new(
+        [
+            "name: user-runs\nevents: [threads:create_run]\nrate: {requests: 20, per: 1h}",
+            "name: tenant-streams\nevents: [threads:create_run]\nkey: '{user.attributes.org}'\nconcurrent: 5",
+            "name: free-runs\nevents: [threads:create_run]\nwhen: {roles: [free]}\nrate: {requests: 5, per: 1m}",
+        ]
+        .iter()
+        .map(|y| Limit::compile(&yaml(y)).unwrap())
+        .collect(),
+    );
+    let mut user = User {
+        identity: "user-417".into(),
+        roles: vec!["paid".into()],
+        ..User::default()
+    };
+    user.attributes
+        .insert("org".into(), serde_json::Value::String("tenant-7".into()));
+    let run: Event = "threads:create_run".parse().unwrap();
+    let read: Event = "threads:read".parse().unwrap();
+    let mut g = c.benchmark_group("limits/applicable");
+    g.bench_function("two of three match", |b| {
+        b.iter(|| {
+            limits
+                .applicable(black_box(&[run]), 1, black_box(&user))
+                .unwrap()
+        })
+    });
+    g.bench_function("none matches", |b| {
+        b.iter(|| {
+            limits
+                .applicable(black_box(&[read]), 1, black_box(&user))
+                .unwrap()
+        })
+    });
+    g.finish();
+}
+
 fn redis(c: &mut Criterion) {
     let Ok(url) = std::env::var("GRAPHGUARD_BENCH_REDIS") else {
         eprintln!("GRAPHGUARD_BENCH_REDIS unset: no Redis round trip measured");
@@ -201,5 +247,12 @@ fn redis(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, single_thread, two_threads, concurrency, redis);
+criterion_group!(
+    benches,
+    applicable,
+    single_thread,
+    two_threads,
+    concurrency,
+    redis
+);
 criterion_main!(benches);
