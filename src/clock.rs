@@ -1,7 +1,14 @@
 //! The wall clock: whole seconds since the Unix epoch (what the gateway stores), and RFC 3339
 //! timestamps in UTC with microseconds (what the audit log and the policy store write).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Whole seconds, rounded up, at least 1: what `Retry-After` and the `RateLimit` fields say
+/// (a client told 0 would retry at once).
+pub fn ceil_secs(d: Duration) -> u64 {
+    let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    s.max(1)
+}
 
 /// Seconds since the Unix epoch now (0 if the clock is before it).
 pub fn unix_now() -> u64 {
@@ -75,6 +82,14 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_and_is_never_zero() {
+        assert_eq!(ceil_secs(Duration::from_millis(1)), 1);
+        assert_eq!(ceil_secs(Duration::ZERO), 1);
+        assert_eq!(ceil_secs(Duration::from_millis(2000)), 2);
+        assert_eq!(ceil_secs(Duration::from_millis(2001)), 3);
+    }
 
     #[test]
     fn civil_dates_from_days() {

@@ -9,6 +9,7 @@
 
 use super::*;
 use crate::body::guarded::Guarded;
+use crate::clock::ceil_secs;
 use crate::limits::{self, Lease, LimitError, Limiter, Verdict};
 use crate::policy::limits::{Applied, OnError, Quota};
 use crate::routes::RouteMatch;
@@ -190,12 +191,6 @@ fn hit(a: &Applied<'_>) -> Box<LimitHit> {
     })
 }
 
-/// Whole seconds, rounded up, at least 1 (a client told 0 would retry at once).
-fn ceil_secs(d: Duration) -> u64 {
-    let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-    s.max(1)
-}
-
 /// The IETF `RateLimit-Policy` and `RateLimit` fields (draft-ietf-httpapi-ratelimit-headers):
 /// one list member per limit, named after it: `"free-runs";q=20;w=3600` (written once, when
 /// the policy compiled) and `"free-runs";r=19;t=180`.
@@ -266,18 +261,5 @@ impl Held {
 impl Drop for Held {
     fn drop(&mut self) {
         self.renewal.abort();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_after_rounds_up_and_is_never_zero() {
-        assert_eq!(ceil_secs(Duration::from_millis(1)), 1);
-        assert_eq!(ceil_secs(Duration::ZERO), 1);
-        assert_eq!(ceil_secs(Duration::from_millis(2000)), 2);
-        assert_eq!(ceil_secs(Duration::from_millis(2001)), 3);
     }
 }

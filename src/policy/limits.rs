@@ -157,11 +157,7 @@ fn policy_member(name: &str, quota: Quota) -> String {
     match quota {
         Quota::Rate {
             requests, period, ..
-        } => {
-            // The window in whole seconds, rounded up and at least 1.
-            let w = period.as_secs() + u64::from(period.subsec_nanos() > 0);
-            format!("{name};q={requests};w={}", w.max(1))
-        }
+        } => format!("{name};q={requests};w={}", crate::clock::ceil_secs(period)),
         Quota::Concurrent { limit } => format!("{name};q={limit}"),
     }
 }

@@ -117,29 +117,13 @@ impl StrTemplate {
             return var_value(v, user);
         }
         let mut out = String::new();
-        for p in &self.pieces {
-            match p {
-                Piece::Lit(s) => out.push_str(s),
-                Piece::Var(v) => match var_value(v, user)? {
-                    Value::String(s) => out.push_str(&s),
-                    Value::Number(n) => out.push_str(&n.to_string()),
-                    Value::Bool(b) => out.push_str(if b { "true" } else { "false" }),
-                    other => {
-                        return Err(format!(
-                            "placeholder {} is {} and cannot be part of a string",
-                            var_name(v),
-                            kind(&other)
-                        ))
-                    }
-                },
-            }
-        }
+        self.render_into(user, &mut out)?;
         Ok(Value::String(out))
     }
 
-    /// Render against a user, appending to `out`: the string [`StrTemplate::render`] would
-    /// give (a template that is one placeholder of a list or an object writes it as JSON), with
-    /// no intermediate value. For the hot path, where the text is all that is needed.
+    /// Render against a user as text, appending to `out`, with no intermediate value: what
+    /// [`StrTemplate::render`] gives, a template that is one placeholder of a list or an object
+    /// written as JSON.
     pub fn render_into(&self, user: &User, out: &mut String) -> Result<(), String> {
         let whole = self.pieces.len() == 1;
         for p in &self.pieces {
@@ -151,29 +135,25 @@ impl StrTemplate {
                     Some(Value::String(s)) => out.push_str(s),
                     Some(v @ (Value::Number(_) | Value::Bool(_))) => out.push_str(&v.to_string()),
                     Some(v) if whole => out.push_str(&v.to_string()),
-                    Some(other) => {
-                        return Err(format!(
-                            "placeholder {} is {} and cannot be part of a string",
-                            var_name(v),
-                            kind(other)
-                        ))
-                    }
+                    Some(other) => return Err(not_in_text(v, other)),
                     None => return Err(format!("user {:?} has no attribute {k:?}", user.identity)),
                 },
                 Piece::Var(v @ (Var::Permissions | Var::Roles)) => match var_value(v, user)? {
                     list if whole => out.push_str(&list.to_string()),
-                    list => {
-                        return Err(format!(
-                            "placeholder {} is {} and cannot be part of a string",
-                            var_name(v),
-                            kind(&list)
-                        ))
-                    }
+                    list => return Err(not_in_text(v, &list)),
                 },
             }
         }
         Ok(())
     }
+}
+
+fn not_in_text(v: &Var, value: &Value) -> String {
+    format!(
+        "placeholder {} is {} and cannot be part of a string",
+        var_name(v),
+        kind(value)
+    )
 }
 
 fn kind(v: &Value) -> &'static str {
